@@ -1,0 +1,1 @@
+"""Orchestration: the Prefect flow, deployments and schedules, and the `trendflow` CLI."""

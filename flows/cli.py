@@ -1,0 +1,50 @@
+"""`trendflow <command> ...`: one entry point that dispatches to each command's own `main(argv)`.
+
+Commands are imported lazily, so `trendflow signal` never pays for importing Prefect.
+"""
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+from typing import Sequence
+
+# command -> ("module:function", one-line help). Each function takes argv and returns an exit code.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("flows.pipeline:main", "run the Prefect flow: signal -> trading -> reporting"),
+    "daily": ("flows.pipeline:daily_main", "the daily run for one date (flow in daily mode)"),
+    "signal": ("stages.signal.__main__:main", "signal stage alone (no Prefect)"),
+    "trade": ("stages.trading.__main__:main", "trading stage alone (no Prefect)"),
+    "report": ("stages.reporting.__main__:main", "reporting stage alone (no Prefect)"),
+    "demo-data": ("stages.common.demo:main", "write the built-in demo universe as per-symbol CSVs"),
+    "validate": ("stages.common.validate:main", "check artifact files against their schemas"),
+    "serve": ("flows.schedule:main", "serve the flow on a cron schedule (exchange trading days only)"),
+    "sweep": ("flows.sweep:main", "parameter sweep / walk-forward, optionally on Dask"),
+    "execute": ("stages.trading.execution.cli:execute_main", "send a daily run's orders to a broker under risk controls"),
+    "risk": ("stages.trading.execution.cli:risk_main", "risk controls: reset-breaker, show"),
+    "status": ("stages.trading.execution.cli:status_main", "terminal dashboard: positions, cash, breaker, today's executions"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: trendflow <command> [options]   (trendflow <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, function_name = COMMANDS[name][0].split(":")
+    command = getattr(import_module(module_name), function_name)
+    return int(command(rest, prog=f"trendflow {name}") or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

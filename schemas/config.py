@@ -1,0 +1,196 @@
+"""The configuration model: every parameter of the strategy, with its default, in one place.
+
+Config files may omit keys (defaults fill them) but unknown keys and wrong types are errors.
+Values are strict: a JSON string is never silently turned into a number.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where prices come from and which part of them to use."""
+
+    source: str | None = Field(None, description="folder of per-symbol files, or one long file; null = demo universe")
+    symbols: list[str] | None = Field(None, description="restrict to these symbols; null = every file found")
+    start_date: date | None = Field(None, strict=False, description="first date used (inclusive)")
+    end_date: date | None = Field(None, strict=False, description="last date used (inclusive)")
+    market_index_symbol: str | None = Field(None, description="symbol for the circuit breaker; null = equal-weight universe")
+    bad_rows: Literal["error", "drop"] = Field("error", description="error: stop listing bad rows; drop: drop them with a warning")
+    min_history_days: int = Field(1, ge=1, description="symbols with fewer rows are skipped with a warning")
+
+
+class MacdConfig(_Section):
+    fast: int = Field(12, ge=1)
+    slow: int = Field(26, ge=2)
+    signal: int = Field(9, ge=1)
+
+    @model_validator(mode="after")
+    def _fast_below_slow(self) -> "MacdConfig":
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be below slow ({self.slow})")
+        return self
+
+
+class KamaConfig(_Section):
+    er_window: int = Field(10, ge=1, description="Kaufman efficiency-ratio window")
+    fast: int = Field(2, ge=1)
+    slow: int = Field(30, ge=2)
+    slope_window: int = Field(5, ge=1, description="days over which the KAMA slope is measured")
+
+
+class FilterConfig(_Section):
+    adx_enabled: bool = False
+    adx_window: int = Field(14, ge=2)
+    adx_threshold: float = Field(20.0, ge=0, le=100)
+    volume_enabled: bool = False
+    volume_window: int = Field(20, ge=1)
+    volume_multiplier: float = Field(1.0, ge=0, description="volume >= k x its average")
+    slope_enabled: bool = False
+
+
+class StrategyConfig(_Section):
+    """Trend signal: which strategy and its filters."""
+
+    name: str = Field("combo", description="registered strategy: macd | kama | combo")
+    combo_mode: Literal["both", "either"] = "both"
+    macd: MacdConfig = MacdConfig()
+    kama: KamaConfig = KamaConfig()
+    filters: FilterConfig = FilterConfig()
+
+
+class ScoringConfig(_Section):
+    """Momentum score and the buffer-zone ranks the trading stage uses."""
+
+    momentum_weights: dict[str, float] = Field(
+        default_factory=lambda: {"20": 0.3, "60": 0.4, "120": 0.3},
+        description="window in days -> weight",
+    )
+    buy_top_n: int = Field(10, ge=1)
+    hold_until_rank: int = Field(15, ge=1)
+    inertia_bonus: float = Field(0.05, ge=0, description="added to held symbols' scores before ranking")
+    rebalance_frequency: int = Field(5, ge=1, description="trading days between rebalances")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ScoringConfig":
+        if not self.momentum_weights:
+            raise ValueError("momentum_weights must name at least one window")
+        for window, weight in self.momentum_weights.items():
+            if not window.isdigit() or int(window) < 2:
+                raise ValueError(f"momentum_weights key {window!r} must be a window length in days (>= 2)")
+            if weight < 0:
+                raise ValueError(f"momentum_weights[{window!r}] must be >= 0, got {weight}")
+        if self.hold_until_rank < self.buy_top_n:
+            raise ValueError(f"hold_until_rank ({self.hold_until_rank}) must be >= buy_top_n ({self.buy_top_n})")
+        return self
+
+    @property
+    def windows(self) -> list[int]:
+        return sorted(int(w) for w in self.momentum_weights)
+
+
+class ClusteringConfig(_Section):
+    correlation_window: int = Field(60, ge=5)
+    max_positions_per_cluster: int = Field(2, ge=1)
+    update_frequency: int = Field(20, ge=1, description="trading days between cluster refreshes")
+    distance_threshold: float = Field(0.8, gt=0, le=2, description="cut height on sqrt(2(1-rho))")
+    linkage: Literal["average", "complete", "single", "ward"] = "average"
+
+
+class RiskConfig(_Section):
+    atr_window: int = Field(14, ge=2)
+    atr_multiplier: float = Field(2.0, gt=0)
+    time_stop_days: int = Field(60, ge=1)
+    time_stop_threshold: float = Field(-0.05, le=0)
+    circuit_breaker_threshold: float = Field(-0.10, lt=0, gt=-1)
+    circuit_breaker_lookback: int = Field(60, ge=1, description="days over which the recent peak is taken")
+    exit_on_sell_signal: bool = False
+
+
+class PositionSizingConfig(_Section):
+    volatility_method: Literal["ewma", "std"] = "ewma"
+    ewma_lambda: float = Field(0.94, gt=0, lt=1)
+    volatility_window: int = Field(20, ge=2, description="window for the 'std' method")
+    max_positions: int = Field(20, ge=1)
+    max_position_size: float = Field(0.15, gt=0, le=1)
+    max_cluster_size: float = Field(0.30, gt=0, le=1)
+    max_total_exposure: float = Field(0.95, gt=0, le=1)
+
+
+class ExecutionConfig(_Section):
+    initial_cash: float = Field(1_000_000.0, gt=0)
+    commission_rate: float = Field(0.0003, ge=0, lt=0.1)
+    commission_minimum: float = Field(5.0, ge=0)
+    slippage_bps: float = Field(5.0, ge=0)
+    lot_size: int = Field(100, ge=1)
+    fill_price: Literal["next_open", "close"] = "next_open"
+
+
+class ReportingConfig(_Section):
+    risk_free_rate: float = Field(0.0, ge=-0.1, le=0.5, description="annual")
+    benchmark: str | None = Field(None, description="a symbol in prices.parquet or a price file")
+    periods_per_year: int = Field(252, ge=1)
+
+
+class OutputConfig(_Section):
+    folder: str = "v4_trace_outputs"
+    csv_twins: bool = True
+
+
+class TrendflowConfig(_Section):
+    """The whole configuration. `config/default.json` mirrors it key for key."""
+
+    data: DataConfig = DataConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    scoring: ScoringConfig = ScoringConfig()
+    clustering: ClusteringConfig = ClusteringConfig()
+    risk: RiskConfig = RiskConfig()
+    position_sizing: PositionSizingConfig = PositionSizingConfig()
+    execution: ExecutionConfig = ExecutionConfig()
+    reporting: ReportingConfig = ReportingConfig()
+    output: OutputConfig = OutputConfig()
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def signal_parameters(self) -> dict:
+        """The values that change the signal stage's outputs (and nothing else)."""
+        dumped = self.model_dump(mode="json")
+        picked = {}
+        for path in SIGNAL_KEYS:
+            section, _, key = path.partition(".")
+            picked[path] = dumped[section] if not key else dumped[section][key]
+        return picked
+
+    def signal_hash(self) -> str:
+        """Key under which signal-stage outputs can be reused (parameter sweeps, reruns)."""
+        payload = json.dumps(self.signal_parameters(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# Config paths the signal stage reads; a whole section when no key is given.
+SIGNAL_KEYS = (
+    "data",
+    "strategy",
+    "scoring.momentum_weights",
+    "clustering.correlation_window",
+    "clustering.update_frequency",
+    "clustering.distance_threshold",
+    "clustering.linkage",
+    "risk.atr_window",
+    "position_sizing.volatility_method",
+    "position_sizing.ewma_lambda",
+    "position_sizing.volatility_window",
+)

@@ -1,0 +1,74 @@
+"""signals_output.parquet (+ csv) and the daily signals_{D}.csv / scores_{D}.csv.
+
+The core columns below are the contract the trading stage relies on. One row per (date, symbol)
+that has a price row (suspension days are absent, exactly as in prices.parquet).
+"""
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+
+class SignalsSchema(pa.DataFrameModel):
+    """Trend signal, the indicators behind it, momentum score/rank and cluster per (date, symbol)."""
+
+    date: Series[pd.Timestamp]
+    symbol: Series[str] = pa.Field(str_length={"min_value": 1})
+    close: Series[float] = pa.Field(gt=0)
+    trend_signal: Series[int] = pa.Field(isin=[-1, 0, 1], description="1 buy / -1 sell / 0 hold, at the close of `date`")
+    signal_strength: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    macd: Series[float] = pa.Field(nullable=True)
+    macd_signal: Series[float] = pa.Field(nullable=True)
+    macd_hist: Series[float] = pa.Field(nullable=True)
+    kama: Series[float] = pa.Field(nullable=True)
+    kama_slope: Series[float] = pa.Field(nullable=True)
+    adx: Series[float] = pa.Field(nullable=True)
+    volume_ratio: Series[float] = pa.Field(nullable=True, description="volume / its rolling average")
+    atr: Series[float] = pa.Field(nullable=True, ge=0, description="Wilder ATR in price units")
+    volatility: Series[float] = pa.Field(nullable=True, ge=0, description="annualised volatility of daily returns (EWMA or std per config)")
+    momentum_score: Series[float] = pa.Field(nullable=True)
+    rank: Series[float] = pa.Field(nullable=True, ge=1, description="1 = best among eligible symbols that day; NaN when not eligible")
+    cluster: Series[int] = pa.Field(ge=-1, description="correlation cluster id; -1 before the first clustering")
+    eligible: Series[bool] = pa.Field(description="enough history for a momentum score")
+
+    @pa.dataframe_check(error="(date, symbol) unique and sorted by date then symbol")
+    def sorted_unique(cls, df: pd.DataFrame) -> Series[bool]:
+        same_date = df["date"].eq(df["date"].shift())
+        later_date = df["date"].gt(df["date"].shift())
+        later_symbol = df["symbol"].gt(df["symbol"].shift())
+        ok = later_date | (same_date & later_symbol)
+        ok.iloc[:1] = True
+        return ok
+
+    class Config:
+        coerce = True
+        strict = "filter"
+
+
+class DailySignalsSchema(pa.DataFrameModel):
+    """signals_{D}.csv: every symbol on date D -- 1 buy, -1 sell, 0 hold."""
+
+    date: Series[pd.Timestamp]
+    symbol: Series[str] = pa.Field(unique=True)
+    signal: Series[int] = pa.Field(isin=[-1, 0, 1])
+    signal_strength: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    close: Series[float] = pa.Field(gt=0)
+
+    class Config:
+        coerce = True
+        strict = True
+
+
+class DailyScoresSchema(pa.DataFrameModel):
+    """scores_{D}.csv: momentum score, rank and cluster for every symbol on date D."""
+
+    date: Series[pd.Timestamp]
+    symbol: Series[str] = pa.Field(unique=True)
+    momentum_score: Series[float] = pa.Field(nullable=True)
+    rank: Series[float] = pa.Field(nullable=True, ge=1)
+    cluster: Series[int] = pa.Field(ge=-1)
+
+    class Config:
+        coerce = True
+        strict = True

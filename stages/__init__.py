@@ -1,0 +1,1 @@
+"""The domain: signal, trading and reporting stages plus what they share. Never imports Prefect."""

@@ -1,0 +1,406 @@
+"""Artifact I/O: the one place that knows how tables become files and files become tables.
+
+Every artifact is validated by its pandera schema when written and when read. A stage writes
+its outputs inside a `StageRun`: each file goes to a temp file in the target folder (fsync'd),
+and only when the whole stage succeeds are all of them renamed into place and recorded in
+`manifest.json` (stage, schema, rows, sha256, config hash, input hashes, start/end times).
+A failure anywhere leaves every previous artifact untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import pandera.pandas as pa
+import pandera.errors as pa_errors
+
+from stages.common.errors import ArtifactMissingError, IntegrityError, SchemaError, TransientIOError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+_MAX_BAD_ROWS_SHOWN = 5
+
+
+# --------------------------------------------------------------------------- validation
+def _schema_name(schema: type[pa.DataFrameModel] | pa.DataFrameSchema) -> str:
+    return getattr(schema, "__name__", None) or getattr(schema, "name", None) or type(schema).__name__
+
+
+def validate_frame(df: pd.DataFrame, schema: type[pa.DataFrameModel] | pa.DataFrameSchema, source: str) -> pd.DataFrame:
+    """Validate (and coerce) a frame; raise SchemaError naming the file, columns and first bad rows."""
+    try:
+        return schema.validate(df, lazy=True)
+    except pa_errors.SchemaErrors as exc:
+        raise SchemaError(describe_failures(exc.failure_cases, source, _schema_name(schema), df)) from None
+    except pa_errors.SchemaError as exc:  # raised by non-lazy paths (e.g. strict column checks)
+        raise SchemaError(f"{source} does not match schema {_schema_name(schema)}: {exc}") from None
+
+
+def _row_label(df: pd.DataFrame | None, idx: Any) -> str:
+    """'row 12 (date=2020-01-03, symbol=510300.SH)' when the frame has those keys."""
+    label = f"row {idx}"
+    if df is None or pd.isna(idx) or idx not in df.index:
+        return label
+    keys = [c for c in ("date", "symbol") if c in df.columns]
+    if not keys:
+        return label
+    row = df.loc[idx]
+    if isinstance(row, pd.DataFrame):
+        row = row.iloc[0]
+    parts = []
+    for key in keys:
+        value = row[key]
+        parts.append(f"{key}={value.date() if isinstance(value, pd.Timestamp) else value}")
+    return f"{label} ({', '.join(parts)})"
+
+
+def describe_failures(
+    failure_cases: pd.DataFrame, source: str, schema_name: str, df: pd.DataFrame | None = None
+) -> str:
+    """Group pandera's failure cases by check: one line per failing check with its first rows."""
+    lines = [f"{source} does not match schema {schema_name}:"]
+    cases = failure_cases.copy()
+    cases["column"] = cases["column"].astype("string").fillna("(table)")
+    for check, group in cases.groupby("check", sort=False, dropna=False):
+        if check in ("column_in_dataframe", "column_in_schema"):
+            names = ", ".join(repr(v) for v in group["failure_case"])
+            what = "missing column(s)" if check == "column_in_dataframe" else "unexpected column(s)"
+            lines.append(f"  {what}: {names}")
+            continue
+        columns = list(dict.fromkeys(group["column"]))
+        if len(columns) == 1:
+            shown = group.head(_MAX_BAD_ROWS_SHOWN)
+            rows = ", ".join(
+                f"{_row_label(df, idx)}: {val!r}" if pd.notna(idx) else f"{val!r}"
+                for idx, val in zip(shown["index"], shown["failure_case"])
+            )
+            total = len(group)
+            where = f"column '{columns[0]}'"
+        else:  # a table-level check: every column of the bad row is listed; name the rows once
+            indices = list(dict.fromkeys(group["index"].dropna()))
+            rows = ", ".join(_row_label(df, idx) for idx in indices[:_MAX_BAD_ROWS_SHOWN])
+            total = len(indices)
+            where = "table"
+        more = f" (+{total - _MAX_BAD_ROWS_SHOWN} more)" if total > _MAX_BAD_ROWS_SHOWN else ""
+        lines.append(f"  {where} fails {check}: {rows}{more}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- hashing & atomic files
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _temp_path(target: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes so that readers see either the old file or the new one, never a half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _replace(src: Path, dst: Path) -> None:
+    try:
+        os.replace(src, dst)
+    except PermissionError as exc:  # Windows: the target is open in another program (Excel...)
+        raise TransientIOError(f"cannot replace {dst}: {exc} (is it open in another program?)") from exc
+
+
+def _csv_dtypes(schema: type[pa.DataFrameModel]) -> tuple[dict[str, Any], list[str]]:
+    """String columns stay strings (symbols like 000001.SZ), datetime columns are parsed."""
+    dtypes: dict[str, Any] = {}
+    dates: list[str] = []
+    for name, column in schema.to_schema().columns.items():
+        if getattr(column, "regex", False):
+            continue
+        kind = str(column.dtype)
+        if kind.startswith("datetime"):
+            dates.append(name)
+        elif kind in ("str", "string", "object"):
+            dtypes[name] = str
+    return dtypes, dates
+
+
+def _write_table(df: pd.DataFrame, path: Path) -> None:
+    if path.suffix == ".parquet":
+        df.to_parquet(path, index=False, engine="pyarrow", compression="zstd")
+    elif path.suffix == ".csv":
+        df.to_csv(path, index=False, date_format="%Y-%m-%d", lineterminator="\n")
+    else:
+        raise ValueError(f"unsupported artifact type: {path.name}")
+
+
+def _read_table(path: Path, schema: type[pa.DataFrameModel]) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path, engine="pyarrow")
+    dtypes, dates = _csv_dtypes(schema)
+    header = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(
+        path,
+        dtype={k: v for k, v in dtypes.items() if k in header},
+        parse_dates=[d for d in dates if d in header],
+    )
+
+
+# --------------------------------------------------------------------------- manifest
+def manifest_path(folder: Path) -> Path:
+    return Path(folder) / MANIFEST_NAME
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = manifest_path(folder)
+    if not path.exists():
+        return {"version": MANIFEST_VERSION, "artifacts": {}, "runs": {}}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IntegrityError(f"{path} is damaged ({exc}); delete it and rerun the stages that wrote this folder") from None
+    if not isinstance(data, dict) or "artifacts" not in data:
+        raise IntegrityError(f"{path} is not a trendflow manifest")
+    data.setdefault("runs", {})
+    return data
+
+
+def manifest_entry(folder: Path, name: str) -> dict[str, Any] | None:
+    return read_manifest(folder)["artifacts"].get(name)
+
+
+# --------------------------------------------------------------------------- reading
+def read_artifact(
+    path: str | Path,
+    schema: type[pa.DataFrameModel],
+    *,
+    verify_hash: bool = True,
+) -> pd.DataFrame:
+    """Read and validate one table artifact (Parquet or CSV).
+
+    With verify_hash, a file listed in its folder's manifest must still have the recorded sha256
+    (a file edited by hand after the run is refused rather than silently used).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactMissingError(f"{path} does not exist (run the stage that writes it first)")
+    if verify_hash:
+        verify_against_manifest(path)
+    try:
+        df = _read_table(path, schema)
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError)) and exc.errno in (11, 13, 16):
+            raise TransientIOError(f"{path} cannot be read now: {exc}") from exc
+        raise SchemaError(f"{path} cannot be read as {path.suffix[1:]}: {exc}") from None
+    return validate_frame(df, schema, str(path))
+
+
+def verify_against_manifest(path: Path) -> None:
+    entry = manifest_entry(path.parent, path.name)
+    if entry is None:
+        return
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise IntegrityError(
+            f"{path} was changed after stage '{entry['stage']}' wrote it "
+            f"(sha256 {actual[:12]}... != manifest {entry['sha256'][:12]}...); rerun that stage"
+        )
+
+
+def read_json_artifact(path: str | Path, model: type, *, verify_hash: bool = True) -> Any:
+    """Read a JSON artifact and validate it with a pydantic model."""
+    from pydantic import ValidationError
+
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactMissingError(f"{path} does not exist")
+    if verify_hash:
+        verify_against_manifest(path)
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"'{'.'.join(str(p) for p in e['loc']) or '(top level)'}': {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise SchemaError(f"{path} does not match {model.__name__}: {problems}") from None
+
+
+# --------------------------------------------------------------------------- writing
+@dataclass
+class _Pending:
+    tmp: Path
+    target: Path
+    schema: str
+    rows: int
+
+
+@dataclass
+class StageRun:
+    """Collects a stage's outputs and commits them together; records inputs and outputs in the manifest."""
+
+    stage: str
+    out_dir: Path
+    config_hash: str | None = None
+    csv_twins: bool = True
+    inputs: dict[str, str] = field(default_factory=dict)
+    written: dict[str, Path] = field(default_factory=dict)
+    _pending: list[_Pending] = field(default_factory=list)
+    _started: str = field(default_factory=lambda: _now())
+    _t0: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+
+    # reading ---------------------------------------------------------------
+    def read(self, path: str | Path, schema: type[pa.DataFrameModel], *, verify_hash: bool = True) -> pd.DataFrame:
+        path = Path(path)
+        df = read_artifact(path, schema, verify_hash=verify_hash)
+        self.record_input(path)
+        return df
+
+    def read_json(self, path: str | Path, model: type, *, verify_hash: bool = True) -> Any:
+        path = Path(path)
+        obj = read_json_artifact(path, model, verify_hash=verify_hash)
+        self.record_input(path)
+        return obj
+
+    def record_input(self, path: Path) -> None:
+        self.inputs[str(path)] = sha256_file(path)
+
+    # writing ---------------------------------------------------------------
+    def write(
+        self,
+        df: pd.DataFrame,
+        name: str,
+        schema: type[pa.DataFrameModel],
+        *,
+        csv_twin: bool | None = None,
+    ) -> Path:
+        """Validate `df` and stage it as `name` (.parquet or .csv); a Parquet file gets a CSV twin when asked."""
+        target = self.out_dir / name
+        validated = validate_frame(df, schema, name)
+        self._stage(validated, target, _schema_name(schema))
+        if target.suffix == ".parquet" and (self.csv_twins if csv_twin is None else csv_twin):
+            self._stage(validated, target.with_suffix(".csv"), _schema_name(schema))
+        return target
+
+    def write_json(self, obj: Any, name: str, model: type | None = None) -> Path:
+        """Stage a JSON artifact; with a pydantic model it is validated first."""
+        from pydantic import ValidationError
+
+        target = self.out_dir / name
+        if model is not None:
+            try:
+                obj = model.model_validate(obj) if not isinstance(obj, model) else obj
+            except ValidationError as exc:
+                raise SchemaError(f"{name} does not match {model.__name__}: {exc}") from None
+            payload = obj.model_dump(mode="json")
+        else:
+            payload = obj
+        text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+        tmp = _temp_path(target)
+        tmp.write_text(text, encoding="utf-8")
+        _fsync(tmp)
+        self._pending.append(_Pending(tmp, target, getattr(model, "__name__", "json"), 1))
+        return target
+
+    def write_text(self, text: str, name: str, kind: str = "text") -> Path:
+        """Stage a non-tabular file (e.g. report.html)."""
+        target = self.out_dir / name
+        tmp = _temp_path(target)
+        tmp.write_text(text, encoding="utf-8")
+        _fsync(tmp)
+        self._pending.append(_Pending(tmp, target, kind, text.count("\n")))
+        return target
+
+    def _stage(self, df: pd.DataFrame, target: Path, schema_name: str) -> None:
+        tmp = _temp_path(target).with_suffix(target.suffix)
+        try:
+            _write_table(df, tmp)
+            _fsync(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._pending.append(_Pending(tmp, target, schema_name, len(df)))
+
+    # commit ------------------------------------------------------------------
+    def commit(self) -> dict[str, Path]:
+        """Move every staged file into place, then record them in the manifest."""
+        finished = _now()
+        manifest = read_manifest(self.out_dir)
+        for pending in self._pending:
+            _replace(pending.tmp, pending.target)
+            manifest["artifacts"][pending.target.name] = {
+                "stage": self.stage,
+                "schema": pending.schema,
+                "rows": pending.rows,
+                "sha256": sha256_file(pending.target),
+                "config_hash": self.config_hash,
+                "inputs": dict(sorted(self.inputs.items())),
+                "started_at": self._started,
+                "finished_at": finished,
+            }
+            self.written[pending.target.name] = pending.target
+        manifest["runs"][self.stage] = {
+            "config_hash": self.config_hash,
+            "started_at": self._started,
+            "finished_at": finished,
+            "seconds": round(time.perf_counter() - self._t0, 3),
+            "outputs": sorted(p.target.name for p in self._pending),
+        }
+        self._pending.clear()
+        manifest["version"] = MANIFEST_VERSION
+        atomic_write_bytes(manifest_path(self.out_dir), (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        return dict(self.written)
+
+    def abort(self) -> None:
+        for pending in self._pending:
+            pending.tmp.unlink(missing_ok=True)
+        self._pending.clear()
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, out_dir: str | Path, *, config_hash: str | None = None, csv_twins: bool = True) -> Iterator[StageRun]:
+    """`with stage_run("signal", out) as run: run.write(...)` -- all outputs land together or not at all."""
+    run = StageRun(stage=stage, out_dir=Path(out_dir), config_hash=config_hash, csv_twins=csv_twins)
+    try:
+        yield run
+    except BaseException:
+        run.abort()
+        raise
+    run.commit()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

@@ -1,0 +1,76 @@
+"""What every command line shares: --config/--set/--log-level, logging set-up, and turning a
+TrendflowError into one clear stderr line and a non-zero exit code (no traceback for user errors)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from schemas.config import TrendflowConfig
+from stages.common.config import load_config
+from stages.common.errors import TrendflowError
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config, --set (repeatable) and --log-level, spelled the same in every command."""
+    parser.add_argument("--config", metavar="FILE", help="JSON config (default: config/default.json); may omit keys")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override one config key, e.g. --set risk.atr_multiplier=2.5 (repeatable; VALUE is JSON or a string)",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def config_from_args(args: argparse.Namespace) -> TrendflowConfig:
+    return load_config(args.config, args.overrides)
+
+
+def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> None:
+    """Console logging at `level`; with `log_file`, also a file log (DEBUG detail kept there too)."""
+    root = logging.getLogger()
+    root.setLevel(min(logging.getLevelName(level), logging.DEBUG if log_file else logging.getLevelName(level)))
+    for handler in list(root.handlers):
+        if getattr(handler, "_trendflow", False):
+            root.removeHandler(handler)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(level)
+    console.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
+    console._trendflow = True  # type: ignore[attr-defined]
+    root.addHandler(console)
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setLevel(logging.DEBUG if level == "DEBUG" else logging.INFO)
+        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        file_handler._trendflow = True  # type: ignore[attr-defined]
+        root.addHandler(file_handler)
+    for noisy in ("numba", "matplotlib", "distributed", "asyncio", "urllib3", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_command(body: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """Run a command body; user errors become `error: <message>` on stderr and their exit code."""
+    try:
+        code = body(args)
+    except TrendflowError as exc:
+        logging.getLogger("trendflow").debug("failed", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0 if code is None else int(code)
+
+
+def parse_and_run(
+    parser: argparse.ArgumentParser,
+    body: Callable[[argparse.Namespace], int | None],
+    argv: Sequence[str] | None,
+) -> int:
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return run_command(body, args)

@@ -1,0 +1,57 @@
+"""Long <-> wide: the stages compute on date x symbol arrays, vectorised over symbols.
+
+A missing (date, symbol) cell means no trade that day (suspension or not yet listed). It stays
+NaN in the wide frame -- never forward-filled into a fake price -- and `tradable` says so.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+OHLCV = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True)
+class Panel:
+    """Wide OHLCV arrays on a common (dates x symbols) grid."""
+
+    dates: pd.DatetimeIndex
+    symbols: pd.Index
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+    @property
+    def tradable(self) -> np.ndarray:
+        """True where the symbol has a real price row that day."""
+        return ~np.isnan(self.close)
+
+    def frame(self, field: str) -> pd.DataFrame:
+        return pd.DataFrame(getattr(self, field), index=self.dates, columns=self.symbols)
+
+
+def to_panel(prices: pd.DataFrame) -> Panel:
+    """Pivot the long price table (date, symbol, OHLCV) onto the full date x symbol grid."""
+    dates = pd.DatetimeIndex(np.unique(prices["date"].to_numpy()), name="date")
+    symbols = pd.Index(np.unique(prices["symbol"].to_numpy().astype(str)), name="symbol")
+    rows = dates.get_indexer(prices["date"])
+    cols = symbols.get_indexer(prices["symbol"].astype(str))
+    arrays = {}
+    for field in OHLCV:
+        grid = np.full((len(dates), len(symbols)), np.nan)
+        grid[rows, cols] = prices[field].to_numpy(dtype=float)
+        arrays[field] = grid
+    return Panel(dates=dates, symbols=symbols, **arrays)
+
+
+def to_long(wide: dict[str, np.ndarray], dates: pd.DatetimeIndex, symbols: pd.Index, mask: np.ndarray) -> pd.DataFrame:
+    """Stack wide arrays back to long rows where `mask` is True, sorted by date then symbol."""
+    rows, cols = np.nonzero(mask)
+    out = {"date": dates[rows], "symbol": symbols[cols].astype(str)}
+    for name, grid in wide.items():
+        out[name] = grid[rows, cols]
+    return pd.DataFrame(out)

@@ -1,0 +1,45 @@
+"""`trendflow validate FILE...`: check saved artifacts against their schemas (and manifest hashes)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from schemas.registry import schema_for
+from stages.common.artifacts import read_artifact, read_json_artifact
+from stages.common.cli import parse_and_run
+from stages.common.errors import ArtifactMissingError, SchemaError, TrendflowError
+
+
+def validate_file(path: Path, verify_hash: bool = True) -> str:
+    """Validate one artifact; return a one-line summary or raise a TrendflowError."""
+    if not path.exists():
+        raise ArtifactMissingError(f"{path} does not exist")
+    schema = schema_for(path.name)
+    if schema is None:
+        raise SchemaError(f"{path}: not a known artifact name (see schemas/registry.py)")
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        read_json_artifact(path, schema, verify_hash=verify_hash)
+        return f"ok  {path}  ({schema.__name__})"
+    frame = read_artifact(path, schema, verify_hash=verify_hash)
+    return f"ok  {path}  ({schema.__name__}, {len(frame)} rows)"
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "trendflow validate", description=__doc__)
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument("--no-hash", action="store_true", help="skip the sha256 check against manifest.json")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    def body(args: argparse.Namespace) -> int:
+        failures = 0
+        for name in args.files:
+            try:
+                print(validate_file(Path(name), verify_hash=not args.no_hash))
+            except TrendflowError as exc:
+                failures += 1
+                print(f"FAIL {name}: {exc}")
+        return 1 if failures else 0
+
+    return parse_and_run(parser, body, argv)
