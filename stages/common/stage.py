@@ -1,0 +1,45 @@
+"""What every stage returns, and where a stage finds its inputs by default."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from schemas.config import TrendflowConfig
+from stages.common.config import PROJECT_ROOT
+
+DEMO_FOLDER_NAME = "demo_data"
+
+
+@dataclass
+class StageResult:
+    """A stage's outcome: files written (name -> path), row counts, wall time, and a short summary."""
+
+    stage: str
+    outputs: dict[str, Path]
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def log_line(self) -> str:
+        rows = ", ".join(f"{name}={n}" for name, n in sorted(self.rows.items()))
+        return f"{self.stage} stage finished in {self.seconds:.2f}s ({rows})"
+
+
+def resolve_out_dir(out: str | Path | None, config: TrendflowConfig) -> Path:
+    """--out, else config output.folder (relative paths are relative to the working directory)."""
+    return Path(out if out is not None else config.output.folder)
+
+
+def resolve_data_source(data: str | Path | None, config: TrendflowConfig, out_dir: Path) -> Path:
+    """--data, else config data.source, else the demo universe generated into <out>/demo_data."""
+    if data is not None:
+        return Path(data)
+    if config.data.source is not None:
+        return Path(config.data.source)
+    from stages.common.demo import ensure_demo_universe
+
+    return ensure_demo_universe(out_dir / DEMO_FOLDER_NAME)
+
+
+__all__ = ["StageResult", "resolve_out_dir", "resolve_data_source", "PROJECT_ROOT", "DEMO_FOLDER_NAME"]
