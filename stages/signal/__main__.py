@@ -1,0 +1,34 @@
+"""python -m stages.signal [--config F] [--set k=v] [--data DIR] [--out DIR] [--as-of-date D]"""
+from __future__ import annotations
+
+import argparse
+from datetime import date
+
+from stages.common.cli import add_common_arguments, config_from_args, parse_and_run
+from stages.common.stage import resolve_out_dir
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m stages.signal",
+        description="Signal stage: trend signals, momentum scores/ranks and clusters -> prices.parquet, signals_output.parquet",
+    )
+    add_common_arguments(parser)
+    parser.add_argument("--data", help="folder of per-symbol price files or one long file (default: config data.source, else the demo universe)")
+    parser.add_argument("--out", help="output folder (default: config output.folder)")
+    parser.add_argument("--as-of-date", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                        help="daily run: use prices up to this date; also write signals_D.csv and scores_D.csv")
+
+    def body(args: argparse.Namespace) -> int:
+        from stages.signal.stage import run_signal_stage
+
+        config = config_from_args(args)
+        result = run_signal_stage(config, args.data, resolve_out_dir(args.out, config), as_of_date=args.as_of_date)
+        print(result.log_line())
+        return 0
+
+    return parse_and_run(parser, body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,238 @@
+"""Technical indicators on (days x symbols) arrays, vectorised over symbols.
+
+Each symbol's series is its own sequence of trading days: a suspension day or the days before a
+listing are absent, not zeros. `pack` moves each column's valid rows to the top so every symbol
+starts at row 0 and the recursive filters run once over all symbols; `unpack` puts results back
+on the calendar grid (NaN where the symbol did not trade). Seeding follows TA-Lib exactly
+(simple average of the first window), so values equal TA-Lib's after its warm-up.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import lfilter
+
+_TINY = 1e-8  # TA-Lib's TA_IS_ZERO tolerance
+
+
+@dataclass(frozen=True)
+class Packing:
+    """Row order per column (valid rows first, in date order) and the count of valid rows."""
+
+    order: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        """Mask on the packed grid: True for rows holding a real observation."""
+        return np.arange(self.order.shape[0])[:, None] < self.counts[None, :]
+
+
+def packing_for(valid: np.ndarray) -> Packing:
+    order = np.argsort(~valid, axis=0, kind="stable")
+    return Packing(order=order, counts=valid.sum(axis=0))
+
+
+def pack(values: np.ndarray, packing: Packing) -> np.ndarray:
+    packed = np.take_along_axis(values, packing.order, axis=0)
+    packed[~packing.valid] = np.nan
+    return packed
+
+
+def unpack(packed: np.ndarray, packing: Packing) -> np.ndarray:
+    out = np.full(packed.shape, np.nan)
+    np.put_along_axis(out, packing.order, np.where(packing.valid, packed, np.nan), axis=0)
+    return out
+
+
+# --------------------------------------------------------------------------- building blocks
+def shift(x: np.ndarray, n: int = 1) -> np.ndarray:
+    """x shifted down by n rows (NaN on top)."""
+    out = np.full(x.shape, np.nan)
+    if n < x.shape[0]:
+        out[n:] = x[:-n] if n else x
+    return out
+
+
+def rolling_sum(x: np.ndarray, window: int) -> np.ndarray:
+    """Sum over the last `window` rows; NaN until a full window and wherever the window holds a NaN."""
+    out = np.full(x.shape, np.nan)
+    if window > x.shape[0]:
+        return out
+    missing = np.isnan(x)
+    zero_row = np.zeros((1, x.shape[1]))
+    csum = np.cumsum(np.vstack([zero_row, np.where(missing, 0.0, x)]), axis=0)
+    cmiss = np.cumsum(np.vstack([zero_row, missing]), axis=0)
+    sums = csum[window:] - csum[:-window]
+    out[window - 1:] = np.where(cmiss[window:] - cmiss[:-window] > 0, np.nan, sums)
+    return out
+
+
+def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
+    return rolling_sum(x, window) / window
+
+
+def recursive_smooth(x: np.ndarray, alpha: float, seed: np.ndarray, seed_row: int) -> np.ndarray:
+    """y[seed_row] = seed; y[t] = y[t-1] + alpha * (x[t] - y[t-1]) after it; NaN before.
+
+    One scipy lfilter call over all symbols (the recursion runs in C). NaN rows at the bottom of
+    a packed column only poison that column's own tail, which `unpack` discards.
+    """
+    out = np.full(x.shape, np.nan)
+    if seed_row >= x.shape[0]:
+        return out
+    out[seed_row] = seed
+    rest = x[seed_row + 1:]
+    if len(rest):
+        zi = ((1 - alpha) * seed)[None, :]
+        out[seed_row + 1:], _ = lfilter([alpha], [1.0, -(1 - alpha)], rest, axis=0, zi=zi)
+    return out
+
+
+def sma_seeded_ema(x: np.ndarray, period: int, start: int = 0) -> np.ndarray:
+    """TA-Lib EMA: seeded at row start+period-1 with the mean of x[start:start+period], k = 2/(period+1)."""
+    seed_row = start + period - 1
+    if seed_row >= x.shape[0]:
+        return np.full(x.shape, np.nan)
+    seed = x[start:seed_row + 1].mean(axis=0)
+    return recursive_smooth(x, 2.0 / (period + 1), seed, seed_row)
+
+
+# --------------------------------------------------------------------------- indicators (packed arrays)
+def macd(close: np.ndarray, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MACD line, signal line and histogram, seeded as TA-Lib does.
+
+    TA-Lib starts both EMAs at row slow-1: the slow one seeded with the mean of rows 0..slow-1,
+    the fast one with the mean of the `fast` rows ending there. The signal EMA is seeded with the
+    mean of the first `signal` MACD values; the first output is at row slow + signal - 2.
+    """
+    slow_ema = sma_seeded_ema(close, slow)
+    fast_ema = sma_seeded_ema(close, fast, start=slow - fast)
+    line = fast_ema - slow_ema
+    sig = np.full(close.shape, np.nan)
+    first = slow - 1
+    if first < close.shape[0]:
+        sig[first:] = sma_seeded_ema(line[first:], signal)
+    line = np.where(np.isnan(sig), np.nan, line)
+    return line, sig, line - sig
+
+
+def kama(close: np.ndarray, er_window: int = 10, fast: int = 2, slow: int = 30) -> np.ndarray:
+    """Kaufman adaptive moving average (TA-Lib KAMA): the first value at row er_window starts from close[er_window-1].
+
+    ER = |close_t - close_{t-n}| / sum |close_i - close_{i-1}| over n days;
+    sc = (ER (2/(fast+1) - 2/(slow+1)) + 2/(slow+1))^2; kama_t = kama_{t-1} + sc (close_t - kama_{t-1}).
+    """
+    n_rows = close.shape[0]
+    out = np.full(close.shape, np.nan)
+    if n_rows <= er_window:
+        return out
+    change = np.abs(close - shift(close, er_window))
+    noise = rolling_sum(np.abs(np.diff(close, axis=0, prepend=np.nan)), er_window)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        er = np.where(noise > _TINY, change / noise, 1.0)
+    fast_sc, slow_sc = 2.0 / (fast + 1), 2.0 / (slow + 1)
+    sc = (er * (fast_sc - slow_sc) + slow_sc) ** 2
+    value = close[er_window - 1].copy()
+    for t in range(er_window, n_rows):  # recursion over days, vectorised over symbols
+        value = value + sc[t] * (close[t] - value)
+        out[t] = value
+    return out
+
+
+def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """max(H-L, |H-C_prev|, |L-C_prev|); undefined on each symbol's first day."""
+    prev_close = shift(close)
+    return np.fmax(high - low, np.fmax(np.abs(high - prev_close), np.abs(low - prev_close))) + 0 * prev_close
+
+
+def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> np.ndarray:
+    """Wilder ATR: seeded at row `period` with the mean of TR rows 1..period, then (ATR(n-1) + TR)/n."""
+    tr = true_range(high, low, close)
+    if period >= close.shape[0]:
+        return np.full(close.shape, np.nan)
+    seed = tr[1:period + 1].mean(axis=0)
+    return recursive_smooth(tr, 1.0 / period, seed, period)
+
+
+def directional_movement(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """+DM, -DM: only the larger of the up-move and down-move counts, and only when positive."""
+    up = high - shift(high)
+    down = shift(low) - low
+    plus = np.where((up > 0) & (up > down), up, 0.0)
+    minus = np.where((down > 0) & (down > up), down, 0.0)
+    return plus, minus
+
+
+def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> np.ndarray:
+    """Wilder ADX as TA-Lib computes it; first value at row 2*period - 1.
+
+    DM and TR sums start with rows 1..period-1, then S_t = S_{t-1} - S_{t-1}/n + x_t; DX =
+    100 |+DI - -DI| / (+DI + -DI); ADX = mean of the first n DX, then Wilder-smoothed. When TR or
+    DI+ + DI- is zero TA-Lib leaves ADX unchanged that day, and so do we.
+    """
+    n_rows, n_cols = close.shape
+    out = np.full(close.shape, np.nan)
+    first_out = 2 * period - 1
+    if n_rows <= first_out:
+        return out
+    plus_dm, minus_dm = directional_movement(high, low)
+    tr = true_range(high, low, close)
+    s_plus = plus_dm[1:period].sum(axis=0)
+    s_minus = minus_dm[1:period].sum(axis=0)
+    s_tr = tr[1:period].sum(axis=0)
+    sum_dx = np.zeros(n_cols)
+    value = np.full(n_cols, np.nan)
+    for t in range(period, n_rows):  # recursion over days, vectorised over symbols
+        s_plus = s_plus - s_plus / period + plus_dm[t]
+        s_minus = s_minus - s_minus / period + minus_dm[t]
+        s_tr = s_tr - s_tr / period + tr[t]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            plus_di = 100.0 * s_plus / s_tr
+            minus_di = 100.0 * s_minus / s_tr
+            di_sum = plus_di + minus_di
+            dx = 100.0 * np.abs(minus_di - plus_di) / di_sum
+        defined = (np.abs(s_tr) >= _TINY) & (np.abs(di_sum) >= _TINY)
+        if t < first_out:
+            sum_dx = sum_dx + np.where(defined, dx, 0.0)
+            continue
+        if t == first_out:
+            sum_dx = sum_dx + np.where(defined, dx, 0.0)
+            value = sum_dx / period
+        else:
+            value = np.where(defined, (value * (period - 1) + dx) / period, value)
+        out[t] = np.where(np.isnan(s_tr), np.nan, value)
+    return out
+
+
+def log_returns(close: np.ndarray) -> np.ndarray:
+    """Daily log returns over each symbol's own trading days (first day NaN)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log(close / shift(close))
+
+
+def ewma_volatility(returns: np.ndarray, lam: float = 0.94, periods_per_year: int = 252, min_periods: int = 20) -> np.ndarray:
+    """Annualised RiskMetrics volatility: var_t = lam var_{t-1} + (1-lam) r_t^2, seeded with the
+    mean square of the first `min_periods` returns (NaN before)."""
+    r2 = returns ** 2
+    seed_row = min_periods  # returns start at row 1
+    if seed_row >= returns.shape[0]:
+        return np.full(returns.shape, np.nan)
+    seed = r2[1:seed_row + 1].mean(axis=0)
+    var = recursive_smooth(r2, 1 - lam, seed, seed_row)
+    return np.sqrt(var * periods_per_year)
+
+
+def rolling_std_volatility(returns: np.ndarray, window: int = 20, periods_per_year: int = 252) -> np.ndarray:
+    """Annualised sample standard deviation (ddof=1) of the last `window` returns."""
+    mean = rolling_mean(returns, window)
+    sq = rolling_mean(returns ** 2, window)
+    var = np.maximum(sq - mean ** 2, 0.0) * window / (window - 1)
+    return np.sqrt(var * periods_per_year)
+
+
+def slope(x: np.ndarray, window: int) -> np.ndarray:
+    """Relative change per day over `window` days: (x_t / x_{t-window} - 1) / window."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (x / shift(x, window) - 1.0) / window
