@@ -124,6 +124,9 @@ class PositionSizingConfig(_Section):
     max_position_size: float = Field(0.15, gt=0, le=1)
     max_cluster_size: float = Field(0.30, gt=0, le=1)
     max_total_exposure: float = Field(0.95, gt=0, le=1)
+    rebalance_threshold: float = Field(
+        0.02, ge=0, le=1, description="resize a held position on a rebalance day only when |target - current| weight exceeds this"
+    )
 
 
 class ExecutionConfig(_Section):

@@ -3,6 +3,7 @@ equity_curve.parquet, orders_{D}.csv and the portfolio_{D}.json snapshot."""
 from __future__ import annotations
 
 from datetime import date as Date
+from typing import Literal
 
 import pandas as pd
 import pandera.pandas as pa
@@ -115,25 +116,48 @@ SNAPSHOT_VERSION = 1
 
 
 class Holding(BaseModel):
+    """One position as the engine carries it from day to day."""
+
     model_config = ConfigDict(extra="forbid")
 
     shares: int = Field(gt=0)
     entry_date: Date
     entry_price: float = Field(gt=0)
     highest_close: float = Field(gt=0)
+    stop_level: float = Field(ge=0, description="ATR trailing stop; never decreases")
     last_close: float = Field(gt=0)
+    days_held: int = Field(ge=0, description="trading days since entry")
     cluster: int = Field(ge=-1)
 
 
-class PortfolioSnapshot(BaseModel):
-    """portfolio_{D}.json: the engine state after the close of `as_of_date`."""
+class PendingOrder(BaseModel):
+    """An order decided at a close, to be filled on the next session."""
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = SNAPSHOT_VERSION
+    symbol: str
+    side: Literal["BUY", "SELL"]
+    shares: int = Field(gt=0)
+    reason: str
+    signal_strength: float | None = None
+    momentum_score: float | None = None
+    target_weight: float = Field(ge=0, le=1)
+    reference_price: float = Field(gt=0)
+
+
+class PortfolioSnapshot(BaseModel):
+    """portfolio_{D}.json: the engine state after the close of `as_of_date`, with the orders decided
+    at that close (filled on the next session). The daily run resumes from exactly this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = SNAPSHOT_VERSION
     as_of_date: Date
+    trading_day_index: int = Field(ge=0, description="days since the portfolio started; rebalance when % frequency == 0")
     holdings: dict[str, Holding]
+    pending_orders: list[PendingOrder]
     cash: float = Field(ge=0)
     total_value: float = Field(gt=0)
+    peak_equity: float = Field(gt=0)
     cluster_assignments: dict[str, int]
     metadata: dict
