@@ -8,28 +8,30 @@ from __future__ import annotations
 import re
 from importlib import import_module
 
-# (file-name pattern, "module:Class"); the first match wins. Extensions are stripped first.
+# (file-name pattern, "module:Class"); the first full match wins.
+_TABLE = r"\.(parquet|csv)"
+_DAY = r"\d{4}-\d{2}-\d{2}"
 ARTIFACT_SCHEMAS: list[tuple[str, str]] = [
-    (r"prices", "schemas.prices:PricesSchema"),
-    (r"signals_output", "schemas.signals:SignalsSchema"),
-    (r"signals_\d{4}-\d{2}-\d{2}", "schemas.signals:DailySignalsSchema"),
-    (r"scores_\d{4}-\d{2}-\d{2}", "schemas.signals:DailyScoresSchema"),
-    (r"trade_log", "schemas.trading:TradeLogSchema"),
-    (r"allocation_history", "schemas.trading:AllocationHistorySchema"),
-    (r"positions", "schemas.trading:PositionsSchema"),
-    (r"equity_curve", "schemas.trading:EquityCurveSchema"),
-    (r"orders_\d{4}-\d{2}-\d{2}", "schemas.trading:OrdersSchema"),
-    (r"portfolio_\d{4}-\d{2}-\d{2}", "schemas.trading:PortfolioSnapshot"),
-    (r"performance_summary", "schemas.reporting:PerformanceSummary"),
-    (r"sweep_results", "schemas.sweep:SweepResultsSchema"),
+    (r"prices" + _TABLE, "schemas.prices:PricesSchema"),
+    (r"signals_output" + _TABLE, "schemas.signals:SignalsSchema"),
+    (rf"signals_{_DAY}\.csv", "schemas.signals:DailySignalsSchema"),
+    (rf"scores_{_DAY}\.csv", "schemas.signals:DailyScoresSchema"),
+    (r"trade_log" + _TABLE, "schemas.trading:TradeLogSchema"),
+    (r"allocation_history" + _TABLE, "schemas.trading:AllocationHistorySchema"),
+    (r"positions" + _TABLE, "schemas.trading:PositionsSchema"),
+    (r"equity_curve" + _TABLE, "schemas.trading:EquityCurveSchema"),
+    (rf"orders_{_DAY}\.csv", "schemas.trading:OrdersSchema"),
+    (rf"portfolio_{_DAY}\.json", "schemas.trading:PortfolioSnapshot"),
+    (r"performance_summary\.json", "schemas.reporting:PerformanceSummary"),
+    (r"performance_summary\.csv", "schemas.reporting:PerformanceSummaryCsvSchema"),
+    (r"sweep_results" + _TABLE, "schemas.sweep:SweepResultsSchema"),
 ]
 
 
 def schema_for(file_name: str) -> type | None:
     """The schema class for an artifact file name, or None when the name is not an artifact."""
-    stem = file_name.split(".", 1)[0]
     for pattern, target in ARTIFACT_SCHEMAS:
-        if re.fullmatch(pattern, stem):
+        if re.fullmatch(pattern, file_name):
             module_name, class_name = target.split(":")
             return getattr(import_module(module_name), class_name)
     return None

@@ -1,0 +1,31 @@
+"""python -m stages.reporting [--config F] [--set k=v] [--in DIR] --out DIR [--benchmark S]"""
+from __future__ import annotations
+
+import argparse
+
+from stages.common.cli import add_common_arguments, config_from_args, parse_and_run
+from stages.common.stage import resolve_out_dir
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "python -m stages.reporting",
+                                     description="Reporting stage: performance_summary.json (+csv) and report.html")
+    add_common_arguments(parser)
+    parser.add_argument("--in", dest="in_dir", help="folder with the trading artifacts (default: --out)")
+    parser.add_argument("--out", help="output folder (default: config output.folder)")
+    parser.add_argument("--benchmark", help="a symbol in prices.parquet or a price file (default: config reporting.benchmark)")
+
+    def body(args: argparse.Namespace) -> int:
+        from stages.reporting.stage import run_reporting_stage
+
+        config = config_from_args(args)
+        result = run_reporting_stage(config, args.in_dir, resolve_out_dir(args.out, config), benchmark=args.benchmark)
+        print(result.log_line())
+        print(f"report: {result.summary['report']}")
+        return 0
+
+    return parse_and_run(parser, body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
