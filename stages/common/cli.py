@@ -32,9 +32,10 @@ def config_from_args(args: argparse.Namespace) -> TrendflowConfig:
 def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> None:
     """Console logging at `level`; with `log_file`, also a file log (DEBUG detail kept there too)."""
     root = logging.getLogger()
-    root.setLevel(min(logging.getLevelName(level), logging.DEBUG if log_file else logging.getLevelName(level)))
+    root.setLevel(level)
     for handler in list(root.handlers):
-        if getattr(handler, "_trendflow", False):
+        # ours from an earlier call, or Prefect's console handler (it would print every line twice)
+        if getattr(handler, "_trendflow", False) or type(handler).__module__.startswith("prefect"):
             root.removeHandler(handler)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(level)
@@ -44,11 +45,12 @@ def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> No
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         file_handler = logging.FileHandler(log_file, encoding="utf-8")
-        file_handler.setLevel(logging.DEBUG if level == "DEBUG" else logging.INFO)
+        file_handler.setLevel(level)
         file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         file_handler._trendflow = True  # type: ignore[attr-defined]
         root.addHandler(file_handler)
-    for noisy in ("numba", "matplotlib", "distributed", "asyncio", "urllib3", "httpx"):
+    for noisy in ("numba", "matplotlib", "distributed", "asyncio", "urllib3", "httpx", "httpcore", "websockets",
+                  "aiosqlite", "alembic", "docket", "uvicorn"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -38,8 +39,10 @@ def equity_chart(equity: pd.Series, benchmark: pd.Series | None, initial: float)
     if benchmark is not None:
         ax.plot(_thin(benchmark), color=GREY, lw=1.0, label="benchmark")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if round(v * 10) % 2 == 0 else ""))
     ax.set_ylabel("growth of 1 (log scale)")
-    ax.set_title("Equity vs benchmark")
+    ax.set_title("Equity vs benchmark" if benchmark is not None else "Equity (no benchmark configured)")
     ax.legend(loc="upper left", frameon=False)
     return _svg(fig)
 
@@ -91,14 +94,16 @@ def rolling_chart(returns: pd.Series, window: int, ppy: int) -> str:
 
 def exposure_chart(exposure: pd.Series, holdings: pd.Series) -> str:
     fig, ax1 = plt.subplots(figsize=(10, 2.6))
-    ax1.fill_between(_thin(exposure).index, _thin(exposure * 100).to_numpy(), 0, color=BLUE, alpha=0.25, lw=0)
-    ax1.set_ylabel("exposure (% of equity)")
+    smooth = exposure.rolling(20, min_periods=1).mean() * 100
+    ax1.fill_between(_thin(smooth).index, _thin(smooth).to_numpy(), 0, color=BLUE, alpha=0.25, lw=0)
+    ax1.set_ylabel("exposure, 20-day mean (%)")
     ax1.set_ylim(0, 105)
     ax2 = ax1.twinx()
-    ax2.step(_thin(holdings).index, _thin(holdings).to_numpy(), color="black", lw=0.8, where="post")
-    ax2.set_ylabel("holdings")
+    held = holdings.rolling(20, min_periods=1).mean()
+    ax2.plot(_thin(held), color="black", lw=0.9)
+    ax2.set_ylabel("holdings, 20-day mean")
     ax2.grid(False)
-    ax1.set_title("Exposure (shaded) and number of holdings (line)")
+    ax1.set_title("Exposure (shaded) and number of holdings (line), 20-day averages")
     return _svg(fig)
 
 

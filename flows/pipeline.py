@@ -1,0 +1,211 @@
+"""The Prefect flow: signal -> trading -> reporting, one task per stage (thin wrappers over
+`stages`), file paths between tasks, retries only for transient I/O faults.
+
+`trendflow run` and `trendflow daily` call it; with no Prefect server configured it runs in
+ephemeral mode (a temporary local server, ~5 s of start-up).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+from stages.common.config import PROJECT_ROOT
+
+os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / ".prefect"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+from prefect import flow, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+
+from stages.common.artifacts import verify_against_manifest  # noqa: E402
+from stages.common.cli import add_common_arguments, run_command, setup_logging  # noqa: E402
+from stages.common.config import load_config  # noqa: E402
+from stages.common.errors import ArtifactMissingError, TransientIOError, TrendflowError  # noqa: E402
+from stages.common.stage import StageResult, resolve_out_dir  # noqa: E402
+
+log = logging.getLogger("trendflow.flow")
+ALL_STAGES = ("signal", "trading", "reporting")
+STAGE_INPUTS = {
+    "signal": (),
+    "trading": ("prices.parquet", "signals_output.parquet"),
+    "reporting": ("equity_curve.parquet", "trade_log.csv", "positions.parquet"),
+}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth a retry: our TransientIOError, or an OS-level I/O fault that is not a missing/permission problem."""
+    if isinstance(exc, TransientIOError):
+        return True
+    if isinstance(exc, TrendflowError):
+        return False
+    return isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError))
+
+
+def _retry_transient(task_, task_run, state) -> bool:
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as exc:  # noqa: BLE001 -- we only classify it
+        return is_transient(exc)
+    return False
+
+
+def check_inputs(stage: str, folder: Path) -> None:
+    """Before a stage runs: its inputs exist and still match the hashes in manifest.json."""
+    for name in STAGE_INPUTS[stage]:
+        path = folder / name
+        if not path.exists():
+            raise ArtifactMissingError(f"{stage} stage needs {path}: run the stage that writes it first "
+                                       f"(e.g. --stages signal,{stage})")
+        verify_against_manifest(path)
+
+
+def _config(config_path: str | None, overrides: list[str]):
+    return load_config(config_path, overrides)
+
+
+def _announce(result: StageResult, k: int, n: int) -> dict:
+    log.info("[%d/%d] %s", k, n, result.log_line())
+    return {"stage": result.stage, "seconds": round(result.seconds, 3), "rows": result.rows, "summary": result.summary}
+
+
+@task(name="signal", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
+def signal_task(config_path, overrides, data, out, as_of_date, k=1, n=3) -> dict:
+    from stages.signal import run_signal_stage
+
+    log.info("[%d/%d] signal stage starting", k, n)
+    return _announce(run_signal_stage(_config(config_path, overrides), data, Path(out), as_of_date=as_of_date), k, n)
+
+
+@task(name="trading", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
+def trading_task(config_path, overrides, out, as_of_date, fresh, k=2, n=3) -> dict:
+    from stages.trading import run_trading_stage
+
+    log.info("[%d/%d] trading stage starting", k, n)
+    check_inputs("trading", Path(out))
+    result = run_trading_stage(_config(config_path, overrides), Path(out), Path(out), as_of_date=as_of_date, fresh=fresh)
+    return _announce(result, k, n)
+
+
+@task(name="reporting", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
+def reporting_task(config_path, overrides, out, k=3, n=3) -> dict:
+    from stages.reporting import run_reporting_stage
+
+    log.info("[%d/%d] reporting stage starting", k, n)
+    check_inputs("reporting", Path(out))
+    return _announce(run_reporting_stage(_config(config_path, overrides), Path(out), Path(out)), k, n)
+
+
+@flow(name="trend_pipeline", log_prints=False)
+def trend_pipeline(
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    data: str | None = None,
+    out: str | None = None,
+    stages: list[str] | None = None,
+    mode: str = "backtest",
+    as_of_date: date | None = None,
+    fresh: bool = False,
+    retry_delay_seconds: float = 5.0,
+) -> dict:
+    """Run the chosen stages in order; each reads the previous one's files from `out`."""
+    overrides = list(overrides or [])
+    config = _config(config_path, overrides)  # fail fast on a bad config, before any stage
+    out_dir = resolve_out_dir(out, config)
+    chosen = [s for s in ALL_STAGES if s in (stages or default_stages(mode))]
+    if mode == "daily" and as_of_date is None:
+        raise TrendflowError("daily mode needs --as-of-date")
+    day = as_of_date if mode == "daily" else None
+    t0 = time.perf_counter()
+    done: list[dict] = []
+    n = len(chosen)
+    opts = {"retry_delay_seconds": retry_delay_seconds}
+    for k, stage in enumerate(chosen, start=1):
+        if stage == "signal":
+            done.append(signal_task.with_options(**opts)(config_path, overrides, data, str(out_dir), day, k, n))
+        elif stage == "trading":
+            done.append(trading_task.with_options(**opts)(config_path, overrides, str(out_dir), day, fresh, k, n))
+        else:
+            done.append(reporting_task.with_options(**opts)(config_path, overrides, str(out_dir), k, n))
+    summary = {"mode": mode, "out": str(out_dir), "stages": done, "seconds": round(time.perf_counter() - t0, 3)}
+    _publish(summary, out_dir, day)
+    return summary
+
+
+def default_stages(mode: str) -> tuple[str, ...]:
+    """A backtest runs all three stages; a daily run makes signals and orders (the report covers backtests)."""
+    return ALL_STAGES if mode == "backtest" else ("signal", "trading")
+
+
+def _publish(summary: dict, out_dir: Path, day: date | None) -> None:
+    """A markdown artifact in the Prefect UI: stage timings, key metrics, today's orders."""
+    lines = [f"# trendflow {summary['mode']} run", "", f"Output folder: `{out_dir}`", "", "| stage | seconds | rows |", "|---|---|---|"]
+    lines += [f"| {s['stage']} | {s['seconds']:.2f} | {s['rows']} |" for s in summary["stages"]]
+    for s in summary["stages"]:
+        if s["stage"] == "reporting":
+            lines += ["", "## Key metrics", "", "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {v} |" for k, v in s["summary"].items()]
+    orders = sorted(out_dir.glob(f"orders_{day.isoformat()}.csv" if day else "orders_????-??-??.csv"))
+    if orders:
+        lines += ["", f"## Orders ({orders[-1].name})", "", "```", orders[-1].read_text(encoding="utf-8").strip()[:4000], "```"]
+    create_markdown_artifact(markdown="\n".join(lines), key="trendflow-run", description="trendflow pipeline summary")
+
+
+# --------------------------------------------------------------------------- command lines
+def _parser(prog: str, daily: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=(
+        "Daily run for one date: signals up to D, one trading step from portfolio_{D-1}.json -> orders_{D}.csv"
+        if daily else "Run the pipeline (signal -> trading -> reporting) as a Prefect flow"))
+    add_common_arguments(parser)
+    parser.add_argument("--data", help="price folder or long file (default: config data.source, else the demo universe)")
+    parser.add_argument("--out", help="output folder (default: config output.folder = v4_trace_outputs)")
+    parser.add_argument("--stages", help="comma-separated subset of signal,trading,reporting (default: all; daily: signal,trading)")
+    if not daily:
+        parser.add_argument("--mode", choices=["backtest", "daily"], default="backtest")
+    parser.add_argument("--as-of-date", type=date.fromisoformat, metavar="YYYY-MM-DD", required=daily,
+                        help="daily mode: the date whose close the orders are decided at")
+    parser.add_argument("--fresh", action="store_true", help="daily mode: start from cash instead of the previous snapshot")
+    parser.add_argument("--retry-delay", type=float, default=5.0, help="seconds between retries of a transient fault")
+    return parser
+
+
+def _run(args: argparse.Namespace, mode: str) -> int:
+    stages = [s.strip() for s in args.stages.split(",")] if args.stages else None
+    unknown = [s for s in stages or [] if s not in ALL_STAGES]
+    if unknown:
+        raise TrendflowError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(ALL_STAGES)}")
+    config = load_config(args.config, args.overrides)
+    out_dir = resolve_out_dir(args.out, config)
+    log_file = out_dir / "logs" / f"trendflow_{datetime.now():%Y%m%d_%H%M%S}.log"
+    setup_logging(args.log_level, log_file)
+    if args.log_level == "DEBUG":
+        logging.getLogger("prefect").setLevel(logging.INFO)
+    summary = trend_pipeline(config_path=args.config, overrides=args.overrides, data=args.data, out=str(out_dir),
+                             stages=stages, mode=mode, as_of_date=args.as_of_date, fresh=args.fresh,
+                             retry_delay_seconds=args.retry_delay)
+    print(f"trendflow {mode} run finished in {summary['seconds']:.1f}s; artifacts in {out_dir}")
+    for stage in summary["stages"]:
+        if stage["stage"] == "reporting":
+            print(f"report: {stage['summary']['report']}")
+    print(f"log: {log_file}")
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """`trendflow run`."""
+    parser = _parser(prog or "trendflow run", daily=False)
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return run_command(lambda a: _run(a, a.mode), args)
+
+
+def daily_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """`trendflow daily --as-of-date D`."""
+    parser = _parser(prog or "trendflow daily", daily=True)
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return run_command(lambda a: _run(a, "daily"), args)
