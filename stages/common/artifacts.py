@@ -155,10 +155,10 @@ def _csv_dtypes(schema: type[pa.DataFrameModel]) -> tuple[dict[str, Any], list[s
     return dtypes, dates
 
 
-def _write_table(df: pd.DataFrame, path: Path) -> None:
-    if path.suffix == ".parquet":
+def _write_table(df: pd.DataFrame, path: Path, kind: str) -> None:
+    if kind == ".parquet":
         df.to_parquet(path, index=False, engine="pyarrow", compression="zstd")
-    elif path.suffix == ".csv":
+    elif kind == ".csv":
         _write_csv(df, path)
     else:
         raise ValueError(f"unsupported artifact type: {path.name}")
@@ -361,9 +361,9 @@ class StageRun:
         return target
 
     def _stage(self, df: pd.DataFrame, target: Path, schema_name: str) -> None:
-        tmp = _temp_path(target).with_suffix(target.suffix)
+        tmp = _temp_path(target)
         try:
-            _write_table(df, tmp)
+            _write_table(df, tmp, target.suffix)
             _fsync(tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
