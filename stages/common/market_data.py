@@ -282,11 +282,10 @@ def load_market_data(
 
     usable: list[pd.DataFrame] = []
     for frame in frames:
+        symbol = frame["symbol"].iat[0] if len(frame) else "(empty file)"
         frame = _restrict_dates(frame, start, end)
-        symbol = frame["symbol"].iat[0] if len(frame) else None
         if len(frame) < max(min_history_days, 1):
-            if symbol is not None or len(frame) == 0:
-                log.warning("symbol %s has %d rows in range (< %d) -- skipped", symbol, len(frame), min_history_days)
+            log.warning("symbol %s has %d rows in the date range (< %d) -- skipped", symbol, len(frame), min_history_days)
             skipped.append(str(symbol))
             continue
         usable.append(frame)
