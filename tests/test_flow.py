@@ -1,0 +1,110 @@
+"""The Prefect flow, run for real (prefect_test_harness: a temporary local server and database)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from stages.common.errors import SchemaError, TransientIOError
+
+pytestmark = pytest.mark.prefect
+ARTIFACTS = ["prices.parquet", "signals_output.parquet", "signals_output.csv", "trade_log.csv", "allocation_history.csv",
+             "positions.parquet", "positions.csv", "equity_curve.parquet", "equity_curve.csv", "performance_summary.json",
+             "performance_summary.csv", "report.html", "manifest.json"]
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def full_run(harness, small_demo_dir, tmp_path_factory):
+    from flows.pipeline import trend_pipeline
+
+    out = tmp_path_factory.mktemp("flow_full")
+    summary = trend_pipeline(data=str(small_demo_dir), out=str(out), retry_delay_seconds=0)
+    return out, summary
+
+
+def test_whole_flow_produces_every_artifact(full_run):
+    out, summary = full_run
+    for name in ARTIFACTS:
+        assert (out / name).exists(), name
+    assert [s["stage"] for s in summary["stages"]] == ["signal", "trading", "reporting"]
+    assert list(out.glob("orders_*.csv")) and list(out.glob("portfolio_*.json"))
+
+
+def test_trading_and_reporting_alone_reproduce_the_full_run(full_run, small_demo_dir, tmp_path):
+    from flows.pipeline import trend_pipeline
+
+    out, _ = full_run
+    for name in ("prices.parquet", "signals_output.parquet", "signals_output.csv", "manifest.json"):
+        shutil.copy(out / name, tmp_path / name)
+    trend_pipeline(out=str(tmp_path), stages=["trading", "reporting"], retry_delay_seconds=0)
+    for name in ARTIFACTS[3:-1]:
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_transient_failure_is_retried_and_the_run_completes(full_run, monkeypatch, tmp_path):
+    import stages.reporting as reporting
+    from flows.pipeline import trend_pipeline
+
+    out, _ = full_run
+    real = reporting.run_reporting_stage
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise TransientIOError("report.html is locked by another program")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reporting, "run_reporting_stage", flaky)
+    for name in ARTIFACTS[:-1]:
+        shutil.copy(out / name, tmp_path / name)
+    shutil.copy(out / "manifest.json", tmp_path / "manifest.json")
+    summary = trend_pipeline(out=str(tmp_path), stages=["reporting"], retry_delay_seconds=0)
+    assert len(calls) == 2 and summary["stages"][0]["stage"] == "reporting"
+
+
+def test_schema_violation_fails_at_once_and_keeps_previous_artifacts(full_run, monkeypatch, tmp_path):
+    import stages.trading.stage as trading_stage
+    from flows.pipeline import trend_pipeline
+
+    out, _ = full_run
+    for name in ARTIFACTS:
+        shutil.copy(out / name, tmp_path / name)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    real = trading_stage.run_backtest
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        result = real(*args, **kwargs)
+        result.trade_log.loc[0, "quantity"] = -5  # a schema violation on write
+        return result
+
+    monkeypatch.setattr(trading_stage, "run_backtest", broken)
+    with pytest.raises(SchemaError, match="trade_log.csv"):
+        trend_pipeline(out=str(tmp_path), stages=["trading", "reporting"], retry_delay_seconds=0)
+    assert len(calls) == 1
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_cli_help_and_exit_codes(tmp_path, capsys):
+    from flows.cli import COMMANDS, main
+
+    for name in COMMANDS:
+        try:
+            with pytest.raises(SystemExit) as exit_:
+                main([name, "--help"])
+        except ModuleNotFoundError as exc:  # pragma: no cover - an optional extra is missing
+            pytest.fail(f"trendflow {name} --help: {exc}")
+        assert exit_.value.code == 0, name
+    assert main(["nope"]) == 2
+    assert main(["run", "--out", str(tmp_path), "--stages", "reporting", "--set", "risk.atr_multiplier=-1"]) == 2
+    assert "risk.atr_multiplier" in capsys.readouterr().err
