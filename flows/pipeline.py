@@ -111,14 +111,24 @@ def trend_pipeline(
     as_of_date: date | None = None,
     fresh: bool = False,
     retry_delay_seconds: float = 5.0,
+    timezone: str = "Asia/Shanghai",
+    calendar: str = "XSHG",
 ) -> dict:
-    """Run the chosen stages in order; each reads the previous one's files from `out`."""
+    """Run the chosen stages in order; each reads the previous one's files from `out`.
+
+    A daily run without an as-of date (a scheduled run) uses today in `timezone`, and does
+    nothing on a day the exchange `calendar` has no session."""
     overrides = list(overrides or [])
     config = _config(config_path, overrides)  # fail fast on a bad config, before any stage
     out_dir = resolve_out_dir(out, config)
     chosen = [s for s in ALL_STAGES if s in (stages or default_stages(mode))]
     if mode == "daily" and as_of_date is None:
-        raise TrendflowError("daily mode needs --as-of-date")
+        from flows.schedule import is_trading_day, today_in
+
+        as_of_date = today_in(timezone)
+        if not is_trading_day(as_of_date, calendar):
+            log.info("%s is not a %s trading day: nothing to do", as_of_date, calendar)
+            return {"mode": mode, "out": str(out_dir), "stages": [], "seconds": 0.0, "skipped": str(as_of_date)}
     day = as_of_date if mode == "daily" else None
     t0 = time.perf_counter()
     done: list[dict] = []
