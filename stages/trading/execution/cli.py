@@ -1,0 +1,151 @@
+"""`trendflow execute`, `trendflow risk`, `trendflow status`."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from datetime import date
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from schemas.execution import RiskProfile
+from schemas.prices import PricesSchema
+from schemas.trading import OrdersSchema
+from stages.common.artifacts import read_artifact
+from stages.common.cli import add_common_arguments, config_from_args, parse_and_run
+from stages.common.config import PROJECT_ROOT
+from stages.common.errors import ConfigError
+from stages.common.stage import resolve_out_dir
+
+PROFILE_DIR = PROJECT_ROOT / "config" / "risk_profiles"
+
+
+def load_profile(name_or_path: str) -> RiskProfile:
+    """A preset name (conservative | balanced | aggressive) or a path to a profile JSON file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PROFILE_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        presets = sorted(p.stem for p in PROFILE_DIR.glob("*.json"))
+        raise ConfigError(f"risk profile {name_or_path!r} not found (presets: {', '.join(presets)})")
+    try:
+        return RiskProfile.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        problems = "; ".join(f"key '{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from None
+
+
+def _default_db(folder: Path) -> Path:
+    return folder / "execution" / "trendflow.db"
+
+
+def execute_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "trendflow execute",
+                                     description="Send a daily run's orders to a broker under portfolio risk controls")
+    add_common_arguments(parser)
+    parser.add_argument("--orders", required=True, help="orders_YYYY-MM-DD.csv written by the daily trading run")
+    parser.add_argument("--broker", choices=["paper", "ibkr"], default="paper")
+    parser.add_argument("--profile", default="balanced", help="risk profile: conservative | balanced | aggressive | FILE")
+    parser.add_argument("--db", help="execution database (default: <orders folder>/execution/trendflow.db)")
+    parser.add_argument("--audit", help="audit log (default: <orders folder>/execution/audit.jsonl)")
+    parser.add_argument("--run-id", default="daily", help="part of each client order id; reruns with the same id never resubmit")
+
+    def body(args: argparse.Namespace) -> int:
+        from stages.trading.execution.brokers import IBKRBroker, PaperBroker
+        from stages.trading.execution.executor import execute_orders
+        from stages.trading.execution.notify import AuditLog, Notifier
+        from stages.trading.execution.store import ExecutionStore
+
+        config = config_from_args(args)
+        profile = load_profile(args.profile)
+        orders_path = Path(args.orders)
+        match = re.search(r"orders_(\d{4}-\d{2}-\d{2})\.csv$", orders_path.name)
+        if not match:
+            raise ConfigError(f"--orders {orders_path}: expected a file named orders_YYYY-MM-DD.csv")
+        orders = read_artifact(orders_path, OrdersSchema)
+        prices_path = orders_path.parent / "prices.parquet"
+        prices = read_artifact(prices_path, PricesSchema) if prices_path.exists() else None
+        db = Path(args.db) if args.db else _default_db(orders_path.parent)
+        store = ExecutionStore(db, config.execution.initial_cash)
+        broker = PaperBroker(store, config) if args.broker == "paper" else IBKRBroker()
+        audit = AuditLog(args.audit or db.parent / "audit.jsonl")
+        summary = execute_orders(orders, store=store, broker=broker, profile=profile, config=config,
+                                 as_of=date.fromisoformat(match.group(1)), run_id=args.run_id, prices=prices,
+                                 notifier=Notifier(), audit=audit)
+        print(f"executed {orders_path.name} on {broker.name} ({profile.name}): approved {summary.approved}, filled {summary.filled}, "
+              f"rejected {summary.rejected}, failed {summary.failed}, already done {summary.skipped_already_done}")
+        for symbol, reason in summary.rejections.items():
+            print(f"  rejected {symbol}: {reason}")
+        store.close()
+        return 1 if summary.failed else 0
+
+    return parse_and_run(parser, body, argv)
+
+
+def risk_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "trendflow risk", description="Show or reset the persisted circuit breaker")
+    add_common_arguments(parser)
+    parser.add_argument("action", choices=["show", "reset-breaker"])
+    parser.add_argument("--out", help="artifact folder holding execution/trendflow.db (default: config output.folder)")
+    parser.add_argument("--db", help="execution database path")
+    parser.add_argument("--by", help="who resets the breaker (recorded in the audit log); required for reset-breaker")
+
+    def body(args: argparse.Namespace) -> int:
+        from stages.trading.execution.notify import AuditLog
+        from stages.trading.execution.store import ExecutionStore, now
+
+        config = config_from_args(args)
+        db = Path(args.db) if args.db else _default_db(resolve_out_dir(args.out, config))
+        store = ExecutionStore(db, config.execution.initial_cash)
+        breaker = store.breaker()
+        if args.action == "show":
+            print(json.dumps({"breaker_tripped": bool(breaker["tripped"]), "since": breaker["since"], "reason": breaker["reason"],
+                              "cash": store.cash(), "peak_equity": store.peak_equity()}, indent=2))
+            return 0
+        if not args.by:
+            raise ConfigError("reset-breaker needs --by NAME (recorded in the audit log)")
+        store.reset_breaker()
+        AuditLog(db.parent / "audit.jsonl").append({"event": "breaker_reset", "by": args.by, "was_tripped": bool(breaker["tripped"]),
+                                                    "previous_reason": breaker["reason"], "timestamp": now()})
+        print(f"circuit breaker reset by {args.by}")
+        return 0
+
+    return parse_and_run(parser, body, argv)
+
+
+def status_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "trendflow status", description="Terminal dashboard of the execution state")
+    add_common_arguments(parser)
+    parser.add_argument("--out", help="artifact folder holding execution/trendflow.db (default: config output.folder)")
+    parser.add_argument("--db", help="execution database path")
+    parser.add_argument("--date", type=date.fromisoformat, default=None, help="day for the execution counts (default: latest)")
+
+    def body(args: argparse.Namespace) -> int:
+        from stages.trading.execution.store import ExecutionStore
+
+        config = config_from_args(args)
+        db = Path(args.db) if args.db else _default_db(resolve_out_dir(args.out, config))
+        if not db.exists():
+            raise ConfigError(f"no execution database at {db}: run `trendflow execute` first")
+        store = ExecutionStore(db, config.execution.initial_cash)
+        day = str(args.date) if args.date else (store.conn.execute("SELECT MAX(as_of_date) d FROM orders").fetchone()["d"] or "-")
+        cost = {r["symbol"]: r["cost"] for r in store.conn.execute("SELECT symbol, cost FROM positions")}
+        positions = store.positions()
+        invested = sum(cost.values())
+        cash = store.cash()
+        breaker = store.breaker()
+        counts = store.counts_for(day)
+        print("trendflow execution status")
+        print(f"  database     {db}")
+        print(f"  cash         {cash:,.2f}")
+        print(f"  invested     {invested:,.2f} at cost  (deployment {invested / max(cash + invested, 1e-9):.1%})")
+        print(f"  breaker      {'TRIPPED since ' + str(breaker['since']) + ': ' + str(breaker['reason']) if breaker['tripped'] else 'ok'}")
+        print(f"  {day}   executed {counts.get('FILLED', 0) + counts.get('PARTIALLY_FILLED', 0)}, rejected {counts.get('REJECTED', 0)}, "
+              f"failed {counts.get('FAILED', 0)}")
+        print("  positions" + ("" if positions else "   (none)"))
+        for symbol, shares in positions.items():
+            print(f"    {symbol:<12} {shares:>10,d} shares   cost {cost[symbol]:>14,.2f}")
+        return 0
+
+    return parse_and_run(parser, body, argv)

@@ -1,0 +1,149 @@
+"""Persisted execution state in one SQLite file: orders and their lifecycle, fills, positions,
+cash, and the circuit breaker. Every change is a transaction; WAL keeps readers unblocked."""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from stages.common.errors import TransientIOError, TrendflowError
+
+SCHEMA_VERSION = 1
+STATUSES = ("PENDING", "APPROVED", "REJECTED", "SUBMITTED", "FILLED", "PARTIALLY_FILLED", "FAILED")
+TRANSITIONS = {
+    "PENDING": {"APPROVED", "REJECTED"},
+    "APPROVED": {"SUBMITTED", "FAILED"},
+    "SUBMITTED": {"FILLED", "PARTIALLY_FILLED", "FAILED"},
+}
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    client_order_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, as_of_date TEXT NOT NULL, symbol TEXT NOT NULL,
+    side TEXT NOT NULL CHECK (side IN ('BUY','SELL')), requested_shares INTEGER NOT NULL, approved_shares INTEGER,
+    status TEXT NOT NULL, reason TEXT, quality REAL, rejection_reason TEXT, broker TEXT,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS fills (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, client_order_id TEXT NOT NULL REFERENCES orders(client_order_id),
+    shares INTEGER NOT NULL, price REAL NOT NULL, commission REAL NOT NULL, filled_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (symbol TEXT PRIMARY KEY, shares INTEGER NOT NULL CHECK (shares >= 0), cost REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS account (key TEXT PRIMARY KEY, value REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS breaker (id INTEGER PRIMARY KEY CHECK (id = 1), tripped INTEGER NOT NULL,
+    since TEXT, reason TEXT);
+CREATE TABLE IF NOT EXISTS paper_executions (client_order_id TEXT PRIMARY KEY, shares INTEGER NOT NULL,
+    price REAL NOT NULL, commission REAL NOT NULL, executed_at TEXT NOT NULL);
+"""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ExecutionStore:
+    """The one place that reads and writes execution state."""
+
+    def __init__(self, path: str | Path, initial_cash: float):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.executescript(_DDL)
+            version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            if "locked" in str(exc):
+                raise TransientIOError(f"execution database {self.path} is locked: {exc}") from None
+            raise TrendflowError(f"execution database {self.path} is damaged or not a SQLite file: {exc}") from None
+        if version is None:
+            with self.transaction() as cur:
+                cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                cur.execute("INSERT INTO account VALUES ('cash', ?), ('peak_equity', ?)", (initial_cash, initial_cash))
+                cur.execute("INSERT INTO breaker VALUES (1, 0, NULL, NULL)")
+        elif int(version["value"]) != SCHEMA_VERSION:
+            raise TrendflowError(f"execution database {self.path} has schema version {version['value']}, expected {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # orders ------------------------------------------------------------------
+    def order(self, client_order_id: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM orders WHERE client_order_id=?", (client_order_id,)).fetchone()
+
+    def insert_pending(self, coid: str, run_id: str, as_of: str, symbol: str, side: str, shares: int, reason: str, broker: str) -> None:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO orders (client_order_id, run_id, as_of_date, symbol, side, requested_shares, status, "
+                        "reason, broker, created_at, updated_at) VALUES (?,?,?,?,?,?,'PENDING',?,?,?,?)",
+                        (coid, run_id, as_of, symbol, side, shares, reason, broker, now(), now()))
+
+    def set_status(self, coid: str, status: str, **fields) -> None:
+        current = self.order(coid)["status"]
+        if status not in TRANSITIONS.get(current, set()):
+            raise TrendflowError(f"order {coid}: illegal status change {current} -> {status}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.transaction() as cur:
+            cur.execute(f"UPDATE orders SET status=?, updated_at=?{', ' + sets if sets else ''} WHERE client_order_id=?",
+                        (status, now(), *fields.values(), coid))
+
+    def record_fill(self, coid: str, side: str, symbol: str, shares: int, price: float, commission: float, status: str) -> None:
+        """Fill, position, cash and order status change together or not at all."""
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO fills (client_order_id, shares, price, commission, filled_at) VALUES (?,?,?,?,?)",
+                        (coid, shares, price, commission, now()))
+            row = cur.execute("SELECT shares, cost FROM positions WHERE symbol=?", (symbol,)).fetchone()
+            held, cost = (row["shares"], row["cost"]) if row else (0, 0.0)
+            if side == "BUY":
+                held, cost = held + shares, cost + shares * price + commission
+                cash_change = -(shares * price + commission)
+            else:
+                avg = cost / held if held else 0.0
+                held, cost = held - shares, cost - avg * shares
+                cash_change = shares * price - commission
+            cur.execute("INSERT INTO positions VALUES (?,?,?) ON CONFLICT(symbol) DO UPDATE SET shares=excluded.shares, "
+                        "cost=excluded.cost", (symbol, held, cost))
+            cur.execute("DELETE FROM positions WHERE shares=0")
+            cur.execute("UPDATE account SET value=value+? WHERE key='cash'", (cash_change,))
+            cur.execute("UPDATE orders SET status=?, updated_at=? WHERE client_order_id=?", (status, now(), coid))
+
+    # account -----------------------------------------------------------------
+    def cash(self) -> float:
+        return float(self.conn.execute("SELECT value FROM account WHERE key='cash'").fetchone()["value"])
+
+    def peak_equity(self) -> float:
+        return float(self.conn.execute("SELECT value FROM account WHERE key='peak_equity'").fetchone()["value"])
+
+    def update_peak(self, equity: float) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE account SET value=MAX(value, ?) WHERE key='peak_equity'", (equity,))
+
+    def positions(self) -> dict[str, int]:
+        return {r["symbol"]: int(r["shares"]) for r in self.conn.execute("SELECT symbol, shares FROM positions ORDER BY symbol")}
+
+    # breaker -----------------------------------------------------------------
+    def breaker(self) -> sqlite3.Row:
+        return self.conn.execute("SELECT * FROM breaker WHERE id=1").fetchone()
+
+    def trip_breaker(self, reason: str) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE breaker SET tripped=1, since=?, reason=? WHERE id=1", (now(), reason))
+
+    def reset_breaker(self) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE breaker SET tripped=0, since=NULL, reason=NULL WHERE id=1")
+
+    def counts_for(self, as_of: str) -> dict[str, int]:
+        rows = self.conn.execute("SELECT status, COUNT(*) n FROM orders WHERE as_of_date=? GROUP BY status", (as_of,))
+        return {r["status"]: int(r["n"]) for r in rows}
