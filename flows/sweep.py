@@ -1,0 +1,317 @@
+"""`trendflow sweep`: parameter sweeps and walk-forward validation.
+
+The signal stage runs once per distinct signal setting (TrendflowConfig.signal_hash) and is shared
+by every combination with that setting; each combination runs trading + metrics. Locally the
+combinations run in a process pool; with --workers N (a dask LocalCluster) or --dask-address they
+run as Prefect tasks on Dask workers (prefect-dask's DaskTaskRunner). Finished combinations are
+recorded one file each, so an interrupted sweep resumes without redoing them.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from schemas.sweep import SWEEP_METRICS, SweepResultsSchema, WalkForwardEquitySchema, WalkForwardSchema
+from stages.common.artifacts import atomic_write_bytes, stage_run
+from stages.common.cli import add_common_arguments, run_command, setup_logging
+from stages.common.config import load_config
+from stages.common.errors import ConfigError
+from stages.common.market_data import load_market_data
+from stages.common.stage import resolve_data_source, resolve_out_dir
+from stages.signal import compute_signals
+from stages.sweep.grid import base_config_dict, combo_id, config_for, expand, load_grid
+from stages.sweep.runner import ResumeStore, backtest, evaluate, metrics_of, stitch, walk_forward_windows
+
+log = logging.getLogger("trendflow.sweep")
+STATE_DIR = "sweep_state"
+
+
+# --------------------------------------------------------------------------- one combination (runs anywhere)
+@lru_cache(maxsize=8)
+def _frame(path: str) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def evaluate_combination(prices_path: str, signals_path: str, base: dict, combo: dict, state_dir: str | None) -> dict:
+    """Trading + metrics for one combination from saved prices/signals files; records the result when done."""
+    cid = combo_id(combo)
+    row = {"combo_id": cid, "params": combo}
+    try:
+        config = config_for(base, combo)
+        row.update(evaluate(_frame(prices_path), _frame(signals_path), config), status="ok", error=None)
+    except Exception as exc:  # noqa: BLE001 -- a failed combination is reported, never dropped
+        row.update({k: math.nan for k in SWEEP_METRICS}, status="failed", error=f"{type(exc).__name__}: {exc}")
+    if state_dir is not None:
+        atomic_write_bytes(Path(state_dir) / f"{cid}.json", json.dumps(row, sort_keys=True).encode())
+    return row
+
+
+# --------------------------------------------------------------------------- progress
+class Progress:
+    def __init__(self, total: int, enabled: bool = True):
+        self.total, self.done, self.t0, self.enabled = total, 0, time.perf_counter(), enabled and total > 0
+
+    def tick(self) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.done * (self.total - self.done)
+        filled = int(30 * self.done / self.total)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total}  {elapsed:5.1f}s  ETA {eta:5.1f}s")
+        if self.done == self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------- the sweep
+def prepare_signals(prices: pd.DataFrame, base: dict, combos: list[dict], state: Path) -> dict[str, str]:
+    """Signals once per distinct signal setting, saved as Parquet for the workers; combo id -> signals file."""
+    by_hash: dict[str, str] = {}
+    paths: dict[str, str] = {}
+    for combo in combos:
+        config = config_for(base, combo)
+        key = config.signal_hash()[:16]
+        if key not in by_hash:
+            path = state / f"signals_{key}.parquet"
+            if not path.exists():
+                compute_signals(prices, config).to_parquet(path, index=False)
+            by_hash[key] = str(path)
+        paths[combo_id(combo)] = by_hash[key]
+    log.info("%d combinations share %d signal setting(s)", len(combos), len(by_hash))
+    return paths
+
+
+def run_sweep(grid_path: str, *, config_path: str | None = None, overrides: list[str] | None = None, data: str | None = None,
+              out: str | None = None, workers: int | None = None, dask_address: str | None = None,
+              walk_forward: str | None = None, metric: str = "sharpe", keep_artifacts: bool = False,
+              progress: bool = True, local_processes: int | None = None) -> dict:
+    overrides = list(overrides or [])
+    config = load_config(config_path, overrides)
+    base = base_config_dict(config_path, overrides)
+    if metric not in SWEEP_METRICS:
+        raise ConfigError(f"--metric {metric!r}: choose one of {', '.join(SWEEP_METRICS)}")
+    grid = load_grid(grid_path, base)
+    combos = expand(grid)
+    out_dir = resolve_out_dir(out, config)
+    source = resolve_data_source(data, config, out_dir)
+    d = config.data
+    prices = load_market_data(source, d.symbols, d.start_date, d.end_date, d.bad_rows, d.min_history_days).prices
+    fingerprint = hashlib.sha256(pd.util.hash_pandas_object(prices, index=False).to_numpy().tobytes()).hexdigest()
+    store = ResumeStore(out_dir / STATE_DIR, fingerprint)
+    prices_path = store.folder / "prices.parquet"
+    if not prices_path.exists():
+        prices.to_parquet(prices_path, index=False)
+    signal_paths = prepare_signals(prices, base, combos, store.folder)
+    finished = store.done()
+    pending = [c for c in combos if combo_id(c) not in finished]
+    log.info("sweep: %d combinations, %d already done, %d to run", len(combos), len(combos) - len(pending), len(pending))
+    t0 = time.perf_counter()
+    if pending:
+        if workers or dask_address:
+            _run_on_dask(pending, str(prices_path), signal_paths, base, str(store.folder), workers, dask_address, progress)
+        else:
+            _run_locally(pending, str(prices_path), signal_paths, base, str(store.folder), local_processes, progress)
+    seconds = time.perf_counter() - t0
+    rows = [store.done()[combo_id(c)] for c in combos]
+    results = results_frame(rows, list(grid), signal_paths)
+    wf = None
+    with stage_run("sweep", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
+        run.write(results, "sweep_results.parquet", SweepResultsSchema)
+        if walk_forward:
+            wf_table, wf_equity = run_walk_forward(prices, base, combos, signal_paths, walk_forward, metric)
+            run.write(wf_table, "walk_forward_results.parquet", WalkForwardSchema)
+            run.write(wf_equity, "walk_forward_equity.parquet", WalkForwardEquitySchema)
+            wf = wf_table
+        run.write_text(sweep_report(results, list(grid), metric, wf), "sweep_report.html", kind="html")
+        if keep_artifacts:
+            _keep_artifacts(prices, base, combos, signal_paths, out_dir)
+    failed = int((results["status"] == "failed").sum())
+    if failed:
+        log.warning("%d combination(s) failed: see the error column of sweep_results.csv", failed)
+    return {"combinations": len(combos), "ran": len(pending), "failed": failed, "seconds": round(seconds, 3),
+            "signal_settings": len(set(signal_paths.values())), "results": results, "out": str(out_dir)}
+
+
+def _run_locally(pending, prices_path, signal_paths, base, state_dir, processes, progress) -> None:
+    """In this process for one worker; else a process pool (each worker caches the frames it reads)."""
+    bar = Progress(len(pending), progress)
+    processes = processes if processes is not None else min(len(pending), os.cpu_count() or 1)
+    if processes <= 1:
+        for combo in pending:
+            evaluate_combination(prices_path, signal_paths[combo_id(combo)], base, combo, state_dir)
+            bar.tick()
+        return
+    with ProcessPoolExecutor(max_workers=processes) as pool:
+        futures = [pool.submit(evaluate_combination, prices_path, signal_paths[combo_id(c)], base, c, state_dir) for c in pending]
+        for _ in as_completed(futures):
+            bar.tick()
+
+
+def _run_on_dask(pending, prices_path, signal_paths, base, state_dir, workers, address, progress) -> None:
+    """Each combination a Prefect task on Dask workers; failures are retried by Prefect."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect import flow, task
+    from prefect.artifacts import create_table_artifact
+    from prefect_dask import DaskTaskRunner
+
+    runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
+        cluster_class="distributed.LocalCluster", cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+    combo_task = task(evaluate_combination, name="sweep-combination", retries=2, retry_delay_seconds=1)
+
+    @flow(name="trendflow_sweep", task_runner=runner)
+    def sweep_flow() -> list[dict]:
+        futures = [combo_task.submit(prices_path, signal_paths[combo_id(c)], base, c, state_dir) for c in pending]
+        bar = Progress(len(futures), progress)
+        rows = []
+        from prefect.futures import as_completed as prefect_completed
+
+        for future in prefect_completed(futures):
+            rows.append(future.result())
+            bar.tick()
+        best = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -np.nan_to_num(r["sharpe"], nan=-1e9))[:10]
+        create_table_artifact(key="sweep-best", table=[{"combo_id": r["combo_id"], **r["params"], "sharpe": r["sharpe"],
+                                                        "cagr": r["cagr"], "max_drawdown": r["max_drawdown"]} for r in best],
+                              description="best combinations by Sharpe")
+        return rows
+
+    sweep_flow()
+
+
+def results_frame(rows: list[dict], keys: list[str], signal_paths: dict[str, str]) -> pd.DataFrame:
+    frame = pd.DataFrame([{
+        "combo_id": r["combo_id"], "signal_hash": Path(signal_paths[r["combo_id"]]).stem.removeprefix("signals_"),
+        "status": r["status"], "error": r.get("error"), **{k: r.get(k, math.nan) for k in SWEEP_METRICS},
+        **{f"param:{k}": json.dumps(r["params"][k]) for k in keys},
+    } for r in rows])
+    return frame
+
+
+def run_walk_forward(prices, base, combos, signal_paths, spec, metric) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Best combination on each training span by `metric`, then evaluated (fresh from cash) on the test span."""
+    dates = pd.DatetimeIndex(np.unique(prices["date"]))
+    windows = walk_forward_windows(dates, spec)
+    rows, curves = [], []
+    initial = load_config().execution.initial_cash
+    for w in windows:
+        scored = []
+        for combo in combos:
+            config = config_for(base, combo)
+            m = evaluate(prices, _frame(signal_paths[combo_id(combo)]), config, *w.train)
+            scored.append((np.nan_to_num(m[metric], nan=-np.inf), combo_id(combo), combo, m))
+        score, cid, combo, in_sample = max(scored, key=lambda s: (s[0], s[1]))
+        config = config_for(base, combo)
+        test = backtest(prices, _frame(signal_paths[cid]), config, *w.test)
+        out_sample = metrics_of(test, config)
+        rows.append({"window": w.index, "train_start": dates[w.train[0]], "train_end": dates[w.train[1] - 1],
+                     "test_start": dates[w.test[0]], "test_end": dates[w.test[1] - 1], "combo_id": cid, "metric": metric,
+                     "in_sample": in_sample[metric], "out_of_sample": out_sample[metric],
+                     "in_sample_total_return": in_sample["total_return"], "out_of_sample_total_return": out_sample["total_return"]})
+        curves.append((w.index, test.equity_curve))
+        initial = config.execution.initial_cash
+    return pd.DataFrame(rows), stitch(curves, initial)
+
+
+def sweep_report(results: pd.DataFrame, keys: list[str], metric: str, walk_forward: pd.DataFrame | None) -> str:
+    """Heatmap of Sharpe over the two grid axes with the most values, top-10 table, walk-forward table."""
+    from stages.reporting import charts
+    from stages.reporting.html import chart, page, table
+
+    ok = results[results["status"] == "ok"]
+    sections = []
+    axes = sorted(keys, key=lambda k: -results[f"param:{k}"].nunique())[:2]
+    if len(axes) == 2 and len(ok):
+        sections.append(f"<h2>Sharpe over {axes[0]} x {axes[1]}</h2>" + chart(_heatmap(ok, axes, "sharpe", charts)))
+    top = ok.sort_values(["sharpe", "combo_id"], ascending=[False, True]).head(10)
+    shown = top[["combo_id", *[f"param:{k}" for k in keys], "sharpe", "cagr", "max_drawdown", "calmar", "closed_trades"]]
+    sections.append("<h2>Top 10 combinations by Sharpe</h2>" + table(shown.rename(columns=lambda c: c.removeprefix("param:")),
+                                                                    {"cagr": "pct", "max_drawdown": "pct", "closed_trades": "int"}))
+    failed = results[results["status"] == "failed"]
+    if len(failed):
+        sections.append("<h2>Failed combinations</h2>" + table(failed[["combo_id", "error"]]))
+    if walk_forward is not None:
+        wf = walk_forward.assign(**{c: walk_forward[c].dt.strftime("%Y-%m-%d") for c in ("train_start", "train_end", "test_start", "test_end")})
+        sections.append(f"<h2>Walk-forward: in-sample vs out-of-sample {metric}</h2>" + table(
+            wf, {"window": "int", "in_sample_total_return": "pct", "out_of_sample_total_return": "pct"}))
+    return page("trendflow parameter sweep", f"{len(results)} combinations, {len(failed)} failed", sections)
+
+
+def _heatmap(ok: pd.DataFrame, axes: list[str], value: str, charts) -> str:
+    import matplotlib.pyplot as plt
+
+    grid = ok.pivot_table(index=f"param:{axes[0]}", columns=f"param:{axes[1]}", values=value, aggfunc="max")
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(grid) + 1.5))
+    im = ax.imshow(grid.to_numpy(dtype=float), cmap="RdYlGn", aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), grid.columns)
+    ax.set_yticks(range(grid.shape[0]), grid.index)
+    ax.set_xlabel(axes[1])
+    ax.set_ylabel(axes[0])
+    ax.grid(False)
+    for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, label=value)
+    ax.set_title(f"{value} (best over the other axes)")
+    return charts._svg(fig)
+
+
+def _keep_artifacts(prices, base, combos, signal_paths, out_dir: Path) -> None:
+    from schemas.trading import EquityCurveSchema, TradeLogSchema
+
+    for combo in combos:
+        cid = combo_id(combo)
+        config = config_for(base, combo)
+        result = backtest(prices, _frame(signal_paths[cid]), config)
+        with stage_run("sweep-combination", out_dir / "combos" / cid, config_hash=config.config_hash()) as run:
+            run.write(result.equity_curve, "equity_curve.parquet", EquityCurveSchema)
+            run.write(result.trade_log, "trade_log.csv", TradeLogSchema)
+
+
+# --------------------------------------------------------------------------- command line
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "trendflow sweep", description=__doc__.split("\n\n")[0])
+    add_common_arguments(parser)
+    parser.add_argument("--grid", required=True, help="JSON: config key -> list of values or {start, stop, step}")
+    parser.add_argument("--data", help="price folder (default: config data.source, else the demo universe)")
+    parser.add_argument("--out", help="output folder (default: config output.folder)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, help="start a dask LocalCluster with N workers (Prefect tasks on Dask)")
+    where.add_argument("--dask-address", help="run on an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    parser.add_argument("--processes", type=int, help="local process pool size when not on Dask (default: CPU count)")
+    parser.add_argument("--walk-forward", metavar="SPEC", help="e.g. train=3y,test=1y,step=1y (units y, m, d)")
+    parser.add_argument("--metric", default="sharpe", help="metric that picks the best combination (default sharpe)")
+    parser.add_argument("--keep-artifacts", action="store_true", help="also write each combination's trade log and equity curve")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def body(args: argparse.Namespace) -> int:
+        if args.workers is not None and args.workers < 1:
+            raise ConfigError("--workers must be >= 1")
+        summary = run_sweep(args.grid, config_path=args.config, overrides=args.overrides, data=args.data, out=args.out,
+                            workers=args.workers, dask_address=args.dask_address, walk_forward=args.walk_forward,
+                            metric=args.metric, keep_artifacts=args.keep_artifacts, progress=not args.no_progress,
+                            local_processes=args.processes)
+        results = summary["results"]
+        print(f"sweep: {summary['combinations']} combinations ({summary['ran']} run now, {summary['failed']} failed), "
+              f"{summary['signal_settings']} signal setting(s), {summary['seconds']:.1f}s")
+        best = results[results["status"] == "ok"].sort_values("sharpe", ascending=False).head(5)
+        if len(best):
+            print(best[["combo_id", *[c for c in results.columns if c.startswith("param:")], "sharpe", "cagr", "max_drawdown"]]
+                  .to_string(index=False))
+        print(f"results: {Path(summary['out']) / 'sweep_results.csv'}\nreport:  {Path(summary['out']) / 'sweep_report.html'}")
+        return 0 if not summary["failed"] else 1
+
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    return run_command(body, args)

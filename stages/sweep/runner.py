@@ -1,0 +1,134 @@
+"""Evaluate combinations in memory: signals once per signal setting, trading + metrics per combination;
+walk-forward windows; the resume store. Pure Python -- the Prefect/Dask layer is in flows/sweep.py."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from schemas.config import TrendflowConfig
+from schemas.sweep import SWEEP_METRICS
+from stages.common.artifacts import atomic_write_bytes
+from stages.common.errors import ConfigError
+from stages.reporting.metrics import compute_metrics
+from stages.trading.backtest import BacktestResult, run_backtest
+from stages.trading.market import build_market
+
+
+def backtest(prices: pd.DataFrame, signals: pd.DataFrame, config: TrendflowConfig, start: int = 0,
+             end: int | None = None) -> BacktestResult:
+    """Trading alone over days [start, end) starting from cash (indicators may use earlier prices)."""
+    return run_backtest(build_market(prices, signals, config), config, start=start, end=end)
+
+
+def metrics_of(result: BacktestResult, config: TrendflowConfig) -> dict[str, float]:
+    m = compute_metrics(result.equity_curve, result.trade_log, initial_cash=config.execution.initial_cash,
+                        risk_free_rate=config.reporting.risk_free_rate, periods_per_year=config.reporting.periods_per_year)
+    return {k: (float(m[k]) if m[k] is not None else math.nan) for k in SWEEP_METRICS}
+
+
+def evaluate(prices: pd.DataFrame, signals: pd.DataFrame, config: TrendflowConfig, start: int = 0,
+             end: int | None = None) -> dict[str, float]:
+    return metrics_of(backtest(prices, signals, config, start, end), config)
+
+
+# --------------------------------------------------------------------------- walk-forward
+@dataclass(frozen=True)
+class Window:
+    index: int
+    train: tuple[int, int]  # [start, end) day indices
+    test: tuple[int, int]
+
+
+_SPAN = re.compile(r"^(\d+)([ymd])$")
+
+
+def _months(text: str, key: str) -> int | None:
+    match = _SPAN.match(text.strip())
+    if not match:
+        raise ConfigError(f"--walk-forward {key}={text!r}: use a number and a unit y, m or d (e.g. 3y, 6m, 90d)")
+    n, unit = int(match.group(1)), match.group(2)
+    if n <= 0:
+        raise ConfigError(f"--walk-forward {key} must be positive")
+    return n * 12 if unit == "y" else n if unit == "m" else None
+
+
+def parse_walk_forward(spec: str) -> dict[str, str]:
+    parts = dict(p.split("=", 1) for p in spec.split(",") if "=" in p)
+    if set(parts) != {"train", "test", "step"}:
+        raise ConfigError(f"--walk-forward {spec!r}: expected train=..,test=..,step=.. (e.g. train=3y,test=1y,step=1y)")
+    for key, value in parts.items():
+        _months(value, key)
+    return parts
+
+
+def _offset(text: str) -> pd.DateOffset:
+    match = _SPAN.match(text.strip())
+    n, unit = int(match.group(1)), match.group(2)
+    return pd.DateOffset(years=n) if unit == "y" else pd.DateOffset(months=n) if unit == "m" else pd.DateOffset(days=n)
+
+
+def walk_forward_windows(dates: pd.DatetimeIndex, spec: str) -> list[Window]:
+    """Calendar windows: train [s, s+train), test [s+train, s+train+test), s += step. A test span never
+    touches its training span; the last test span may be cut by the end of the data."""
+    parts = parse_walk_forward(spec)
+    train, test, step = (_offset(parts[k]) for k in ("train", "test", "step"))
+    windows: list[Window] = []
+    start = dates[0]
+    while True:
+        train_end = start + train
+        test_end = train_end + test
+        tr = (int(dates.searchsorted(start)), int(dates.searchsorted(train_end)))
+        te = (tr[1], int(dates.searchsorted(test_end)))
+        if te[0] >= len(dates) or te[1] - te[0] < 5:
+            break
+        windows.append(Window(len(windows), tr, te))
+        start = start + step
+    if not windows:
+        raise ConfigError(f"--walk-forward {spec}: the data ({dates[0].date()}..{dates[-1].date()}) is too short for one window")
+    return windows
+
+
+def stitch(curves: list[tuple[int, pd.DataFrame]], initial: float) -> pd.DataFrame:
+    """Chain test-span equity curves: each starts where the previous one ended."""
+    level = initial
+    parts = []
+    for window, curve in curves:
+        growth = curve["equity"].to_numpy() / curve["equity"].iloc[0] * (1 + curve["daily_return"].iloc[0])
+        parts.append(pd.DataFrame({"date": curve["date"].to_numpy(), "equity": level * growth, "window": window}))
+        level = float(parts[-1]["equity"].iloc[-1])
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["date", "equity", "window"])
+
+
+# --------------------------------------------------------------------------- resume
+class ResumeStore:
+    """One small JSON file per finished combination under <out>/sweep_state/<data fingerprint>/, written
+    atomically as each finishes: a rerun after an interruption skips them."""
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.folder = folder / fingerprint[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def done(self) -> dict[str, dict]:
+        out = {}
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                out[path.stem] = json.loads(path.read_text())
+            except (json.JSONDecodeError, OSError):
+                continue  # a damaged record is simply recomputed
+        return out
+
+    def save(self, row: dict) -> None:
+        text = json.dumps(row, sort_keys=True, default=_jsonable)
+        atomic_write_bytes(self.folder / f"{row['combo_id']}.json", text.encode())
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(type(value))
