@@ -1,0 +1,130 @@
+"""Parameter sweeps and walk-forward validation."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import flows.sweep as sweep
+from stages.common.config import load_config
+from stages.common.errors import ConfigError
+from stages.sweep.grid import expand, load_grid
+from stages.sweep.runner import walk_forward_windows
+
+GRID = {"risk.atr_multiplier": [1.5, 2.5], "clustering.correlation_window": [40, 60]}
+
+
+@pytest.fixture
+def grid_file(tmp_path):
+    path = tmp_path / "grid.json"
+    path.write_text(json.dumps(GRID))
+    return path
+
+
+def test_grid_ranges_and_errors(tmp_path):
+    base = load_config().model_dump(mode="json")
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps({"risk.atr_multiplier": {"start": 1.5, "stop": 2.5, "step": 0.5}, "scoring.buy_top_n": [5, 10]}))
+    grid = load_grid(path, base)
+    assert grid["risk.atr_multiplier"] == [1.5, 2.0, 2.5] and len(expand(grid)) == 6
+    for bad, message in [({"risk.nope": [1]}, "risk.nope"), ({"risk.atr_multiplier": ["x"]}, "risk.atr_multiplier"),
+                         ({"risk.atr_multiplier": []}, "empty"), ({"risk.atr_multiplier": 2}, "list of values")]:
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ConfigError, match=message):
+            load_grid(path, base)
+
+
+def test_sweep_equals_each_combination_run_by_hand_and_reuses_signals(grid_file, small_demo_dir, tmp_path, monkeypatch):
+    from stages.reporting import run_reporting_stage
+    from stages.signal import run_signal_stage
+    from stages.trading import run_trading_stage
+
+    calls = []
+    real = sweep.compute_signals
+    monkeypatch.setattr(sweep, "compute_signals", lambda prices, config: calls.append(config.signal_hash()) or real(prices, config))
+    summary = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path / "sweep"), progress=False, local_processes=1)
+    assert summary["combinations"] == 4 and len(calls) == 2 == summary["signal_settings"]  # once per signal setting
+    results = pd.read_parquet(tmp_path / "sweep" / "sweep_results.parquet")
+    assert (results["status"] == "ok").all()
+    for row in results.itertuples():
+        overrides = [f"risk.atr_multiplier={results.loc[row.Index, 'param:risk.atr_multiplier']}",
+                     f"clustering.correlation_window={results.loc[row.Index, 'param:clustering.correlation_window']}"]
+        config = load_config(None, overrides)
+        out = tmp_path / f"by_hand_{row.combo_id}"
+        run_signal_stage(config, small_demo_dir, out)
+        run_trading_stage(config, out, out)
+        run_reporting_stage(config, out, out)
+        metrics = json.loads((out / "performance_summary.json").read_text())["metrics"]
+        for key in ("sharpe", "total_return", "max_drawdown", "cagr"):
+            assert getattr(row, key) == pytest.approx(metrics[key], rel=1e-12), key
+    assert (tmp_path / "sweep" / "sweep_report.html").read_text().count("<svg") == 1
+
+
+def test_interrupted_sweep_resumes_without_redoing_finished_combinations(grid_file, small_demo_dir, tmp_path, monkeypatch):
+    real = sweep.evaluate
+    done = []
+
+    def interrupt_after_two(*args, **kwargs):
+        if len(done) == 2:
+            raise KeyboardInterrupt
+        done.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep, "evaluate", interrupt_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path), progress=False, local_processes=1)
+    counted = []
+    monkeypatch.setattr(sweep, "evaluate", lambda *a, **k: counted.append(1) or real(*a, **k))
+    summary = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path), progress=False, local_processes=1)
+    assert len(counted) == 2 and summary["ran"] == 2 and len(summary["results"]) == 4
+    again = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path), progress=False, local_processes=1)
+    assert again["ran"] == 0
+
+
+def test_failed_combination_is_reported_not_dropped(grid_file, small_demo_dir, tmp_path, monkeypatch):
+    real = sweep.evaluate
+
+    def fail_wide_stops(prices, signals, config, *a, **k):
+        if config.risk.atr_multiplier == 2.5:
+            raise RuntimeError("boom")
+        return real(prices, signals, config, *a, **k)
+
+    monkeypatch.setattr(sweep, "evaluate", fail_wide_stops)
+    summary = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path), progress=False, local_processes=1)
+    results = summary["results"]
+    assert summary["failed"] == 2 and results.loc[results["status"] == "failed", "error"].str.contains("boom").all()
+
+
+def test_walk_forward_test_spans_never_touch_their_training_spans(small_demo_dir, tmp_path):
+    dates = pd.bdate_range("2015-01-05", periods=2520)
+    windows = walk_forward_windows(dates, "train=3y,test=1y,step=1y")
+    assert len(windows) >= 6
+    for w in windows:
+        assert w.train[1] <= w.test[0] and w.train[0] < w.train[1] and w.test[0] < w.test[1]
+        assert dates[w.test[0]] > dates[w.train[1] - 1]
+    with pytest.raises(ConfigError):
+        walk_forward_windows(dates, "train=3x,test=1y,step=1y")
+    grid = tmp_path / "g.json"
+    grid.write_text(json.dumps({"risk.atr_multiplier": [1.5, 2.5]}))
+    sweep.run_sweep(str(grid), data=str(small_demo_dir), out=str(tmp_path / "wf"), walk_forward="train=1y,test=6m,step=6m",
+                    progress=False, local_processes=1)
+    wf = pd.read_parquet(tmp_path / "wf" / "walk_forward_results.parquet")
+    assert (wf["test_start"] > wf["train_end"]).all() and len(wf) >= 3
+    equity = pd.read_parquet(tmp_path / "wf" / "walk_forward_equity.parquet")
+    assert equity["date"].is_monotonic_increasing and equity["date"].min() >= wf["test_start"].min()
+
+
+@pytest.mark.prefect
+@pytest.mark.slow
+def test_sweep_on_a_local_dask_cluster_equals_the_local_result(grid_file, small_demo_dir, tmp_path):
+    pytest.importorskip("prefect_dask")
+    from prefect.testing.utilities import prefect_test_harness
+
+    local = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path / "local"), progress=False, local_processes=1)
+    with prefect_test_harness(server_startup_timeout=120):
+        dask = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path / "dask"), workers=2, progress=False)
+    cols = ["combo_id", "sharpe", "total_return", "max_drawdown", "closed_trades"]
+    pd.testing.assert_frame_equal(local["results"][cols], dask["results"][cols])
+    assert np.isfinite(dask["results"]["sharpe"]).all()
