@@ -96,14 +96,23 @@ def _parse_dates(values: pd.Series) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         parsed = values
     else:
-        if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
-            values = values.astype("Int64").astype("string")
-        text = values.astype("string").str.strip()
         parsed = None
+        if not (pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values)):
+            try:  # the usual layout, straight from the parser: no string copies
+                parsed = pd.to_datetime(values, format="ISO8601")
+            except (ValueError, TypeError):
+                parsed = None
+        if parsed is not None:
+            text = None
+        else:
+            if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
+                values = values.astype("Int64").astype("string")
+            text = values.astype("string").str.strip()
         for fmt in ("ISO8601", "%Y%m%d"):  # fast paths for the usual layouts
+            if parsed is not None:
+                break
             try:
                 parsed = pd.to_datetime(text, format=fmt)
-                break
             except (ValueError, TypeError):
                 continue
         if parsed is None:
@@ -190,14 +199,13 @@ def _clean_symbol_frame(df: pd.DataFrame, path: Path, policy: str) -> pd.DataFra
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame(index=df.index)
-    out["date"] = _parse_dates(df["date"])
+    columns = {"date": _parse_dates(df["date"]).to_numpy()}
     for col in PRICE_COLUMNS:
         values = df[col]
         if not pd.api.types.is_numeric_dtype(values):  # text such as "1,234.5" or "n/a"
             values = pd.to_numeric(values.astype("string").str.strip().str.replace(",", "", regex=False), errors="coerce")
-        out[col] = values.astype("float64")
-    return out
+        columns[col] = values.to_numpy(dtype="float64", na_value=np.nan)
+    return pd.DataFrame(columns, index=df.index)
 
 
 def read_symbol_file(path: Path, symbol: str, policy: str = "error") -> pd.DataFrame:
