@@ -30,9 +30,9 @@ class DataConfig(_Section):
 
 
 class MacdConfig(_Section):
-    fast: int = Field(12, ge=1)
-    slow: int = Field(26, ge=2)
-    signal: int = Field(9, ge=1)
+    fast: int = Field(12, ge=1, description="fast EMA period")
+    slow: int = Field(26, ge=2, description="slow EMA period")
+    signal: int = Field(9, ge=1, description="signal-line EMA period")
 
     @model_validator(mode="after")
     def _fast_below_slow(self) -> "MacdConfig":
@@ -43,26 +43,26 @@ class MacdConfig(_Section):
 
 class KamaConfig(_Section):
     er_window: int = Field(10, ge=1, description="Kaufman efficiency-ratio window")
-    fast: int = Field(2, ge=1)
-    slow: int = Field(30, ge=2)
+    fast: int = Field(2, ge=1, description="fastest smoothing constant period")
+    slow: int = Field(30, ge=2, description="slowest smoothing constant period")
     slope_window: int = Field(5, ge=1, description="days over which the KAMA slope is measured")
 
 
 class FilterConfig(_Section):
-    adx_enabled: bool = False
-    adx_window: int = Field(14, ge=2)
-    adx_threshold: float = Field(20.0, ge=0, le=100)
-    volume_enabled: bool = False
-    volume_window: int = Field(20, ge=1)
+    adx_enabled: bool = Field(False, description="veto buys unless ADX >= adx_threshold")
+    adx_window: int = Field(14, ge=2, description="ADX period (Wilder)")
+    adx_threshold: float = Field(20.0, ge=0, le=100, description="minimum ADX for a buy")
+    volume_enabled: bool = Field(False, description="veto buys unless volume >= multiplier x average")
+    volume_window: int = Field(20, ge=1, description="days in the volume average")
     volume_multiplier: float = Field(1.0, ge=0, description="volume >= k x its average")
-    slope_enabled: bool = False
+    slope_enabled: bool = Field(False, description="veto buys unless the KAMA slope is positive")
 
 
 class StrategyConfig(_Section):
     """Trend signal: which strategy and its filters."""
 
     name: str = Field("combo", description="registered strategy: macd | kama | combo")
-    combo_mode: Literal["both", "either"] = "both"
+    combo_mode: Literal["both", "either"] = Field("both", description="combo: both = MACD and KAMA must agree; either = any signal not contradicted")
     macd: MacdConfig = MacdConfig()
     kama: KamaConfig = KamaConfig()
     filters: FilterConfig = FilterConfig()
@@ -75,8 +75,8 @@ class ScoringConfig(_Section):
         default_factory=lambda: {"20": 0.3, "60": 0.4, "120": 0.3},
         description="window in days -> weight",
     )
-    buy_top_n: int = Field(10, ge=1)
-    hold_until_rank: int = Field(15, ge=1)
+    buy_top_n: int = Field(10, ge=1, description="buy only within the top N admissible ranks")
+    hold_until_rank: int = Field(15, ge=1, description="keep a holding while its rank <= this (buffer zone)")
     inertia_bonus: float = Field(0.05, ge=0, description="added to held symbols' scores before ranking")
     rebalance_frequency: int = Field(5, ge=1, description="trading days between rebalances")
 
@@ -99,54 +99,54 @@ class ScoringConfig(_Section):
 
 
 class ClusteringConfig(_Section):
-    correlation_window: int = Field(60, ge=5)
-    max_positions_per_cluster: int = Field(2, ge=1)
+    correlation_window: int = Field(60, ge=5, description="days of daily returns in each correlation")
+    max_positions_per_cluster: int = Field(2, ge=1, description="cluster cap on holdings")
     update_frequency: int = Field(20, ge=1, description="trading days between cluster refreshes")
     distance_threshold: float = Field(0.8, gt=0, le=2, description="cut height on sqrt(2(1-rho))")
-    linkage: Literal["average", "complete", "single", "ward"] = "average"
+    linkage: Literal["average", "complete", "single", "ward"] = Field("average", description="scipy hierarchical linkage method")
 
 
 class RiskConfig(_Section):
-    atr_window: int = Field(14, ge=2)
-    atr_multiplier: float = Field(2.0, gt=0)
-    time_stop_days: int = Field(60, ge=1)
-    time_stop_threshold: float = Field(-0.05, le=0)
-    circuit_breaker_threshold: float = Field(-0.10, lt=0, gt=-1)
+    atr_window: int = Field(14, ge=2, description="ATR period (Wilder)")
+    atr_multiplier: float = Field(2.0, gt=0, description="trailing stop = highest close since entry - m x ATR")
+    time_stop_days: int = Field(60, ge=1, description="trading days held before the time stop applies")
+    time_stop_threshold: float = Field(-0.05, le=0, description="time stop when return since entry is below this")
+    circuit_breaker_threshold: float = Field(-0.10, lt=0, gt=-1, description="no new buys while the market index is this far below its recent peak")
     circuit_breaker_lookback: int = Field(60, ge=1, description="days over which the recent peak is taken")
-    exit_on_sell_signal: bool = False
+    exit_on_sell_signal: bool = Field(False, description="also exit a holding on a -1 trend signal")
 
 
 class PositionSizingConfig(_Section):
-    volatility_method: Literal["ewma", "std"] = "ewma"
-    ewma_lambda: float = Field(0.94, gt=0, lt=1)
+    volatility_method: Literal["ewma", "std"] = Field("ewma", description="volatility behind inverse-vol sizing: ewma or rolling std")
+    ewma_lambda: float = Field(0.94, gt=0, lt=1, description="RiskMetrics decay")
     volatility_window: int = Field(20, ge=2, description="window for the 'std' method")
-    max_positions: int = Field(20, ge=1)
-    max_position_size: float = Field(0.15, gt=0, le=1)
-    max_cluster_size: float = Field(0.30, gt=0, le=1)
-    max_total_exposure: float = Field(0.95, gt=0, le=1)
+    max_positions: int = Field(20, ge=1, description="most holdings at once")
+    max_position_size: float = Field(0.15, gt=0, le=1, description="largest weight of one holding")
+    max_cluster_size: float = Field(0.30, gt=0, le=1, description="largest total weight of one cluster")
+    max_total_exposure: float = Field(0.95, gt=0, le=1, description="sum of target weights (applied once)")
     rebalance_threshold: float = Field(
         0.02, ge=0, le=1, description="resize a held position on a rebalance day only when |target - current| weight exceeds this"
     )
 
 
 class ExecutionConfig(_Section):
-    initial_cash: float = Field(1_000_000.0, gt=0)
-    commission_rate: float = Field(0.0003, ge=0, lt=0.1)
-    commission_minimum: float = Field(5.0, ge=0)
-    slippage_bps: float = Field(5.0, ge=0)
-    lot_size: int = Field(100, ge=1)
-    fill_price: Literal["next_open", "close"] = "next_open"
+    initial_cash: float = Field(1_000_000.0, gt=0, description="starting capital")
+    commission_rate: float = Field(0.0003, ge=0, lt=0.1, description="commission = max(rate x value, minimum)")
+    commission_minimum: float = Field(5.0, ge=0, description="minimum commission per order")
+    slippage_bps: float = Field(5.0, ge=0, description="fill price worse than reference by this many bps")
+    lot_size: int = Field(100, ge=1, description="shares per lot; orders round down to whole lots")
+    fill_price: Literal["next_open", "close"] = Field("next_open", description="next_open: fill at the next session's open; close: at the signal close")
 
 
 class ReportingConfig(_Section):
     risk_free_rate: float = Field(0.0, ge=-0.1, le=0.5, description="annual")
     benchmark: str | None = Field(None, description="a symbol in prices.parquet or a price file")
-    periods_per_year: int = Field(252, ge=1)
+    periods_per_year: int = Field(252, ge=1, description="annualisation factor")
 
 
 class OutputConfig(_Section):
-    folder: str = "v4_trace_outputs"
-    csv_twins: bool = True
+    folder: str = Field("v4_trace_outputs", description="default output folder")
+    csv_twins: bool = Field(True, description="write a .csv twin of each Parquet artifact")
 
 
 class TrendflowConfig(_Section):

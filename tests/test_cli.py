@@ -44,3 +44,22 @@ def test_serve_rejects_a_bad_time_zone(capsys):
 
     assert main(["serve", "--timezone", "Mars/Base"]) == 2
     assert "Mars/Base" in capsys.readouterr().err
+
+
+def test_readme_documents_every_config_key_and_command():
+    from schemas.config import TrendflowConfig
+    from flows.cli import COMMANDS
+
+    readme = (ROOT / "README.md").read_text()
+
+    def keys(section: dict, prefix: str = ""):
+        for name, value in section.items():
+            if isinstance(value, dict) and name != "momentum_weights":
+                yield from keys(value, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    missing = [k for k in keys(TrendflowConfig().model_dump(mode="json")) if f"`{k}`" not in readme]
+    assert missing == []
+    assert [c for c in COMMANDS if f"trendflow {c}" not in readme] == []
+    assert "./run_pipeline.sh test" in readme and "./run_pipeline.sh test" in (ROOT / ".ci" / "run").read_text().replace("./run_pipeline.sh test -q", "./run_pipeline.sh test")
