@@ -192,8 +192,8 @@ def _run(args: argparse.Namespace, mode: str) -> int:
     out_dir = resolve_out_dir(args.out, config)
     log_file = out_dir / "logs" / f"trendflow_{datetime.now():%Y%m%d_%H%M%S}.log"
     setup_logging(args.log_level, log_file)
-    if args.log_level == "DEBUG":
-        logging.getLogger("prefect").setLevel(logging.INFO)
+    # Prefect logs a failed task with its traceback; a user error is reported once, as one clear line.
+    logging.getLogger("prefect").setLevel(logging.INFO if args.log_level == "DEBUG" else logging.CRITICAL)
     summary = trend_pipeline(config_path=args.config, overrides=args.overrides, data=args.data, out=str(out_dir),
                              stages=stages, mode=mode, as_of_date=args.as_of_date, fresh=args.fresh,
                              retry_delay_seconds=args.retry_delay)

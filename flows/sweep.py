@@ -58,6 +58,19 @@ def evaluate_combination(prices_path: str, signals_path: str, base: dict, combo:
     return row
 
 
+def evaluate_batch(prices_path: str, jobs: list[tuple[str, dict]], base: dict, state_dir: str | None) -> list[dict]:
+    """Several combinations in one task (each recorded as it finishes, so a retry or resume skips it)."""
+    done = {p.stem for p in Path(state_dir).glob("*.json")} if state_dir else set()
+    rows = []
+    for signals_path, combo in jobs:
+        cached = Path(state_dir) / f"{combo_id(combo)}.json" if state_dir else None
+        if cached is not None and combo_id(combo) in done:
+            rows.append(json.loads(cached.read_text()))
+            continue
+        rows.append(evaluate_combination(prices_path, signals_path, base, combo, state_dir))
+    return rows
+
+
 # --------------------------------------------------------------------------- progress
 class Progress:
     def __init__(self, total: int, enabled: bool = True):
@@ -161,7 +174,7 @@ def _run_locally(pending, prices_path, signal_paths, base, state_dir, processes,
 
 
 def _run_on_dask(pending, prices_path, signal_paths, base, state_dir, workers, address, progress) -> None:
-    """Each combination a Prefect task on Dask workers; failures are retried by Prefect."""
+    """Batches of combinations as Prefect tasks on Dask workers; a failed batch is retried by Prefect."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect import flow, task
     from prefect.artifacts import create_table_artifact
@@ -169,18 +182,23 @@ def _run_on_dask(pending, prices_path, signal_paths, base, state_dir, workers, a
 
     runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
         cluster_class="distributed.LocalCluster", cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
-    combo_task = task(evaluate_combination, name="sweep-combination", retries=2, retry_delay_seconds=1)
+    batch_task = task(evaluate_batch, name="sweep-combinations", retries=2, retry_delay_seconds=1)
+    # A few batches per worker: enough to balance load, few enough that Prefect's per-task cost is small.
+    n_batches = min(len(pending), max(1, (workers or 4) * 4))
+    batches = [pending[i::n_batches] for i in range(n_batches)]
 
     @flow(name="trendflow_sweep", task_runner=runner)
     def sweep_flow() -> list[dict]:
-        futures = [combo_task.submit(prices_path, signal_paths[combo_id(c)], base, c, state_dir) for c in pending]
-        bar = Progress(len(futures), progress)
+        futures = [batch_task.submit(prices_path, [(signal_paths[combo_id(c)], c) for c in batch], base, state_dir)
+                   for batch in batches]
+        bar = Progress(len(pending), progress)
         rows = []
         from prefect.futures import as_completed as prefect_completed
 
         for future in prefect_completed(futures):
-            rows.append(future.result())
-            bar.tick()
+            for row in future.result():
+                rows.append(row)
+                bar.tick()
         best = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -np.nan_to_num(r["sharpe"], nan=-1e9))[:10]
         create_table_artifact(key="sweep-best", table=[{"combo_id": r["combo_id"], **r["params"], "sharpe": r["sharpe"],
                                                         "cagr": r["cagr"], "max_drawdown": r["max_drawdown"]} for r in best],
