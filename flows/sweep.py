@@ -332,4 +332,5 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    logging.getLogger("prefect").setLevel(logging.INFO if args.log_level == "DEBUG" else logging.WARNING)
     return run_command(body, args)
