@@ -219,6 +219,72 @@ def read_symbol_file(path: Path, symbol: str, policy: str = "error") -> pd.DataF
     return df
 
 
+# --------------------------------------------------------------------------- fast path for clean folders
+def _arrow_table(path: Path, symbol: str):
+    """A well-formed per-symbol CSV as an Arrow table with the canonical columns, or None if the
+    file needs the careful path (odd types, unusual layout, unreadable)."""
+    import pyarrow as pa
+
+    try:
+        return _arrow_canonical(path, symbol) if path.suffix.lower() == ".csv" else None
+    except (pa.ArrowException, OSError, UnicodeError, ValueError):
+        return None
+
+
+def _arrow_canonical(path: Path, symbol: str):
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    table = pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(use_threads=False))
+    lookup = {name.strip().lower().replace(" ", "_"): name for name in table.column_names}
+    picked = {}
+    for canonical in ("date", *PRICE_COLUMNS):
+        name = next((lookup[a] for a in COLUMN_ALIASES[canonical] if a in lookup), None)
+        if name is None:
+            return None
+        column = table.column(name)
+        kind = column.type
+        if canonical == "date":
+            if not (pa.types.is_date32(kind) or (pa.types.is_timestamp(kind) and kind.tz is None)):
+                return None
+            column = column.cast(pa.timestamp("ns"))
+        elif not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+            return None
+        picked[canonical] = column if canonical == "date" else column.cast(pa.float64())
+    if table.num_rows == 0:
+        return None
+    picked["symbol"] = pa.array([symbol] * table.num_rows, pa.string())
+    return pa.table(picked)
+
+
+def _fast_read(jobs: list[tuple[Path, str]]) -> tuple[list[pd.DataFrame], list[tuple[Path, str]]]:
+    """Read clean CSVs with pyarrow on a few threads and check them all at once; any file with a
+    problem (or an unusual layout) goes to the careful per-file path, which names file and line."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        tables = list(pool.map(lambda job: _arrow_table(*job), jobs))
+    careful = [job for job, table in zip(jobs, tables) if table is None]
+    good = [table for table in tables if table is not None]
+    if not good:
+        return [], careful
+    panel = pa.concat_tables(good).to_pandas()
+    panel = panel[["date", "symbol", *PRICE_COLUMNS]]
+    bad = _row_problems(panel).mask
+    same = panel["symbol"].eq(panel["symbol"].shift()).to_numpy()
+    steps = panel["date"].diff().to_numpy()
+    bad |= same & ~(steps > np.timedelta64(0, "ns"))
+    bad |= (panel["date"] != panel["date"].dt.normalize()).to_numpy()
+    if bad.any():
+        flagged = set(panel.loc[bad, "symbol"])
+        careful += [job for job in jobs if job[1] in flagged]
+        panel = panel.loc[~panel["symbol"].isin(flagged).to_numpy()]
+    return ([panel.reset_index(drop=True)] if len(panel) else []), careful
+
+
 # --------------------------------------------------------------------------- folders and long files
 @dataclass
 class MarketData:
@@ -277,6 +343,7 @@ def load_market_data(
         if not files:
             raise DataError(f"{source}: no .csv or .parquet price files found")
         names = wanted if wanted is not None else list(files)
+        jobs = []
         for symbol in names:
             path = files.get(symbol)
             if path is None:
@@ -284,20 +351,24 @@ def load_market_data(
                 skipped.append(symbol)
                 continue
             check_symbol_name(symbol, f"file {path.name}: symbol")
-            frames.append(read_symbol_file(path, symbol, bad_rows))
+            jobs.append((path, symbol))
+        clean, careful = _fast_read(jobs)
+        frames.extend(clean)
+        frames.extend(read_symbol_file(path, symbol, bad_rows) for path, symbol in careful)
     else:
         frames.extend(_read_long_file(source, wanted, bad_rows, skipped))
 
-    usable: list[pd.DataFrame] = []
-    for frame in frames:
-        symbol = frame["symbol"].iat[0] if len(frame) else "(empty file)"
-        frame = _restrict_dates(frame, start, end)
-        if len(frame) < max(min_history_days, 1):
-            log.warning("symbol %s has %d rows in the date range (< %d) -- skipped", symbol, len(frame), min_history_days)
-            skipped.append(str(symbol))
-            continue
-        usable.append(frame)
-    if not usable:
+    frames = [f for f in frames if len(f)]
+    everything = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["date", "symbol", *PRICE_COLUMNS])
+    listed = pd.unique(everything["symbol"])
+    everything = _restrict_dates(everything, start, end)
+    counts = everything["symbol"].value_counts()
+    too_short = [sym for sym in listed if counts.get(sym, 0) < max(min_history_days, 1)]
+    for sym in too_short:
+        log.warning("symbol %s has %d rows in the date range (< %d) -- skipped", sym, counts.get(sym, 0), min_history_days)
+        skipped.append(str(sym))
+    usable = [everything.loc[~everything["symbol"].isin(too_short)]] if len(too_short) < len(listed) else []
+    if not usable or usable[0].empty:
         raise DataError(f"{source}: no usable symbol (none found, or all empty in the date range)")
 
     prices = pd.concat(usable, ignore_index=True).sort_values(["symbol", "date"], kind="stable", ignore_index=True)
