@@ -8,7 +8,7 @@ from typing import Literal
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 TRADE_SIDES = ["BUY", "SELL"]
 ORDER_REASONS = [
@@ -17,6 +17,7 @@ ORDER_REASONS = [
     "sell_signal",
     "rank_out_of_buffer",
     "cluster_cap",
+    "position_limit",
     "new_entry",
     "rebalance",
     "target_weight",
@@ -26,7 +27,7 @@ ORDER_REASONS = [
 class TradeLogSchema(pa.DataFrameModel):
     """One row per fill, in execution order (sells before buys within a day)."""
 
-    date: Series[pd.Timestamp] = pa.Field(description="fill date (the day after the signal)")
+    date: Series[pd.Timestamp] = pa.Field(description="fill date (the session after decision_date with next_open fills)")
     symbol: Series[str]
     side: Series[str] = pa.Field(isin=TRADE_SIDES)
     quantity: Series[int] = pa.Field(gt=0, description="shares, a multiple of the lot size")
@@ -34,6 +35,11 @@ class TradeLogSchema(pa.DataFrameModel):
     commission: Series[float] = pa.Field(ge=0)
     slippage: Series[float] = pa.Field(ge=0, description="slippage cost in currency")
     reason: Series[str] = pa.Field(isin=ORDER_REASONS)
+    decision_date: Series[pd.Timestamp] = pa.Field(description="close at which the order was decided")
+
+    @pa.dataframe_check(error="decision_date <= date")
+    def decided_before_filled(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["decision_date"] <= df["date"]
 
     class Config:
         coerce = True
@@ -68,6 +74,8 @@ class PositionsSchema(pa.DataFrameModel):
     entry_price: Series[float] = pa.Field(gt=0)
     highest_close: Series[float] = pa.Field(gt=0)
     cluster: Series[int] = pa.Field(ge=-1)
+    stop_level: Series[float] = pa.Field(ge=0, description="ATR trailing stop level after this close (0 = not set yet)")
+    days_held: Series[int] = pa.Field(ge=0, description="closes held through, the entry day counting 1 with next_open fills")
 
     class Config:
         coerce = True
@@ -83,10 +91,11 @@ class EquityCurveSchema(pa.DataFrameModel):
     positions_value: Series[float] = pa.Field(ge=0)
     exposure: Series[float] = pa.Field(ge=0, description="positions_value / equity")
     n_positions: Series[int] = pa.Field(ge=0)
-    daily_return: Series[float] = pa.Field(description="equity_t / equity_{t-1} - 1; 0 on the first day")
+    daily_return: Series[float] = pa.Field(description="equity_t / equity_{t-1} - 1; against initial cash on the first day")
     turnover: Series[float] = pa.Field(ge=0, description="traded value that day / equity")
     costs: Series[float] = pa.Field(ge=0, description="commission + slippage paid that day")
     breaker_on: Series[bool] = pa.Field(description="market circuit breaker active (no new buys)")
+    market_drawdown: Series[float] = pa.Field(le=0, description="market index vs its peak over risk.circuit_breaker_lookback")
 
     class Config:
         coerce = True
@@ -112,7 +121,7 @@ class OrdersSchema(pa.DataFrameModel):
         ordered = True
 
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 class Holding(BaseModel):
@@ -122,42 +131,79 @@ class Holding(BaseModel):
 
     shares: int = Field(gt=0)
     entry_date: Date
-    entry_price: float = Field(gt=0)
-    highest_close: float = Field(gt=0)
-    stop_level: float = Field(ge=0, description="ATR trailing stop; never decreases")
-    last_close: float = Field(gt=0)
-    days_held: int = Field(ge=0, description="trading days since entry")
-    cluster: int = Field(ge=-1)
+    entry_price: float = Field(gt=0, description="average fill price (slippage included) of the shares held")
+    highest_close: float = Field(gt=0, description="highest close since entry")
+    stop_level: float = Field(ge=0, description="ATR trailing stop; never decreases (0 = not set yet)")
+    last_close: float = Field(gt=0, description="last close the symbol traded at (valuation price)")
+    days_held: int = Field(ge=0, description="closes held through since entry")
+    cluster: int = Field(ge=-1, description="last known correlation cluster (-1 = none)")
 
 
 class PendingOrder(BaseModel):
-    """An order decided at a close, to be filled on the next session."""
+    """An order decided at a close and not filled yet: filled at the next session's open."""
 
     model_config = ConfigDict(extra="forbid")
 
     symbol: str
     side: Literal["BUY", "SELL"]
     shares: int = Field(gt=0)
-    reason: str
+    reason: Literal[tuple(ORDER_REASONS)]  # type: ignore[valid-type]
     signal_strength: float | None = None
     momentum_score: float | None = None
     target_weight: float = Field(ge=0, le=1)
-    reference_price: float = Field(gt=0)
+    reference_price: float = Field(gt=0, description="close at the decision")
+    decision_date: Date = Field(description="close at which it was decided (earlier than as_of_date for a sell "
+                                            "carried over a suspension)")
 
 
-class PortfolioSnapshot(BaseModel):
-    """portfolio_{D}.json: the engine state after the close of `as_of_date`, with the orders decided
-    at that close (filled on the next session). The daily run resumes from exactly this."""
+class SnapshotMetadata(BaseModel):
+    """What the snapshot was made under; a daily run refuses to resume under anything else."""
 
     model_config = ConfigDict(extra="forbid")
 
-    version: Literal[1] = SNAPSHOT_VERSION
+    trading_config_hash: str = Field(min_length=64, max_length=64, description="sha256 of the settings that change trading decisions")
+    mode: Literal["signals", "weights"] = Field(description="signal rules, or external target weights")
+    fill_price: Literal["next_open", "close"]
+    lot_size: int = Field(ge=1)
+
+
+class PortfolioSnapshot(BaseModel):
+    """portfolio_{D}.json: the engine state after the close of `as_of_date` (D), with the orders
+    decided at that close in `pending_orders` (= orders_{D}.csv, filled at the open of the next
+    session with next_open fills). The daily run for the next trading day resumes from exactly this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[2] = SNAPSHOT_VERSION
     as_of_date: Date
-    trading_day_index: int = Field(ge=0, description="days since the portfolio started; rebalance when % frequency == 0")
+    trading_day_index: int = Field(ge=0, description="trading days stepped since the portfolio started (rebalance when "
+                                                     "index % scoring.rebalance_frequency == 0)")
     holdings: dict[str, Holding]
     pending_orders: list[PendingOrder]
     cash: float = Field(ge=0)
-    total_value: float = Field(gt=0)
-    peak_equity: float = Field(gt=0)
-    cluster_assignments: dict[str, int]
-    metadata: dict
+    total_value: float = Field(gt=0, description="cash + holdings at their last close")
+    peak_equity: float = Field(gt=0, description="highest total value at a close so far")
+    breaker_on: bool = Field(description="market circuit breaker on at this close (no new buys decided)")
+    market_drawdown: float = Field(le=0, description="market index vs its recent peak at this close")
+    cluster_assignments: dict[str, int] = Field(description="cluster of every symbol traded at this close")
+    metadata: SnapshotMetadata
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "PortfolioSnapshot":
+        value = self.cash + sum(h.shares * h.last_close for h in self.holdings.values())
+        if abs(value - self.total_value) > 1e-9 * max(abs(self.total_value), 1.0):
+            raise ValueError(f"total_value {self.total_value} != cash + holdings at last close ({value})")
+        late = sorted(s for s, h in self.holdings.items() if h.entry_date > self.as_of_date)
+        if late:
+            raise ValueError(f"holdings {late} have an entry_date after as_of_date {self.as_of_date}")
+        lot = self.metadata.lot_size
+        odd = sorted(s for s, h in self.holdings.items() if h.shares % lot) + [o.symbol for o in self.pending_orders if o.shares % lot]
+        if odd:
+            raise ValueError(f"shares of {odd} are not whole lots of {lot}")
+        for order in self.pending_orders:
+            if order.decision_date > self.as_of_date:
+                raise ValueError(f"pending order for {order.symbol} decided after as_of_date {self.as_of_date}")
+            held = self.holdings[order.symbol].shares if order.symbol in self.holdings else 0
+            if order.side == "SELL" and order.shares > held:
+                raise ValueError(f"pending SELL of {order.shares} {order.symbol} exceeds the {held} shares held")
+        return self

@@ -1,5 +1,5 @@
 """python -m stages.trading [--config F] [--set k=v] [--in DIR] --out DIR [--weights F]
-[--as-of-date D [--portfolio F | --fresh]] [--dry-run]"""
+[--as-of-date D [--portfolio F | --fresh]] [--dry-run]   (same as `trendflow trade`)"""
 from __future__ import annotations
 
 import argparse
@@ -9,25 +9,45 @@ from stages.common.cli import add_common_arguments, config_from_args, parse_and_
 from stages.common.stage import resolve_out_dir
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog or "python -m stages.trading",
-        description="Trading stage: backtest over saved signals, or one daily step from a portfolio snapshot",
+        description="Trading stage: backtest over saved signals (prices.parquet + signals_output.parquet), or one "
+                    "daily step from the previous day's portfolio snapshot.",
     )
     add_common_arguments(parser)
-    parser.add_argument("--in", dest="in_dir", help="folder with prices.parquet + signals_output.parquet (default: --out)")
-    parser.add_argument("--out", help="output folder (default: config output.folder)")
-    parser.add_argument("--weights", metavar="FILE", help="external target weights (wide: date x symbol, Parquet or CSV)")
-    parser.add_argument("--as-of-date", type=date.fromisoformat, metavar="YYYY-MM-DD", help="daily run for this date")
-    parser.add_argument("--portfolio", metavar="FILE", help="snapshot of the previous day (default: <out>/portfolio_<prev>.json)")
-    parser.add_argument("--fresh", action="store_true", help="daily run: start from cash instead of a snapshot")
-    parser.add_argument("--dry-run", action="store_true", default=False, help="print the orders, write nothing")
+    parser.add_argument("--in", dest="in_dir", metavar="DIR",
+                        help="folder with prices.parquet + signals_output.parquet (default: --out)")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: config output.folder)")
+    parser.add_argument("--weights", metavar="FILE",
+                        help="external target weights instead of the signal rules: wide date x symbol, Parquet or CSV")
+    parser.add_argument("--as-of-date", type=_day, metavar="YYYY-MM-DD",
+                        help="daily run: one step for this date -> orders_<D>.csv (to fill at the next open) and "
+                             "portfolio_<D>.json")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--portfolio", metavar="FILE",
+                       help="daily run: snapshot of the previous trading day (default: <out>/portfolio_<prev>.json)")
+    start.add_argument("--fresh", action="store_true", default=False,
+                       help="daily run: start from cash (execution.initial_cash) instead of a snapshot")
+    parser.add_argument("--dry-run", action="store_true", default=False, help="print the orders and write nothing")
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = build_parser(prog)
 
     def body(args: argparse.Namespace) -> int:
         from stages.trading.stage import run_trading_stage
 
-        if (args.portfolio or args.fresh) and args.as_of_date is None:
-            parser.error("--portfolio/--fresh need --as-of-date")
+        if (args.portfolio is not None or args.fresh) and args.as_of_date is None:
+            parser.error("--portfolio and --fresh need --as-of-date")
         config = config_from_args(args)
         result = run_trading_stage(config, args.in_dir, resolve_out_dir(args.out, config), weights=args.weights,
                                    as_of_date=args.as_of_date, portfolio=args.portfolio, fresh=args.fresh,

@@ -1,179 +1,160 @@
-"""The backtest (the day step folded over history), the daily run (one step from a snapshot), and
-the tables both produce."""
+"""The backtest: the day step folded over history, and the tables it produces.
+
+`run_backtest(signals, prices, config)` is the public entry point (DataFrames in, DataFrames out);
+`fold(market, config)` is the loop itself, over a prepared `Market`, for callers that reuse one.
+"""
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from schemas.config import TrendflowConfig
-from schemas.trading import Holding, PendingOrder, PortfolioSnapshot
-from stages.common.errors import SnapshotError
-from stages.trading.engine import DayRecord, Order, PortfolioState, fresh_state, step
-from stages.trading.market import Market
-from stages.trading.rules import Position
+from stages.trading.engine import DayRecord, Order, PortfolioState, decide_by_signals, decide_by_weights, fresh_state, step
+from stages.trading.market import Market, build_market
+from stages.trading.weights import WeightPlan, validate_weights
 
 ORDER_COLUMNS = ["symbol", "action", "shares", "reason", "signal_strength", "momentum_score", "target_weight",
                  "current_price", "estimated_value"]
+TRADE_COLUMNS = ["date", "symbol", "side", "quantity", "price", "commission", "slippage", "reason", "decision_date"]
+POSITION_COLUMNS = ["date", "symbol", "shares", "close", "market_value", "weight", "entry_date", "entry_price",
+                    "highest_close", "cluster", "stop_level", "days_held"]
 
 
 @dataclass
 class BacktestResult:
+    """The four history tables (schemas/trading.py), every order decided (with the date of the close
+    it was decided at), the final engine state, and the market it ran on."""
+
     trade_log: pd.DataFrame
     allocation_history: pd.DataFrame
     positions: pd.DataFrame
     equity_curve: pd.DataFrame
-    orders: pd.DataFrame  # every decided order, with the date of the close it was decided at
+    orders: pd.DataFrame
     state: PortfolioState
     market: Market
+    mode: str
 
 
-def trading_config_hash(config: TrendflowConfig) -> str:
-    """Hash of every setting that changes trading decisions; a snapshot only resumes under the same one."""
-    dumped = config.model_dump(mode="json")
-    relevant = {k: dumped[k] for k in ("scoring", "risk", "position_sizing", "execution")}
-    relevant["max_positions_per_cluster"] = dumped["clustering"]["max_positions_per_cluster"]
-    relevant["market_index_symbol"] = dumped["data"]["market_index_symbol"]
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+def run_backtest(signals: pd.DataFrame | None, prices: pd.DataFrame, config: TrendflowConfig, *,
+                 weights: pd.DataFrame | None = None, weights_source: str = "weights", start: int = 0,
+                 end: int | None = None) -> BacktestResult:
+    """Trade the signals (or, with `weights`, a wide date x symbol frame of target weights, validated
+    before any trading; `weights_source` names it in errors) over the trading days [start, end) of
+    `prices`, starting from cash."""
+    market = build_market(prices, signals, config)
+    plan = validate_weights(weights, market, weights_source) if weights is not None else None
+    return fold(market, config, plan=plan, start=start, end=end)
 
 
-def run_backtest(market: Market, config: TrendflowConfig, *, weights: dict[int, dict[int, float]] | None = None,
-                 start: int = 0, end: int | None = None, state: PortfolioState | None = None) -> BacktestResult:
-    """Fold the day step over days start..end-1 (weights: day index -> {symbol index: weight})."""
-    state = state or fresh_state(config)
+def fold(market: Market, config: TrendflowConfig, *, plan: WeightPlan | None = None, start: int = 0,
+         end: int | None = None, state: PortfolioState | None = None,
+         after_step: Callable[[PortfolioState, DayRecord], None] | None = None) -> BacktestResult:
+    """Step the engine through days [start, end): the backtest. `state` resumes a saved portfolio
+    (default: fresh); `after_step` sees the state after each day's close."""
+    state = state if state is not None else fresh_state(len(market.symbols), config)
     end = len(market.dates) if end is None else end
-    records = []
-    positions_rows = []
+    records: list[DayRecord] = []
+    held_rows: list[tuple] = []
     for t in range(start, end):
-        if weights is None:
-            record = step(state, market, t, config)
-        else:
-            record = step(state, market, t, config, weights_mode=True, target_weights_today=weights.get(t))
+        decide = decide_by_weights(plan.get(t)) if plan is not None else decide_by_signals
+        record = step(state, market.day(t), config, decide)
         records.append(record)
-        positions_rows.extend(
-            (t, idx, p.shares, p.last_close, p.entry_date, p.entry_price, p.highest_close, p.cluster)
-            for idx, p in sorted(state.holdings.items())
-        )
-    return assemble(records, positions_rows, state, market, config)
+        idx = np.flatnonzero(state.held)
+        held_rows.append((np.full(len(idx), t), idx, state.shares[idx], state.last_close[idx], state.entry_date[idx],
+                          state.entry_price[idx], state.highest_close[idx], state.cluster[idx], state.stop_level[idx],
+                          state.days_held[idx]))
+        if after_step is not None:
+            after_step(state, record)
+    return _tables(records, held_rows, state, market, config, "weights" if plan is not None else "signals")
 
 
-def assemble(records: list[DayRecord], positions_rows: list, state: PortfolioState, market: Market,
-             config: TrendflowConfig) -> BacktestResult:
-    dates = market.dates
-    syms = market.symbols
-    trade_log = pd.DataFrame(
-        [(dates[r.t], syms[f.symbol], f.side, f.quantity, f.price, f.commission, f.slippage, f.reason)
-         for r in records for f in r.fills],
-        columns=["date", "symbol", "side", "quantity", "price", "commission", "slippage", "reason"],
+def _tables(records: list[DayRecord], held_rows: list[tuple], state: PortfolioState, market: Market,
+            config: TrendflowConfig, mode: str) -> BacktestResult:
+    curve = equity_table(records, config)
+    positions = positions_table(held_rows, market, curve)
+    return BacktestResult(
+        trade_log=trade_table(records, market), allocation_history=allocation_table(positions, curve),
+        positions=positions, equity_curve=curve, orders=orders_table(records, market), state=state, market=market,
+        mode=mode,
     )
-    equity = np.array([r.equity for r in records])
-    prev = np.concatenate([[config.execution.initial_cash], equity[:-1]]) if len(records) else equity
-    curve = pd.DataFrame({
-        "date": [dates[r.t] for r in records],
+
+
+def trade_table(records: list[DayRecord], market: Market) -> pd.DataFrame:
+    """trade_log.csv: one row per fill, in execution order."""
+    rows = [(r.date, market.symbols[f.symbol], f.side, f.quantity, f.price, f.commission, f.slippage, f.reason, f.decided)
+            for r in records for f in r.fills]
+    frame = pd.DataFrame(rows, columns=TRADE_COLUMNS)
+    return frame.astype({"date": "datetime64[ns]", "decision_date": "datetime64[ns]", "symbol": str, "side": str,
+                         "quantity": "int64", "price": float, "commission": float, "slippage": float, "reason": str})
+
+
+def equity_table(records: list[DayRecord], config: TrendflowConfig) -> pd.DataFrame:
+    """equity_curve.parquet: closing values of every day."""
+    equity = np.array([r.equity for r in records], dtype=float)
+    previous = np.concatenate([[config.execution.initial_cash], equity[:-1]])
+    positions_value = np.array([r.positions_value for r in records], dtype=float)
+    return pd.DataFrame({
+        "date": pd.DatetimeIndex([r.date for r in records]),
         "equity": equity,
-        "cash": [r.cash for r in records],
-        "positions_value": [r.positions_value for r in records],
-        "exposure": [r.positions_value / r.equity for r in records],
-        "n_positions": [0] * len(records),
-        "daily_return": equity / prev - 1.0 if len(records) else [],
-        "turnover": [r.traded_value / r.equity for r in records],
-        "costs": [r.costs for r in records],
-        "breaker_on": [r.breaker_on for r in records],
+        "cash": np.array([r.cash for r in records], dtype=float),
+        "positions_value": positions_value,
+        "exposure": positions_value / equity,
+        "n_positions": np.zeros(len(records), dtype=np.int64),
+        "daily_return": equity / previous - 1.0,
+        "turnover": np.array([r.traded_value for r in records], dtype=float) / equity,
+        "costs": np.array([r.costs for r in records], dtype=float),
+        "breaker_on": np.array([r.breaker_on for r in records], dtype=bool),
+        "market_drawdown": np.array([r.market_drawdown for r in records], dtype=float),
     })
-    positions = _positions_table(positions_rows, market)
-    if len(positions):
-        counts = positions.groupby("date").size()
-        curve["n_positions"] = curve["date"].map(counts).fillna(0).astype(int).to_numpy()
-        eq_by_date = pd.Series(curve["equity"].to_numpy(), index=curve["date"])
-        positions["weight"] = positions["market_value"] / positions["date"].map(eq_by_date).to_numpy()
-    else:
-        positions["weight"] = pd.Series(dtype=float)
-    positions = positions[["date", "symbol", "shares", "close", "market_value", "weight", "entry_date", "entry_price",
-                           "highest_close", "cluster"]]
-    orders = pd.DataFrame(
-        [(dates[r.t], *order_row(o, market, r.t)) for r in records for o in r.orders],
-        columns=["date", *ORDER_COLUMNS],
-    )
-    return BacktestResult(trade_log=trade_log, allocation_history=allocation_table(positions, curve, syms),
-                          positions=positions, equity_curve=curve, orders=orders, state=state, market=market)
 
 
-def _positions_table(rows: list, market: Market) -> pd.DataFrame:
-    return pd.DataFrame(
-        [(market.dates[t], market.symbols[idx], shares, close, shares * close, entry_date, entry_price, highest, cluster)
-         for t, idx, shares, close, entry_date, entry_price, highest, cluster in rows],
-        columns=["date", "symbol", "shares", "close", "market_value", "entry_date", "entry_price", "highest_close", "cluster"],
-    ).astype({"entry_date": "datetime64[ns]"})
+def positions_table(held_rows: list[tuple], market: Market, curve: pd.DataFrame) -> pd.DataFrame:
+    """positions.parquet: every holding at every close; fills in the curve's n_positions."""
+    columns = [np.concatenate(parts) for parts in zip(*held_rows)] if held_rows else [np.array([], dtype=np.int64)] * 10
+    t, idx, shares, close, entry_date, entry_price, highest, cluster, stop, days = columns
+    t = t.astype(np.int64)
+    equity = curve["equity"].to_numpy()
+    first = int(np.searchsorted(market.dates, curve["date"].iloc[0])) if len(curve) else 0
+    frame = pd.DataFrame({
+        "date": market.dates[t], "symbol": market.symbols[idx.astype(np.int64)].astype(str),
+        "shares": shares.astype(np.int64), "close": close.astype(float),
+        "market_value": shares * close.astype(float), "weight": shares * close.astype(float) / equity[t - first],
+        "entry_date": pd.DatetimeIndex(entry_date.astype("datetime64[D]")).astype("datetime64[ns]"),
+        "entry_price": entry_price.astype(float), "highest_close": highest.astype(float),
+        "cluster": cluster.astype(np.int64), "stop_level": np.nan_to_num(stop.astype(float)), "days_held": days.astype(np.int64),
+    })
+    curve["n_positions"] = np.bincount(t - first, minlength=len(curve)).astype(np.int64)
+    return frame[POSITION_COLUMNS]
 
 
-def allocation_table(positions: pd.DataFrame, curve: pd.DataFrame, symbols: np.ndarray) -> pd.DataFrame:
-    """Wide: date x (symbols held at some point) in percent of equity, plus Cash; rows sum to 100."""
-    if len(positions):
-        wide = positions.pivot(index="date", columns="symbol", values="weight").reindex(curve["date"]).fillna(0.0) * 100.0
-    else:
-        wide = pd.DataFrame(index=pd.DatetimeIndex(curve["date"]))
+def allocation_table(positions: pd.DataFrame, curve: pd.DataFrame) -> pd.DataFrame:
+    """allocation_history.csv: wide, date x (every symbol held at some point) in percent of equity,
+    plus Cash; each row sums to 100."""
+    dates = pd.DatetimeIndex(curve["date"], name="date")
+    wide = (positions.pivot(index="date", columns="symbol", values="weight").reindex(dates).fillna(0.0) * 100.0
+            if len(positions) else pd.DataFrame(index=dates))
     wide = wide.reindex(columns=sorted(wide.columns))
-    wide["Cash"] = 100.0 - wide.sum(axis=1)
-    wide.index.name = "date"
+    wide["Cash"] = curve["cash"].to_numpy() / curve["equity"].to_numpy() * 100.0
     wide.columns.name = None
     return wide.reset_index()
 
 
-def order_row(order: Order, market: Market, t: int) -> tuple:
-    return (market.symbols[order.symbol], order.side, order.shares, order.reason, order.signal_strength,
+def orders_table(records: list[DayRecord], market: Market) -> pd.DataFrame:
+    """Every order standing at each close (the daily run's orders_{D}.csv are the rows of date D)."""
+    rows = [(r.date, *order_row(o, market)) for r in records for o in r.orders]
+    return orders_frame(rows, ["date", *ORDER_COLUMNS])
+
+
+def orders_frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=columns).astype(
+        {"symbol": str, "action": str, "shares": "int64", "reason": str, "signal_strength": float,
+         "momentum_score": float, "target_weight": float, "current_price": float, "estimated_value": float})
+
+
+def order_row(order: Order, market: Market) -> tuple:
+    """An order as a row of orders_{D}.csv (ORDER_COLUMNS)."""
+    return (str(market.symbols[order.symbol]), order.side, order.shares, order.reason, order.signal_strength,
             order.momentum_score, order.target_weight, order.reference_price, order.shares * order.reference_price)
-
-
-# --------------------------------------------------------------------------- snapshots
-def to_snapshot(state: PortfolioState, market: Market, t: int, config: TrendflowConfig) -> PortfolioSnapshot:
-    syms = market.symbols
-    clusters = {syms[i]: int(c) for i, c in enumerate(np.nan_to_num(market.cluster[t], nan=-1)) if market.tradable[t, i]}
-    return PortfolioSnapshot(
-        as_of_date=market.dates[t].date(),
-        trading_day_index=state.day_index,
-        holdings={syms[i]: Holding(shares=p.shares, entry_date=p.entry_date, entry_price=p.entry_price,
-                                   highest_close=p.highest_close, stop_level=p.stop_level, last_close=p.last_close,
-                                   days_held=p.days_held, cluster=p.cluster) for i, p in sorted(state.holdings.items())},
-        pending_orders=[PendingOrder(symbol=syms[o.symbol], side=o.side, shares=o.shares, reason=o.reason,
-                                     signal_strength=_finite_or_none(o.signal_strength),
-                                     momentum_score=_finite_or_none(o.momentum_score),
-                                     target_weight=o.target_weight, reference_price=o.reference_price)
-                        for o in state.pending],
-        cash=state.cash,
-        total_value=state.equity(),
-        peak_equity=state.peak_equity,
-        cluster_assignments=clusters,
-        metadata={"trading_config_hash": trading_config_hash(config), "fill_price": config.execution.fill_price},
-    )
-
-
-def from_snapshot(snapshot: PortfolioSnapshot, market: Market, config: TrendflowConfig, source: str) -> PortfolioState:
-    """Rebuild the engine state; refuse a snapshot made under other trading settings or for unknown symbols."""
-    wanted = trading_config_hash(config)
-    if snapshot.metadata.get("trading_config_hash") != wanted:
-        raise SnapshotError(f"{source} was made with different trading settings (scoring/risk/sizing/execution); "
-                            "rerun the backtest or start again with --fresh")
-    index = {s: i for i, s in enumerate(market.symbols)}
-    unknown = sorted(set(snapshot.holdings) | {o.symbol for o in snapshot.pending_orders} - set(index))
-    unknown = [s for s in unknown if s not in index]
-    if unknown:
-        raise SnapshotError(f"{source}: symbols {unknown} are not in prices.parquet")
-    holdings = {index[s]: Position(shares=h.shares, entry_date=h.entry_date, entry_price=h.entry_price,
-                                   highest_close=h.highest_close, stop_level=h.stop_level, last_close=h.last_close,
-                                   days_held=h.days_held, cluster=h.cluster) for s, h in snapshot.holdings.items()}
-    pending = [Order(symbol=index[o.symbol], side=o.side, shares=o.shares, reason=o.reason,
-                     signal_strength=_nan_if_none(o.signal_strength), momentum_score=_nan_if_none(o.momentum_score),
-                     target_weight=o.target_weight, reference_price=o.reference_price) for o in snapshot.pending_orders]
-    return PortfolioState(cash=snapshot.cash, holdings=holdings, pending=pending,
-                          day_index=snapshot.trading_day_index, peak_equity=snapshot.peak_equity)
-
-
-def _finite_or_none(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
-def _nan_if_none(x: float | None) -> float:
-    return float("nan") if x is None else float(x)

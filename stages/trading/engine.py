@@ -1,39 +1,54 @@
-"""One engine: `step` advances a portfolio by one trading day; the backtest folds it over history and
-the daily run calls it once from a saved snapshot, so the two cannot disagree.
+"""One engine: `step` advances a portfolio by one trading day. The backtest folds it over history
+and the daily run calls it once from a saved snapshot, so the two cannot disagree.
 
-A day t in `next_open` mode: fill the orders decided at close t-1 at today's open (sells first,
-so buys can use their cash) -> mark holdings to today's close -> risk exits -> on rebalance days
-select and size targets -> orders decided at close t, filled on t+1. In `close` mode the orders
-decided at close t are filled at that close. A symbol with no price row today (suspended) gets
-no fill and is valued at its last close.
+Day t, in this order (fill_price = next_open, the default):
+  1. fill the orders decided at the close of t-1 at today's open: sells first, then buys, each
+     buy shrunk to what cash allows (so cash never goes negative); a symbol with no price row
+     today (suspended) gets no fill -- its sell stays pending, its buy is dropped;
+  2. mark holdings to today's close (a suspended one keeps its last close);
+  3. decide at the close: risk exits every day, selection and sizing on rebalance days
+     (rules.py), or trade to the external target weights of the day (weights mode);
+  4. the orders decided at the close of t are pending, to be filled at the open of t+1.
+With fill_price = close, step 1 is skipped and the orders of step 3 are filled at the close of t.
+
+The portfolio is held in arrays over the universe's symbols; only the handful of orders of a day
+are Python objects.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from schemas.config import TrendflowConfig
-from stages.trading.market import Market
+from stages.trading.market import Day
 from stages.trading.rules import (
-    Position,
-    atr_stop_hit,
+    affordable_shares,
+    atr_stop_hits,
+    buy_candidates,
     commission,
+    inertia_ranking,
+    is_rebalance_day,
     lot_shares,
-    ranked_with_inertia,
+    resize_needed,
+    risk_exit_reasons,
     select_targets,
-    sell_signal_exit,
+    sell_signal_hits,
     slipped_price,
     target_weights,
-    time_stop_hit,
-    trailing_stop_level,
+    time_stop_hits,
+    trailing_stop_levels,
 )
+
+NOT_HELD = np.datetime64("NaT", "D")
 
 
 @dataclass
 class Order:
+    """An order decided at the close of `decided`, filled at the next session (or that close)."""
+
     symbol: int
     side: str
     shares: int
@@ -42,18 +57,7 @@ class Order:
     momentum_score: float
     target_weight: float
     reference_price: float
-
-
-@dataclass
-class PortfolioState:
-    cash: float
-    holdings: dict[int, Position] = field(default_factory=dict)
-    pending: list[Order] = field(default_factory=list)
-    day_index: int = 0
-    peak_equity: float = 0.0
-
-    def equity(self) -> float:
-        return self.cash + sum(p.shares * p.last_close for p in self.holdings.values())
+    decided: pd.Timestamp
 
 
 @dataclass
@@ -65,209 +69,263 @@ class Fill:
     commission: float
     slippage: float
     reason: str
+    decided: pd.Timestamp
+
+
+@dataclass
+class PortfolioState:
+    """Cash, holdings as arrays over the universe (shares 0 = not held), orders waiting for the next
+    session, and the counters the rules need. What a snapshot saves, exactly."""
+
+    cash: float
+    shares: np.ndarray
+    entry_date: np.ndarray
+    entry_price: np.ndarray
+    highest_close: np.ndarray
+    stop_level: np.ndarray
+    last_close: np.ndarray
+    days_held: np.ndarray
+    cluster: np.ndarray
+    pending: list[Order] = field(default_factory=list)
+    day_index: int = 0
+    peak_equity: float = 0.0
+    breaker_on: bool = False
+    market_drawdown: float = 0.0
+
+    @property
+    def held(self) -> np.ndarray:
+        return self.shares > 0
+
+    def positions_value(self) -> float:
+        held = self.held
+        return float(self.shares[held] @ self.last_close[held])
+
+    def equity(self) -> float:
+        return self.cash + self.positions_value()
+
+    def open_position(self, idx: int, shares: int, price: float, day: Day, close: float) -> None:
+        self.shares[idx] = shares
+        self.entry_date[idx] = np.datetime64(day.date.date(), "D")
+        self.entry_price[idx] = price
+        self.highest_close[idx] = close
+        self.stop_level[idx] = 0.0
+        self.last_close[idx] = close
+        self.days_held[idx] = 0
+        cluster = day.cluster[idx]
+        self.cluster[idx] = int(cluster) if np.isfinite(cluster) else -1
+
+    def add_to_position(self, idx: int, quantity: int, price: float) -> None:
+        """A top-up: the entry price becomes the average fill price of the shares held."""
+        total = int(self.shares[idx]) + quantity
+        self.entry_price[idx] = (self.shares[idx] * self.entry_price[idx] + quantity * price) / total
+        self.shares[idx] = total
+
+    def close_position(self, idx: int) -> None:
+        self.shares[idx] = 0
+        self.entry_date[idx] = NOT_HELD
+        for name in ("entry_price", "highest_close", "stop_level", "last_close"):
+            getattr(self, name)[idx] = np.nan
+        self.days_held[idx] = 0
+        self.cluster[idx] = -1
+
+
+def empty_state(n_symbols: int, cash: float) -> PortfolioState:
+    nan = lambda: np.full(n_symbols, np.nan)  # noqa: E731
+    return PortfolioState(
+        cash=float(cash), shares=np.zeros(n_symbols, dtype=np.int64), entry_date=np.full(n_symbols, NOT_HELD),
+        entry_price=nan(), highest_close=nan(), stop_level=nan(), last_close=nan(),
+        days_held=np.zeros(n_symbols, dtype=np.int64), cluster=np.full(n_symbols, -1, dtype=np.int64),
+        peak_equity=float(cash),
+    )
+
+
+def fresh_state(n_symbols: int, config: TrendflowConfig) -> PortfolioState:
+    """All cash (`execution.initial_cash`), nothing held, day 0 (a rebalance day)."""
+    return empty_state(n_symbols, config.execution.initial_cash)
 
 
 @dataclass
 class DayRecord:
-    """What happened on one day: fills at its session, orders decided at its close, its close values."""
+    """One day: fills at its session, the orders standing at its close (to fill next session, or
+    filled at that close), unfilled orders, and its closing values."""
 
     t: int
+    date: pd.Timestamp
     fills: list[Fill]
     orders: list[Order]
+    unfilled: list[Order]
     equity: float
     cash: float
     positions_value: float
     traded_value: float
     costs: float
     breaker_on: bool
-    unfilled: list[Order]
+    market_drawdown: float
 
 
-def fresh_state(config: TrendflowConfig) -> PortfolioState:
-    cash = config.execution.initial_cash
-    return PortfolioState(cash=cash, peak_equity=cash)
+Decide = Callable[[PortfolioState, Day, TrendflowConfig, np.ndarray], list[Order]]
 
 
-def step(state: PortfolioState, market: Market, t: int, config: TrendflowConfig, *,
-         weights_mode: bool = False, target_weights_today: dict[int, float] | None = None) -> DayRecord:
-    """Advance `state` (after close t-1) through day t. In external weights mode the signal rules
-    are replaced by trading to `target_weights_today` (None: not a rebalance date, no orders)."""
+def step(state: PortfolioState, day: Day, config: TrendflowConfig, decide: Decide | None = None) -> DayRecord:
+    """Advance `state` (after the close of the previous day) through `day`. `decide` makes the
+    day's orders (default: the signal rules, `decide_by_signals`)."""
+    decide = decide or decide_by_signals
     fills: list[Fill] = []
     unfilled: list[Order] = []
-    fill_at_open = config.execution.fill_price == "next_open"
-    if fill_at_open:
-        fills, unfilled = _execute(state, state.pending, market, t, market.open[t], config)
+    carried: list[Order] = []
+    next_open = config.execution.fill_price == "next_open"
+    if next_open:
+        fills, unfilled = fill_orders(state, state.pending, day.open, day, config)
+        carried = [o for o in unfilled if o.side == "SELL" and state.shares[o.symbol] > 0]
         state.pending = []
-
-    _mark_to_close(state, market, t)
-    if weights_mode:
-        orders = [] if target_weights_today is None else _orders_to_targets(state, market, t, target_weights_today, config)
-    else:
-        orders = decide_orders(state, market, t, config)
-    if fill_at_open:
+    mark_to_close(state, day)
+    state.breaker_on, state.market_drawdown = day.breaker_on, day.market_drawdown
+    busy = np.zeros(len(state.shares), dtype=bool)
+    busy[[o.symbol for o in carried]] = True
+    orders = carried + decide(state, day, config, busy)
+    if next_open:
         state.pending = orders
     else:
-        more, unfilled = _execute(state, orders, market, t, market.close[t], config)
+        more, unfilled = fill_orders(state, orders, day.close, day, config)
         fills += more
-        _mark_to_close(state, market, t)
-
-    positions_value = sum(p.shares * p.last_close for p in state.holdings.values())
+    carried_ids = {id(o) for o in carried}
+    positions_value = state.positions_value()
     equity = state.cash + positions_value
     state.peak_equity = max(state.peak_equity, equity)
     state.day_index += 1
     return DayRecord(
-        t=t, fills=fills, orders=orders, equity=equity, cash=state.cash, positions_value=positions_value,
+        t=day.t, date=day.date, fills=fills, orders=orders, unfilled=[o for o in unfilled if id(o) not in carried_ids],
+        equity=equity, cash=state.cash, positions_value=positions_value,
         traded_value=sum(f.quantity * f.price for f in fills), costs=sum(f.commission + f.slippage for f in fills),
-        breaker_on=bool(market.breaker_on[t]), unfilled=unfilled,
+        breaker_on=day.breaker_on, market_drawdown=day.market_drawdown,
     )
 
 
-def _mark_to_close(state: PortfolioState, market: Market, t: int) -> None:
-    """Holdings take today's close where they traded; the highest close since entry follows."""
-    for idx, pos in state.holdings.items():
-        close = market.close[t, idx]
-        if math.isfinite(close):
-            pos.last_close = float(close)
-            pos.highest_close = max(pos.highest_close, float(close))
+def mark_to_close(state: PortfolioState, day: Day) -> None:
+    """Holdings that traded take today's close (and cluster); the highest close since entry follows
+    it; every holding has been held one more day (suspended ones keep their last close)."""
+    held = state.held
+    priced = held & day.tradable
+    state.last_close = np.where(priced, day.close, state.last_close)
+    state.highest_close = np.where(priced, np.fmax(state.highest_close, day.close), state.highest_close)
+    state.days_held = state.days_held + held
+    state.cluster = np.where(priced, day.cluster, state.cluster).astype(np.int64)
 
 
-def decide_orders(state: PortfolioState, market: Market, t: int, config: TrendflowConfig) -> list[Order]:
-    """The decision at close t: risk exits every day, then selection and sizing on rebalance days."""
-    orders: list[Order] = []
-    exiting: set[int] = set()
-    for idx in sorted(state.holdings):
-        pos = state.holdings[idx]
-        if not market.tradable[t, idx]:
-            continue
-        pos.days_held += 1
-        pos.stop_level = trailing_stop_level(pos, market.atr[t, idx], config.risk.atr_multiplier)
-        close = pos.last_close
-        reason = None
-        if atr_stop_hit(pos, close):
-            reason = "atr_stop"
-        elif time_stop_hit(pos, close, config):
-            reason = "time_stop"
-        elif sell_signal_exit(market.trend_signal[t, idx], config):
-            reason = "sell_signal"
-        if reason:
-            exiting.add(idx)
-            orders.append(_order(market, t, idx, "SELL", pos.shares, reason, 0.0))
-
-    if state.day_index % config.scoring.rebalance_frequency != 0:
+def decide_by_signals(state: PortfolioState, day: Day, config: TrendflowConfig, busy: np.ndarray) -> list[Order]:
+    """The decision at the close: risk exits every day, then (rebalance days) selection and sizing.
+    `busy` symbols already have a pending sell and are left alone."""
+    held = state.held
+    check = held & day.tradable & ~busy
+    state.stop_level = trailing_stop_levels(state.stop_level, state.highest_close, day.atr, check,
+                                            config.risk.atr_multiplier)
+    reasons = risk_exit_reasons(
+        atr_stop_hits(day.close, state.stop_level, check),
+        time_stop_hits(day.close, state.entry_price, state.days_held, check, config),
+        sell_signal_hits(day.trend_signal, check, config),
+    )
+    exiting = reasons != ""
+    orders = [make_order(day, i, "SELL", int(state.shares[i]), str(reasons[i]), 0.0) for i in np.flatnonzero(exiting)]
+    if not is_rebalance_day(state.day_index, config):
         return orders
+    return orders + rebalance(state, day, config, held & ~exiting & ~busy)
 
-    held_mask = np.zeros(len(market.symbols), dtype=bool)
-    survivors = [i for i in state.holdings if i not in exiting]
-    held_mask[survivors] = True
-    score = np.where(market.tradable[t], market.momentum_score[t], np.nan)
-    if exiting:
-        score[sorted(exiting)] = np.nan
-    order, ranks = ranked_with_inertia(score, held_mask, config.scoring.inertia_bonus)
-    selection = select_targets(order, ranks, set(survivors), market.trend_signal[t], market.cluster[t],
-                               market.tradable[t], bool(market.breaker_on[t]), config)
-    for idx in sorted(selection.sell):
-        if market.tradable[t, idx]:
-            orders.append(_order(market, t, idx, "SELL", state.holdings[idx].shares, selection.sell[idx], 0.0))
-    targets = selection.keep + selection.buy
-    weights = target_weights(targets, market.volatility[t], market.cluster[t], config)
+
+def rebalance(state: PortfolioState, day: Day, config: TrendflowConfig, active: np.ndarray) -> list[Order]:
+    """Selection (buffer zone, cluster cap, position limit, breaker) -> target weights -> orders:
+    sells of dropped holdings, resizes of kept ones, new entries; sells before buys, buys in rank order."""
+    score = np.where(day.tradable, day.momentum_score, np.nan)
+    ranking = inertia_ranking(score, active, config.scoring.inertia_bonus)
+    cluster = np.where(active & ~np.isfinite(score), state.cluster, day.cluster).astype(np.int64)
+    unranked_held = active & ~np.isfinite(score)
+    buyable = buy_candidates(day.trend_signal, day.tradable, day.breaker_on)
+    selection = select_targets(ranking, active, unranked_held, buyable, cluster, config)
+
+    sells = [make_order(day, i, "SELL", int(state.shares[i]), selection.sell[i], 0.0) for i in sorted(selection.sell)]
+    members = np.array(selection.keep + selection.buy, dtype=np.int64)
+    weights = target_weights(day.volatility[members], cluster[members], config)
     equity = state.equity()
-    threshold = config.position_sizing.rebalance_threshold
-    buys: list[Order] = []
-    for idx in targets:
-        if not market.tradable[t, idx]:
+    want = lot_shares(weights * equity, day.close[members], config.execution.lot_size)
+    have = state.shares[members]
+    priority = np.full(len(state.shares), -1)  # buys go in rank order (unranked holdings first)
+    priority[ranking] = np.arange(len(ranking))
+    resize_sells: list[Order] = []
+    buys: list[tuple[int, Order]] = []
+    for k in np.flatnonzero(day.tradable[members] & (want != have)).tolist():
+        idx, weight = int(members[k]), float(weights[k])
+        if have[k] == 0:
+            buys.append((priority[idx], make_order(day, idx, "BUY", int(want[k]), "new_entry", weight)))
+        elif not resize_needed(weight, have[k] * day.close[idx] / equity, config):
             continue
-        price = float(market.close[t, idx])
-        want = lot_shares(weights[idx] * equity, price, config.execution.lot_size)
-        have = state.holdings[idx].shares if idx in state.holdings else 0
-        if have == 0:
-            if want > 0:
-                buys.append(_order(market, t, idx, "BUY", want, "new_entry", weights[idx]))
-            continue
-        if abs(want - have) * price / equity <= threshold or want == have:
-            continue
-        side = "BUY" if want > have else "SELL"
-        order_ = _order(market, t, idx, side, abs(want - have), "rebalance", weights[idx])
-        (buys if side == "BUY" else orders).append(order_)
-    return orders + buys  # sells before buys
+        elif want[k] < have[k]:
+            resize_sells.append(make_order(day, idx, "SELL", int(have[k] - want[k]), "rebalance", weight))
+        elif not day.breaker_on:
+            buys.append((priority[idx], make_order(day, idx, "BUY", int(want[k] - have[k]), "rebalance", weight)))
+    return sells + resize_sells + [order for _, order in sorted(buys, key=lambda pair: pair[0])]
 
 
-def _orders_to_targets(state: PortfolioState, market: Market, t: int, weights: dict[int, float],
-                       config: TrendflowConfig) -> list[Order]:
-    """External weights mode: trade every symbol towards its given target weight (lots, costs as usual)."""
-    equity = state.equity()
-    sells, buys = [], []
-    for idx in sorted(set(weights) | set(state.holdings)):
-        if not market.tradable[t, idx]:
-            continue
-        price = float(market.close[t, idx])
-        weight = weights.get(idx, 0.0)
-        want = lot_shares(weight * equity, price, config.execution.lot_size)
-        have = state.holdings[idx].shares if idx in state.holdings else 0
-        if want == have:
-            continue
-        side = "BUY" if want > have else "SELL"
-        (buys if side == "BUY" else sells).append(_order(market, t, idx, side, abs(want - have), "target_weight", weight))
-    return sells + buys
+def decide_by_weights(weights: np.ndarray | None) -> Decide:
+    """External weights mode: on a date with a row of target weights, trade every symbol to its
+    target (whole lots, same costs); symbols absent from the row target 0. No rule of the signal
+    mode applies -- the weights are the decision. Days without a row: no orders."""
+
+    def decide(state: PortfolioState, day: Day, config: TrendflowConfig, busy: np.ndarray) -> list[Order]:
+        if weights is None:
+            return []
+        equity = state.equity()
+        want = lot_shares(weights * equity, day.close, config.execution.lot_size)
+        trade = day.tradable & ~busy & (want != state.shares)
+        sells = [make_order(day, i, "SELL", int(state.shares[i] - want[i]), "target_weight", float(weights[i]))
+                 for i in np.flatnonzero(trade & (want < state.shares))]
+        buys = [make_order(day, i, "BUY", int(want[i] - state.shares[i]), "target_weight", float(weights[i]))
+                for i in np.flatnonzero(trade & (want > state.shares))]
+        return sells + buys
+
+    return decide
 
 
-def _order(market: Market, t: int, idx: int, side: str, shares: int, reason: str, weight: float) -> Order:
+def make_order(day: Day, idx: int, side: str, shares: int, reason: str, weight: float) -> Order:
     return Order(
-        symbol=idx, side=side, shares=int(shares), reason=reason,
-        signal_strength=float(market.signal_strength[t, idx]), momentum_score=float(market.momentum_score[t, idx]),
-        target_weight=float(weight), reference_price=float(market.close[t, idx]),
+        symbol=int(idx), side=side, shares=int(shares), reason=reason, signal_strength=float(day.signal_strength[idx]),
+        momentum_score=float(day.momentum_score[idx]), target_weight=float(weight),
+        reference_price=float(day.close[idx]), decided=day.date,
     )
 
 
-def _execute(state: PortfolioState, orders: list[Order], market: Market, t: int, prices: np.ndarray,
-             config: TrendflowConfig) -> tuple[list[Fill], list[Order]]:
-    """Fill orders at `prices` (sells first). No price -> no fill. A buy shrinks to what cash allows
-    (whole lots, commission included), so cash never goes negative."""
+def fill_orders(state: PortfolioState, orders: list[Order], prices: np.ndarray, day: Day,
+                config: TrendflowConfig) -> tuple[list[Fill], list[Order]]:
+    """Fill `orders` at `prices` (today's open, or close) with slippage and commission: all sells
+    first (sized by the shares actually held), then buys in order, each shrunk to whole lots that
+    cash (after the earlier fills) can pay for. No price today -> no fill."""
     fills: list[Fill] = []
     unfilled: list[Order] = []
-    day = market.dates[t].date()
-    for order in sorted(orders, key=lambda o: o.side != "SELL"):
-        ref = prices[order.symbol]
-        if not (math.isfinite(ref) and ref > 0) or not market.tradable[t, order.symbol]:
+    for order in [o for o in orders if o.side == "SELL"] + [o for o in orders if o.side == "BUY"]:
+        idx = order.symbol
+        ref = float(prices[idx])
+        if not (day.tradable[idx] and ref > 0):
             unfilled.append(order)
             continue
-        price = slipped_price(float(ref), order.side, config)
+        price = float(slipped_price(ref, order.side, config))
         if order.side == "SELL":
-            pos = state.holdings.get(order.symbol)
-            quantity = min(order.shares, pos.shares) if pos else 0
+            quantity = min(order.shares, int(state.shares[idx]))
             if quantity <= 0:
                 unfilled.append(order)
                 continue
-            value = quantity * price
-            fee = commission(value, config)
-            state.cash += value - fee
-            pos.shares -= quantity
-            if pos.shares == 0:
-                del state.holdings[order.symbol]
+            fee = float(commission(quantity * price, config))
+            state.cash += quantity * price - fee
+            state.shares[idx] -= quantity
+            if state.shares[idx] == 0:
+                state.close_position(idx)
         else:
             quantity = affordable_shares(order.shares, price, state.cash, config)
             if quantity <= 0:
                 unfilled.append(order)
                 continue
-            value = quantity * price
-            fee = commission(value, config)
-            state.cash -= value + fee
-            pos = state.holdings.get(order.symbol)
-            close = float(market.close[t, order.symbol])
-            if pos is None:
-                state.holdings[order.symbol] = Position(
-                    shares=quantity, entry_date=day, entry_price=price, highest_close=close, stop_level=0.0,
-                    last_close=close, days_held=0, cluster=int(np.nan_to_num(market.cluster[t, order.symbol], nan=-1)),
-                )
+            fee = float(commission(quantity * price, config))
+            state.cash -= quantity * price + fee
+            if state.shares[idx] == 0:
+                state.open_position(idx, quantity, price, day, float(day.close[idx]))
             else:
-                pos.shares += quantity
-        fills.append(Fill(order.symbol, order.side, quantity, price, fee, abs(price - float(ref)) * quantity, order.reason))
+                state.add_to_position(idx, quantity, price)
+        fills.append(Fill(idx, order.side, quantity, price, fee, abs(price - ref) * quantity, order.reason, order.decided))
     return fills, unfilled
-
-
-def affordable_shares(wanted: int, price: float, cash: float, config: TrendflowConfig) -> int:
-    """The largest whole-lot quantity <= wanted whose cost plus commission fits in `cash`."""
-    lot = config.execution.lot_size
-    quantity = min(wanted, lot_shares(cash / (1.0 + config.execution.commission_rate), price, lot))
-    while quantity > 0 and quantity * price + commission(quantity * price, config) > cash:
-        quantity -= lot
-    return max(quantity, 0)

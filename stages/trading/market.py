@@ -1,4 +1,9 @@
-"""The market as the engine sees it: per-day arrays over symbols, built once from the artifacts."""
+"""The market as the engine sees it: (dates x symbols) arrays built once from the artifacts, and the
+one-day view the day step receives.
+
+The step only ever gets `market.day(t)` -- rows t of the arrays plus the circuit-breaker value at t,
+which is computed from closes up to t -- so a decision at the close of t cannot read a later price.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,14 +13,33 @@ import pandas as pd
 
 from schemas.config import TrendflowConfig
 from stages.common.errors import DataError
-from stages.common.panel import to_panel
 
 SIGNAL_FIELDS = ("trend_signal", "signal_strength", "atr", "volatility", "momentum_score", "cluster")
 
 
 @dataclass(frozen=True)
+class Day:
+    """Everything the engine may know on day t (index `t`, date `date`): arrays over symbols."""
+
+    t: int
+    date: pd.Timestamp
+    open: np.ndarray
+    close: np.ndarray
+    tradable: np.ndarray
+    trend_signal: np.ndarray
+    signal_strength: np.ndarray
+    atr: np.ndarray
+    volatility: np.ndarray
+    momentum_score: np.ndarray
+    cluster: np.ndarray
+    breaker_on: bool
+    market_drawdown: float
+
+
+@dataclass(frozen=True)
 class Market:
-    """(dates x symbols) arrays; NaN where a symbol did not trade. `breaker_on[t]` uses data <= t."""
+    """(dates x symbols) arrays; NaN where a symbol did not trade. Signal fields are NaN where the
+    signals have no row; `cluster` is -1 there."""
 
     dates: pd.DatetimeIndex
     symbols: np.ndarray
@@ -31,55 +55,116 @@ class Market:
     breaker_on: np.ndarray
     market_drawdown: np.ndarray
 
-    def index_of(self, day: pd.Timestamp) -> int:
+    def day(self, t: int) -> Day:
+        return Day(
+            t=t, date=self.dates[t], open=self.open[t], close=self.close[t], tradable=self.tradable[t],
+            trend_signal=self.trend_signal[t], signal_strength=self.signal_strength[t], atr=self.atr[t],
+            volatility=self.volatility[t], momentum_score=self.momentum_score[t], cluster=self.cluster[t],
+            breaker_on=bool(self.breaker_on[t]), market_drawdown=float(self.market_drawdown[t]),
+        )
+
+    def index_of(self, day) -> int:
+        """Row of a trading day; DataError when the date has no prices."""
         pos = self.dates.get_indexer([pd.Timestamp(day)])[0]
         if pos < 0:
-            raise DataError(f"date {pd.Timestamp(day).date()} is not a trading day in the signals (range "
-                            f"{self.dates[0].date()}..{self.dates[-1].date()})")
+            raise DataError(f"{pd.Timestamp(day).date()} is not a trading day in prices.parquet (it covers "
+                            f"{self.dates[0].date()}..{self.dates[-1].date()}); run the signal stage on data up to that day")
         return int(pos)
+
+    def symbol_index(self) -> dict[str, int]:
+        return {s: i for i, s in enumerate(self.symbols)}
 
 
 def build_market(prices: pd.DataFrame, signals: pd.DataFrame | None, config: TrendflowConfig) -> Market:
-    """Align prices and signals on one grid and compute the market circuit-breaker series."""
-    panel = to_panel(prices)
-    shape = panel.close.shape
-    grids = {name: np.full(shape, np.nan) for name in SIGNAL_FIELDS}
-    if signals is not None:
-        rows = panel.dates.get_indexer(signals["date"])
-        cols = panel.symbols.get_indexer(signals["symbol"])
-        if (rows < 0).any() or (cols < 0).any():
-            bad = signals.loc[(rows < 0) | (cols < 0), ["date", "symbol"]].head(3).to_dict("records")
-            raise DataError(f"signals_output.parquet has rows with no price in prices.parquet, e.g. {bad}: "
-                            "the two files come from different runs -- rerun the signal stage")
+    """Align prices and (optionally) signals on one date x symbol grid and compute the breaker series.
+
+    Signals must come from the same run as the prices: every signal row has a price row and the
+    same close; otherwise DataError (rerun the signal stage).
+    """
+    if prices.empty:
+        raise DataError("prices.parquet has no rows")
+    date_codes, dates = pd.factorize(prices["date"], sort=True)
+    sym_codes, symbols = pd.factorize(prices["symbol"].astype(str), sort=True)
+    dates = pd.DatetimeIndex(dates, name="date")
+    shape = (len(dates), len(symbols))
+    grid = {name: _scatter(shape, date_codes, sym_codes, prices[name]) for name in ("open", "close")}
+    tradable = ~np.isnan(grid["close"])
+    fields = {name: np.full(shape, np.nan) for name in SIGNAL_FIELDS}
+    if signals is not None and len(signals):
+        rows = _codes_on(dates, signals["date"])
+        cols = _codes_on(pd.Index(symbols), signals["symbol"].astype(str))
+        missing = (rows < 0) | (cols < 0)
+        if not missing.any():
+            missing = ~tradable[rows, cols]
+        if missing.any():
+            bad = signals.loc[missing, ["date", "symbol"]].head(3).astype(str).to_dict("records")
+            raise DataError(f"signals_output.parquet has rows with no price in prices.parquet, e.g. {bad}: the two files "
+                            "come from different runs -- rerun the signal stage")
+        close = signals["close"].to_numpy(dtype=float)
+        off = ~np.isclose(close, grid["close"][rows, cols], rtol=1e-9, atol=0.0)
+        if off.any():
+            row = signals.loc[off].iloc[0]
+            raise DataError(f"signals_output.parquet close {row['close']} for {row['symbol']} on {pd.Timestamp(row['date']).date()} "
+                            "differs from prices.parquet: the two files come from different runs -- rerun the signal stage")
         for name in SIGNAL_FIELDS:
-            grids[name][rows, cols] = signals[name].to_numpy(dtype=float)
-    drawdown = market_drawdown(panel.close, panel.symbols, config)
+            fields[name][rows, cols] = signals[name].to_numpy(dtype=float)
+    fields["cluster"] = np.where(np.isnan(fields["cluster"]), -1.0, fields["cluster"])
+    drawdown = market_drawdown(grid["close"], np.asarray(symbols, dtype=str), config)
     return Market(
-        dates=panel.dates, symbols=panel.symbols.to_numpy().astype(str), open=panel.open, close=panel.close,
-        tradable=panel.tradable, breaker_on=drawdown < config.risk.circuit_breaker_threshold,
-        market_drawdown=drawdown, **grids,
+        dates=dates, symbols=np.asarray(symbols, dtype=str), open=grid["open"], close=grid["close"], tradable=tradable,
+        breaker_on=circuit_breaker(drawdown, config), market_drawdown=drawdown, **fields,
     )
 
 
-def market_drawdown(close: np.ndarray, symbols: pd.Index, config: TrendflowConfig) -> np.ndarray:
-    """Drawdown of the market index from its peak over the last `circuit_breaker_lookback` days.
+def _scatter(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, values: pd.Series) -> np.ndarray:
+    out = np.full(shape, np.nan)
+    out[rows, cols] = values.to_numpy(dtype=float)
+    return out
 
-    The index is the configured symbol's close, or else an equal-weight index of the universe
-    (mean of the day's returns over symbols that traded on both days). Uses data up to t only.
+
+def _codes_on(index: pd.Index, values: pd.Series) -> np.ndarray:
+    """Position of each value in `index` (-1 when absent), factorising first so the lookup is on uniques."""
+    codes, uniques = pd.factorize(values)
+    return np.asarray(index.get_indexer(uniques))[codes]
+
+
+def market_drawdown(close: np.ndarray, symbols: np.ndarray, config: TrendflowConfig) -> np.ndarray:
+    """Drawdown of the market index from its highest level over the last `circuit_breaker_lookback`
+    days (today included), using closes up to each day only.
+
+    The index is `data.market_index_symbol`'s close (carried over its missing days), or else an
+    equal-weight index of the universe: each day the mean return of the symbols that traded that
+    day, measured from each one's previous close.
     """
     symbol = config.data.market_index_symbol
     if symbol is not None:
-        if symbol not in symbols:
-            raise DataError(f"key 'data.market_index_symbol': {symbol!r} is not in prices.parquet")
-        level = pd.Series(close[:, symbols.get_loc(symbol)]).ffill().to_numpy()
+        where = np.flatnonzero(symbols == symbol)
+        if not len(where):
+            raise DataError(f"key 'data.market_index_symbol': {symbol!r} is not a symbol in prices.parquet")
+        level = _carry_forward(close[:, where[0]][:, None])[:, 0]
     else:
+        previous = np.vstack([np.full((1, close.shape[1]), np.nan), _carry_forward(close)[:-1]])
         with np.errstate(invalid="ignore", divide="ignore"):
-            prev = pd.DataFrame(close).ffill().shift().to_numpy()
-            rets = close / prev - 1.0
-        rets = np.where(np.isfinite(rets), rets, np.nan)
-        counts = (~np.isnan(rets)).sum(axis=1)
-        mean = np.where(counts > 0, np.nansum(rets, axis=1) / np.maximum(counts, 1), 0.0)
+            returns = close / previous - 1.0
+        counts = np.isfinite(returns).sum(axis=1)
+        mean = np.where(counts > 0, np.nansum(np.where(np.isfinite(returns), returns, 0.0), axis=1) / np.maximum(counts, 1), 0.0)
         level = np.cumprod(1.0 + mean)
     peak = pd.Series(level).rolling(config.risk.circuit_breaker_lookback, min_periods=1).max().to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.nan_to_num(level / peak - 1.0, nan=0.0)
+
+
+def circuit_breaker(drawdown: np.ndarray, config: TrendflowConfig) -> np.ndarray:
+    """Requires: the market drawdown series. Decides: the breaker is on (no new buys) on days the
+    index is down more than `risk.circuit_breaker_threshold` (a negative fraction) from its recent peak."""
+    return drawdown < config.risk.circuit_breaker_threshold
+
+
+def _carry_forward(values: np.ndarray) -> np.ndarray:
+    """Each column's last finite value up to each row (NaN before the first)."""
+    valid = np.isfinite(values)
+    last = np.where(valid, np.arange(len(values))[:, None], 0)
+    np.maximum.accumulate(last, axis=0, out=last)
+    out = values[last, np.arange(values.shape[1])]
+    seen = np.maximum.accumulate(valid, axis=0)
+    return np.where(seen, out, np.nan)

@@ -1,7 +1,12 @@
-"""Trading rules, each one small function that says what it reads and what it decides (bt-style).
+"""Trading rules, one small function each, bt-style: the docstring says what the rule reads
+(`Requires`) and what it decides (`Decides`). Every parameter comes from the config.
 
-The day step (engine.py) calls them in this order: fills -> marks -> risk exits -> (rebalance day)
-selection -> sizing -> orders. All parameters come from the config.
+The day step (engine.py) calls them in this order at the close of each day:
+  risk exits (trailing ATR stop, time stop, optional sell signal)  -- every day
+  rebalance day? -> inertia ranking -> buffer zone / cluster cap / position limit / breaker
+  -> inverse-volatility target weights with caps -> whole-lot orders, sells before buys
+and at the next session's open (or at the same close) the fills use lots, commission and slippage.
+The arrays are over the symbols of the universe (one entry per symbol), never per-row loops.
 """
 from __future__ import annotations
 
@@ -13,167 +18,212 @@ import numpy as np
 from schemas.config import TrendflowConfig
 
 
-@dataclass
-class Position:
-    shares: int
-    entry_date: object
-    entry_price: float
-    highest_close: float
-    stop_level: float
-    last_close: float
-    days_held: int
-    cluster: int
-
-
 # --------------------------------------------------------------------------- risk exits
-def trailing_stop_level(pos: Position, atr: float, multiplier: float) -> float:
-    """Requires: highest close since entry, today's ATR. Sets: max(previous stop, highest - m x ATR).
-    The stop only ever rises (Chandelier exit)."""
-    if not math.isfinite(atr):
-        return pos.stop_level
-    return max(pos.stop_level, pos.highest_close - multiplier * atr)
+def trailing_stop_levels(stop_level: np.ndarray, highest_close: np.ndarray, atr: np.ndarray, update: np.ndarray,
+                         multiplier: float) -> np.ndarray:
+    """Requires: the previous stop levels, highest close since entry, today's ATR, which positions
+    to update. Decides: the new stop = max(previous stop, highest close - atr_multiplier x ATR)
+    (a Chandelier exit): the level never decreases, and is unchanged where ATR is unknown."""
+    candidate = highest_close - multiplier * atr
+    return np.where(update & np.isfinite(candidate), np.fmax(stop_level, candidate), stop_level)
 
 
-def atr_stop_hit(pos: Position, close: float) -> bool:
-    """Decides: exit when the close falls below the trailing stop level."""
-    return close < pos.stop_level
+def atr_stop_hits(close: np.ndarray, stop_level: np.ndarray, check: np.ndarray) -> np.ndarray:
+    """Requires: today's close, the trailing stop level. Decides: exit where the close is below the stop."""
+    return check & (close < stop_level)
 
 
-def time_stop_hit(pos: Position, close: float, config: TrendflowConfig) -> bool:
-    """Decides: exit a position held >= time_stop_days whose return since entry is below time_stop_threshold."""
+def time_stop_hits(close: np.ndarray, entry_price: np.ndarray, days_held: np.ndarray, check: np.ndarray,
+                   config: TrendflowConfig) -> np.ndarray:
+    """Requires: close, entry price, days held. Decides: exit a position held at least
+    `risk.time_stop_days` closes whose return since entry is below `risk.time_stop_threshold`
+    (a trend that never came)."""
     risk = config.risk
-    return pos.days_held >= risk.time_stop_days and close / pos.entry_price - 1.0 < risk.time_stop_threshold
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ret = close / entry_price - 1.0
+    return check & (days_held >= risk.time_stop_days) & (ret < risk.time_stop_threshold)
 
 
-def sell_signal_exit(signal: float, config: TrendflowConfig) -> bool:
-    """Decides (optional): exit on a -1 trend signal when risk.exit_on_sell_signal is on."""
-    return config.risk.exit_on_sell_signal and signal == -1
+def sell_signal_hits(trend_signal: np.ndarray, check: np.ndarray, config: TrendflowConfig) -> np.ndarray:
+    """Requires: today's trend signal. Decides (only with `risk.exit_on_sell_signal`): exit on -1."""
+    if not config.risk.exit_on_sell_signal:
+        return np.zeros_like(check)
+    return check & (trend_signal == -1)
+
+
+def risk_exit_reasons(atr_stop: np.ndarray, time_stop: np.ndarray, sell_signal: np.ndarray) -> np.ndarray:
+    """Decides the reason of each risk exit, the first that applies: atr_stop, time_stop, sell_signal
+    ('' = no exit)."""
+    return np.select([atr_stop, time_stop, sell_signal], ["atr_stop", "time_stop", "sell_signal"], default="")
 
 
 # --------------------------------------------------------------------------- selection
-def ranked_with_inertia(score: np.ndarray, held: np.ndarray, bonus: float) -> tuple[np.ndarray, np.ndarray]:
-    """Requires: today's momentum scores (NaN = not eligible), held mask. Sets: symbols in rank
-    order and their 1-based ranks after adding the ADDITIVE inertia bonus to held symbols' scores
-    (additive, so a held symbol with a negative score is lifted, never pushed further down)."""
+def is_rebalance_day(day_index: int, config: TrendflowConfig) -> bool:
+    """Requires: trading days since the portfolio started. Decides: rebalance on day 0 and every
+    `scoring.rebalance_frequency` days after it (risk exits run every day regardless)."""
+    return day_index % config.scoring.rebalance_frequency == 0
+
+
+def inertia_ranking(score: np.ndarray, held: np.ndarray, bonus: float) -> np.ndarray:
+    """Requires: today's momentum scores (NaN = not rankable), which symbols are held. Decides: the
+    ranking, best first, after ADDING `scoring.inertia_bonus` to held symbols' scores. Additive, so
+    a held symbol with a negative score is lifted like any other (a multiplicative bonus would push
+    it further down). Ties go to the symbol listed first."""
     adjusted = np.where(held, score + bonus, score)
-    eligible = np.flatnonzero(~np.isnan(adjusted))
-    order = eligible[np.lexsort((eligible, -adjusted[eligible]))]
-    ranks = np.full(score.shape, np.nan)
-    ranks[order] = np.arange(1, len(order) + 1)
-    return order, ranks
+    rankable = np.flatnonzero(np.isfinite(adjusted))
+    return rankable[np.argsort(-adjusted[rankable], kind="stable")]
+
+
+def buy_candidates(day_trend_signal: np.ndarray, tradable: np.ndarray, breaker_on: bool) -> np.ndarray:
+    """Requires: trend signal, tradable mask, circuit breaker. Decides: which symbols may be bought
+    today: trend signal 1, a price today, and the market circuit breaker off (it stops buys only)."""
+    if breaker_on:
+        return np.zeros_like(tradable)
+    return tradable & (day_trend_signal == 1)
 
 
 @dataclass
 class Selection:
+    """The rebalance decision: symbols kept and bought (in priority order), and sells with reasons."""
+
     keep: list[int]
     buy: list[int]
-    sell: dict[int, str]  # symbol index -> reason
+    sell: dict[int, str]
 
 
-def select_targets(
-    order: np.ndarray,
-    ranks: np.ndarray,
-    held: set[int],
-    signal: np.ndarray,
-    cluster: np.ndarray,
-    tradable: np.ndarray,
-    breaker_on: bool,
-    config: TrendflowConfig,
-) -> Selection:
-    """Buffer zone + cluster cap + position limit, walking the ranking from the top.
+def select_targets(ranking: np.ndarray, held: np.ndarray, unranked_held: np.ndarray, buyable: np.ndarray,
+                   cluster: np.ndarray, config: TrendflowConfig) -> Selection:
+    """Buffer zone + cluster cap + position limit in one walk down the ranking.
 
-    - a symbol is admissible while its cluster holds fewer than max_positions_per_cluster picks
-      (cluster -1 = unclustered, no cap) and fewer than max_positions are picked;
-    - a held symbol is kept while admissible and rank <= hold_until_rank; else sold
-      ("cluster_cap" when its cluster or the position limit is full, "rank_out_of_buffer" otherwise);
-    - a new symbol is bought when admissible, among the first buy_top_n admissible symbols, with
-      trend signal 1, tradable today, and the market circuit breaker off.
-    Held symbols without a score today (suspended, no longer eligible) are kept untouched.
+    Requires: the inertia ranking, held symbols, held symbols without a score today (suspended or
+    no longer eligible: kept as they are, counted first), buy candidates, clusters (-1 = no cap).
+    Decides, walking from the best symbol:
+    - a symbol whose cluster already has `clustering.max_positions_per_cluster` picks is skipped and
+      takes no rank (a held one is sold, reason cluster_cap);
+    - the others get consecutive admissible ranks r = 1, 2, ...;
+    - held: kept while r <= `scoring.hold_until_rank` (buffer zone) and fewer than
+      `position_sizing.max_positions` are picked; else sold (rank_out_of_buffer / position_limit);
+    - not held: bought when r <= `scoring.buy_top_n`, a buy candidate, and a slot is free.
+    A better-ranked new symbol therefore takes a cluster slot or position slot before a weaker
+    holding, and a holding is never displaced by a symbol that cannot be bought today.
     """
-    s, cl = config.scoring, config.clustering
+    s = config.scoring
+    cap = config.clustering.max_positions_per_cluster
     max_positions = config.position_sizing.max_positions
+    keep = [int(i) for i in np.flatnonzero(unranked_held)]
     per_cluster: dict[int, int] = {}
-
-    def cluster_of(idx: int) -> int:
-        return int(cluster[idx]) if math.isfinite(cluster[idx]) else -1
-
-    keep = sorted(i for i in held if math.isnan(ranks[i]))  # no score today: hold as is
     for idx in keep:
-        per_cluster[cluster_of(idx)] = per_cluster.get(cluster_of(idx), 0) + 1
+        per_cluster[int(cluster[idx])] = per_cluster.get(int(cluster[idx]), 0) + 1
     buy: list[int] = []
     sell: dict[int, str] = {}
-    admissible_seen = 0
-    for idx in order.tolist():
-        if ranks[idx] > s.hold_until_rank and admissible_seen >= s.buy_top_n:
+    rank = 0
+    for idx in ranking.tolist():
+        if rank >= s.hold_until_rank:
             break
-        c = cluster_of(idx)
-        cluster_full = c >= 0 and per_cluster.get(c, 0) >= cl.max_positions_per_cluster
-        slots_full = len(keep) + len(buy) >= max_positions
-        if idx in held:
-            if ranks[idx] > s.hold_until_rank:
-                sell[idx] = "rank_out_of_buffer"
-                continue
-            if cluster_full or slots_full:
+        c = int(cluster[idx])
+        if c >= 0 and per_cluster.get(c, 0) >= cap:
+            if held[idx]:
                 sell[idx] = "cluster_cap"
+            continue
+        rank += 1
+        slot_free = len(keep) + len(buy) < max_positions
+        if held[idx]:
+            if not slot_free:
+                sell[idx] = "position_limit"
                 continue
             keep.append(idx)
-        else:
-            if cluster_full or slots_full:
-                continue
-            if admissible_seen >= s.buy_top_n:
-                continue
-            if not (signal[idx] == 1 and tradable[idx] and not breaker_on):
-                admissible_seen += 1
-                continue
+        elif rank <= s.buy_top_n and slot_free and buyable[idx]:
             buy.append(idx)
-        admissible_seen += 1
+        else:
+            continue
         per_cluster[c] = per_cluster.get(c, 0) + 1
-    for idx in held:
+    for idx in np.flatnonzero(held & ~unranked_held).tolist():
         if idx not in sell and idx not in keep:
             sell[idx] = "rank_out_of_buffer"
     return Selection(keep=keep, buy=buy, sell=sell)
 
 
-# --------------------------------------------------------------------------- sizing and costs
-def target_weights(
-    members: list[int], volatility: np.ndarray, cluster: np.ndarray, config: TrendflowConfig
-) -> dict[int, float]:
-    """Requires: the target set, annualised volatility, clusters. Sets: weights proportional to
-    1 / volatility summing to max_total_exposure (applied once, here), each capped at
-    max_position_size, each cluster's total capped at max_cluster_size (scaled down pro rata).
-    Capped-away weight stays in cash. A missing volatility uses the set's median."""
-    if not members:
-        return {}
+# --------------------------------------------------------------------------- sizing
+def target_weights(volatility: np.ndarray, cluster: np.ndarray, config: TrendflowConfig) -> np.ndarray:
+    """Requires: the target symbols' annualised volatility and clusters. Decides: their weights.
+
+    Proportional to 1 / volatility and summing to `position_sizing.max_total_exposure` -- the only
+    place exposure is applied (target value = weight x equity). Each weight is capped at
+    `max_position_size` and each cluster's total (-1 = unclustered, no cap) at `max_cluster_size`;
+    what a cap removes is handed to the still-uncapped names in proportion to their inverse
+    volatility (water-filling), and stays in cash once every name is capped. A missing volatility
+    counts as the median of the others.
+    """
     ps = config.position_sizing
-    vols = np.array([volatility[i] for i in members], dtype=float)
-    finite = np.isfinite(vols) & (vols > 0)
-    fill = float(np.median(vols[finite])) if finite.any() else 1.0
-    inverse = 1.0 / np.where(finite, vols, fill)
-    weights = ps.max_total_exposure * inverse / inverse.sum()
-    weights = np.minimum(weights, ps.max_position_size)
-    clusters = np.array([int(cluster[i]) if math.isfinite(cluster[i]) else -1 for i in members])
-    for c in np.unique(clusters[clusters >= 0]):
-        in_c = clusters == c
-        total = weights[in_c].sum()
-        if total > ps.max_cluster_size:
-            weights[in_c] *= ps.max_cluster_size / total
-    return {idx: float(w) for idx, w in zip(members, weights)}
+    n = len(volatility)
+    weights = np.zeros(n)
+    if n == 0:
+        return weights
+    vol = np.asarray(volatility, dtype=float)
+    known = np.isfinite(vol) & (vol > 0)
+    inverse = 1.0 / np.where(known, vol, np.median(vol[known]) if known.any() else 1.0)
+    cluster = np.asarray(cluster, dtype=np.int64)
+    capped_cluster = cluster >= 0
+    codes = np.where(capped_cluster, cluster, 0)
+    free = np.ones(n, dtype=bool)
+    for _ in range(n + 1):  # every pass fixes at least one name, or ends
+        budget = ps.max_total_exposure - weights[~free].sum()
+        if budget <= 1e-15 or not free.any():
+            break
+        weights[free] = budget * inverse[free] / inverse[free].sum()
+        over = free & (weights > ps.max_position_size)
+        if over.any():
+            weights[over] = ps.max_position_size
+            free &= ~over
+            continue
+        totals = np.bincount(codes[capped_cluster], weights=weights[capped_cluster], minlength=codes.max() + 1)
+        full = capped_cluster & (totals[codes] > ps.max_cluster_size * (1 + 1e-12))
+        if not full.any():
+            break
+        weights[full] *= ps.max_cluster_size / totals[codes[full]]
+        free &= ~(capped_cluster & np.isin(codes, codes[full]))
+    return weights
 
 
-def lot_shares(value: float, price: float, lot_size: int) -> int:
-    """Shares worth at most `value` at `price`, rounded down to whole lots."""
-    if value <= 0 or not price > 0:
-        return 0
-    return int(math.floor(value / price / lot_size + 1e-9)) * lot_size
+def resize_needed(target: float, current: float, config: TrendflowConfig) -> bool:
+    """Requires: a kept holding's target and current weight. Decides: trade it back to target only
+    when they differ by more than `position_sizing.rebalance_threshold` (saves small trades' costs)."""
+    return abs(target - current) > config.position_sizing.rebalance_threshold
 
 
-def commission(value: float, config: TrendflowConfig) -> float:
-    """max(rate x traded value, minimum per order)."""
+# --------------------------------------------------------------------------- orders and fills
+def lot_shares(value, price, lot_size: int):
+    """Shares worth at most `value` at `price`, rounded DOWN to whole lots (0 when not even one lot).
+    Scalars give an int; arrays an int64 array."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lots = np.floor(np.asarray(value, dtype=float) / np.asarray(price, dtype=float) / lot_size + 1e-9)
+    shares = np.where(np.isfinite(lots) & (lots > 0), lots, 0).astype(np.int64) * lot_size
+    return int(shares) if shares.ndim == 0 else shares
+
+
+def commission(value, config: TrendflowConfig):
+    """Commission of an order: max(`commission_rate` x traded value, `commission_minimum`)."""
     ex = config.execution
-    return max(ex.commission_rate * value, ex.commission_minimum)
+    return np.maximum(ex.commission_rate * value, ex.commission_minimum)
 
 
-def slipped_price(price: float, side: str, config: TrendflowConfig) -> float:
-    """Buys pay, sells receive, `slippage_bps` worse than the reference price."""
+def slipped_price(price, side: str, config: TrendflowConfig):
+    """Fill price: buys pay, sells receive, `execution.slippage_bps` worse than the reference price."""
     move = config.execution.slippage_bps / 10_000.0
     return price * (1.0 + move) if side == "BUY" else price * (1.0 - move)
+
+
+def affordable_shares(wanted: int, price: float, cash: float, config: TrendflowConfig) -> int:
+    """Requires: the wanted quantity, fill price, cash on hand. Decides: the largest whole-lot
+    quantity <= wanted whose value plus commission fits in cash -- so cash never goes negative.
+    cost(v) = v + max(rate v, minimum) <= cash  <=>  v <= cash / (1 + rate) and v <= cash - minimum."""
+    ex = config.execution
+    most = min(cash / (1.0 + ex.commission_rate), cash - ex.commission_minimum)
+    quantity = min(int(wanted), lot_shares(most, price, ex.lot_size)) if most > 0 else 0
+    while quantity > 0 and quantity * price + float(commission(quantity * price, config)) > cash:
+        quantity -= ex.lot_size
+    return max(quantity, 0)
+
+
+def finite_or(x: float, default: float) -> float:
+    return float(x) if math.isfinite(x) else default

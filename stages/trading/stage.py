@@ -1,9 +1,19 @@
 """The trading stage as a unit of work: read saved artifacts, run the engine, write validated outputs.
 
-Backtest (no as-of date): fold the engine over every day in the signals; writes the history
-tables plus the snapshot and orders of the last day (so daily runs can continue from it).
-Daily run (as-of date D): one engine step from portfolio_{D-1}.json; writes orders_{D}.csv (decided
-at the close of D, to fill on the next session) and portfolio_{D}.json.
+Backtest (no as-of date): fold the engine over every day of prices.parquet. Writes trade_log.csv,
+allocation_history.csv, positions.parquet, equity_curve.parquet (+ csv twins), and the last day's
+orders_{D}.csv + portfolio_{D}.json so daily runs can carry on from it.
+
+Daily run (as-of date D): one engine step from portfolio_{D-1}.json (D-1 = the trading day before D
+in prices.parquet), or from cash with `fresh`. The step fills the snapshot's pending orders (decided
+at the close of D-1) at D's open, marks to D's close and decides. Writes
+- orders_{D}.csv: the orders standing after the close of D -- decided at that close from D's
+  signals (plus any sell carried over a suspension) -- to be filled at the open of the next session
+  (fill_price = next_open); with fill_price = close they were filled at D's close already;
+- portfolio_{D}.json: the state after the close of D, with those orders as pending_orders.
+These are exactly the backtest's orders of day D and its state after D (the parity test proves it).
+
+`dry_run` reads the same inputs, prints the orders and writes nothing (not even the manifest).
 """
 from __future__ import annotations
 
@@ -11,6 +21,7 @@ import logging
 import time
 from datetime import date
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
@@ -25,13 +36,14 @@ from schemas.trading import (
     PositionsSchema,
     TradeLogSchema,
 )
-from stages.common.artifacts import StageRun, read_json_artifact, stage_run
-from stages.common.errors import ArtifactMissingError, IntegrityError, SchemaError, SnapshotError
+from stages.common.artifacts import StageRun, read_artifact, stage_run
+from stages.common.errors import ConfigError, SnapshotError
 from stages.common.stage import StageResult
-from stages.trading.backtest import ORDER_COLUMNS, from_snapshot, order_row, run_backtest, to_snapshot
-from stages.trading.engine import fresh_state, step
+from stages.trading.backtest import ORDER_COLUMNS, order_row, orders_frame, run_backtest
+from stages.trading.engine import decide_by_signals, decide_by_weights, fresh_state, step
 from stages.trading.market import build_market
-from stages.trading.weights import load_weights
+from stages.trading.snapshot import from_snapshot, read_snapshot, to_snapshot
+from stages.trading.weights import load_weights_file, validate_weights
 
 log = logging.getLogger(__name__)
 
@@ -48,111 +60,114 @@ def run_trading_stage(
     dry_run: bool = False,
 ) -> StageResult:
     t0 = time.perf_counter()
+    if as_of_date is None and (fresh or portfolio is not None):
+        raise ConfigError("--portfolio and --fresh are for a daily run: give --as-of-date too")
+    if fresh and portfolio is not None:
+        raise ConfigError("--fresh and --portfolio contradict each other: give one")
     out_dir = Path(out_dir)
     in_dir = Path(in_dir) if in_dir is not None else out_dir
-    with stage_run("trading", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
-        prices = run.read(in_dir / "prices.parquet", PricesSchema)
-        signals = None
-        if weights is None or (in_dir / "signals_output.parquet").exists():
-            signals = run.read(in_dir / "signals_output.parquet", SignalsSchema)
-        market = build_market(prices, signals, config)
-        weight_plan = None
-        if weights is not None:
-            weight_plan = load_weights(weights, market)
-            run.record_input(Path(weights))
-        if as_of_date is None:
-            result = _backtest(run, market, config, weight_plan, dry_run)
-        else:
-            result = _daily(run, market, config, weight_plan, as_of_date, portfolio, fresh, dry_run, out_dir)
-        if dry_run:
-            run.abort()
+    if dry_run:
+        result = _run(config, in_dir, out_dir, None, weights, as_of_date, portfolio, fresh)
+    else:
+        with stage_run("trading", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
+            result = _run(config, in_dir, out_dir, run, weights, as_of_date, portfolio, fresh)
+        result.outputs = dict(run.written)
     result.seconds = time.perf_counter() - t0
     log.info(result.log_line())
     return result
 
 
-def _backtest(run: StageRun, market, config: TrendflowConfig, weight_plan, dry_run: bool) -> StageResult:
-    bt = run_backtest(market, config, weights=weight_plan)
-    last_t = len(market.dates) - 1
+def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | None, weights, as_of_date, portfolio,
+         fresh: bool) -> StageResult:
+    read: Callable = run.read if run is not None else read_artifact
+    prices = read(in_dir / "prices.parquet", PricesSchema)
+    signals_path = in_dir / "signals_output.parquet"
+    signals = read(signals_path, SignalsSchema) if weights is None or signals_path.exists() else None
+    weights_frame = None
+    if weights is not None:
+        weights_frame = load_weights_file(weights)
+        if run is not None:
+            run.record_input(Path(weights))
+    source = str(weights) if weights is not None else "weights"
+    if as_of_date is None:
+        return _backtest(run, prices, signals, weights_frame, source, config)
+    return _daily(run, prices, signals, weights_frame, source, config, as_of_date, portfolio, fresh, out_dir)
+
+
+def _backtest(run: StageRun | None, prices, signals, weights_frame, source: str, config: TrendflowConfig) -> StageResult:
+    bt = run_backtest(signals, prices, config, weights=weights_frame, weights_source=source)
+    market, last_t = bt.market, len(bt.market.dates) - 1
     last_day = market.dates[last_t].date()
-    orders = _orders_frame(bt.state.pending if config.execution.fill_price == "next_open" else [], market, last_t)
+    orders = bt.orders[bt.orders["date"] == market.dates[last_t]].drop(columns="date").reset_index(drop=True)
     curve = bt.equity_curve
     summary = {
-        "first_date": str(market.dates[0].date()), "last_date": str(last_day),
-        "final_equity": float(curve["equity"].iat[-1]), "total_return": float(curve["equity"].iat[-1] / config.execution.initial_cash - 1),
-        "trades": len(bt.trade_log), "open_positions": len(bt.state.holdings), "orders_next_session": len(orders),
+        "mode": bt.mode, "first_date": str(market.dates[0].date()), "last_date": str(last_day),
+        "final_equity": float(curve["equity"].iat[-1]),
+        "total_return": float(curve["equity"].iat[-1] / config.execution.initial_cash - 1.0),
+        "fills": len(bt.trade_log), "open_positions": int(bt.state.held.sum()), "orders_next_session": len(orders),
     }
-    if dry_run:
-        _print_orders(orders, last_day)
-        return StageResult("trading", {}, {"trade_log": len(bt.trade_log)}, summary=summary)
+    log.info("Backtest %s..%s (%s mode): final equity %.2f (%+.2f%%), %d fills, %d open positions", summary["first_date"],
+             summary["last_date"], bt.mode, summary["final_equity"], 100 * summary["total_return"], summary["fills"],
+             summary["open_positions"])
+    rows = {"trade_log": len(bt.trade_log), "positions": len(bt.positions), "equity_curve": len(curve), "orders": len(orders)}
+    if run is None:
+        _print_orders(orders, last_day, config)
+        return StageResult("trading", {}, rows, summary=summary)
     run.write(bt.trade_log, "trade_log.csv", TradeLogSchema)
     run.write(bt.allocation_history, "allocation_history.csv", AllocationHistorySchema)
     run.write(bt.positions, "positions.parquet", PositionsSchema)
     run.write(curve, "equity_curve.parquet", EquityCurveSchema)
     run.write(orders, f"orders_{last_day.isoformat()}.csv", OrdersSchema)
-    run.write_json(to_snapshot(bt.state, market, last_t, config), f"portfolio_{last_day.isoformat()}.json", PortfolioSnapshot)
-    log.info("Backtest %s..%s: final equity %.2f (%+.2f%%), %d trades, %d open positions", summary["first_date"],
-             summary["last_date"], summary["final_equity"], 100 * summary["total_return"], summary["trades"], summary["open_positions"])
-    return StageResult("trading", {}, {"trade_log": len(bt.trade_log), "positions": len(bt.positions),
-                                       "equity_curve": len(curve), "orders": len(orders)}, summary=summary)
+    run.write_json(to_snapshot(bt.state, market, last_t, config, bt.mode), f"portfolio_{last_day.isoformat()}.json",
+                   PortfolioSnapshot)
+    return StageResult("trading", {}, rows, summary=summary)
 
 
-def _daily(run: StageRun, market, config: TrendflowConfig, weight_plan, as_of_date: date, portfolio, fresh: bool,
-           dry_run: bool, out_dir: Path) -> StageResult:
-    t = market.index_of(pd.Timestamp(as_of_date))
+def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, config: TrendflowConfig,
+           as_of_date: date, portfolio, fresh: bool, out_dir: Path) -> StageResult:
+    market = build_market(prices, signals, config)
+    plan = validate_weights(weights_frame, market, source) if weights_frame is not None else None
+    mode = "weights" if plan is not None else "signals"
+    t = market.index_of(as_of_date)
     if fresh:
-        if portfolio is not None:
-            raise SnapshotError("--fresh and --portfolio contradict each other: give one")
-        state = fresh_state(config)
+        state = fresh_state(len(market.symbols), config)
+        log.info("Daily run %s starts from cash (--fresh): %.2f", as_of_date, state.cash)
     else:
         if t == 0:
-            raise SnapshotError(f"{as_of_date} is the first day in the data: there is no previous snapshot; use --fresh")
+            raise SnapshotError(f"{as_of_date} is the first trading day in prices.parquet: there is no previous "
+                                "snapshot to resume; start with --fresh")
         previous = market.dates[t - 1].date()
         path = Path(portfolio) if portfolio is not None else out_dir / f"portfolio_{previous.isoformat()}.json"
-        snapshot = _read_snapshot(run, path)
-        if snapshot.as_of_date != previous:
-            raise SnapshotError(f"{path} is as of {snapshot.as_of_date}, but the trading day before {as_of_date} is "
-                                f"{previous}: run the missing days first, or start with --fresh")
-        state = from_snapshot(snapshot, market, config, str(path))
-    if weight_plan is None:
-        record = step(state, market, t, config)
-    else:
-        record = step(state, market, t, config, weights_mode=True, target_weights_today=weight_plan.get(t))
-    orders = _orders_frame(record.orders, market, t)
+        snapshot = read_snapshot(path, previous)
+        if run is not None:
+            run.record_input(path)
+        state = from_snapshot(snapshot, market, config, mode, str(path))
+    decide = decide_by_weights(plan.get(t)) if plan is not None else decide_by_signals
+    record = step(state, market.day(t), config, decide)
+    orders = orders_frame([order_row(o, market) for o in record.orders], ORDER_COLUMNS)
     tag = as_of_date.isoformat()
-    summary = {"as_of_date": tag, "orders": len(orders), "fills_today": len(record.fills), "equity": record.equity,
-               "cash": record.cash, "positions": len(state.holdings),
-               "unfilled_today": [market.symbols[o.symbol] for o in record.unfilled]}
+    summary = {
+        "mode": mode, "as_of_date": tag, "fills_today": len(record.fills), "orders": len(orders), "equity": record.equity,
+        "cash": record.cash, "positions": int(state.held.sum()), "breaker_on": record.breaker_on,
+        "unfilled_today": [f"{o.side} {o.shares} {market.symbols[o.symbol]}" for o in record.unfilled],
+    }
+    for f in record.fills:
+        log.info("filled %s: %s %d %s at %.4f (commission %.2f, %s)", tag, f.side, f.quantity, market.symbols[f.symbol],
+                 f.price, f.commission, f.reason)
     if record.unfilled:
-        log.warning("%d order(s) could not be filled on %s (no price): %s", len(record.unfilled), tag, summary["unfilled_today"])
-    if dry_run:
-        _print_orders(orders, as_of_date)
+        log.warning("%d order(s) not filled on %s (no price, or no cash): %s", len(record.unfilled), tag,
+                    summary["unfilled_today"])
+    log.info("Daily run %s: %d fills, %d orders for the next session, equity %.2f", tag, len(record.fills), len(orders),
+             record.equity)
+    if run is None:
+        _print_orders(orders, as_of_date, config)
         return StageResult("trading", {}, {"orders": len(orders)}, summary=summary)
     run.write(orders, f"orders_{tag}.csv", OrdersSchema)
-    run.write_json(to_snapshot(state, market, t, config), f"portfolio_{tag}.json", PortfolioSnapshot)
-    log.info("Daily run %s: %d fills today, %d orders for the next session, equity %.2f", tag, len(record.fills),
-             len(orders), record.equity)
+    run.write_json(to_snapshot(state, market, t, config, mode), f"portfolio_{tag}.json", PortfolioSnapshot)
     return StageResult("trading", {}, {"orders": len(orders)}, summary=summary)
 
 
-def _read_snapshot(run: StageRun, path: Path) -> PortfolioSnapshot:
-    try:
-        return run.read_json(path, PortfolioSnapshot)
-    except ArtifactMissingError:
-        raise SnapshotError(f"portfolio snapshot {path} does not exist: give --portfolio FILE, or --fresh to start "
-                            "from cash") from None
-    except (SchemaError, IntegrityError) as exc:
-        raise SnapshotError(f"portfolio snapshot {path} is damaged: {exc}") from None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise SnapshotError(f"portfolio snapshot {path} is damaged: {exc}") from None
-
-
-def _orders_frame(orders, market, t: int) -> pd.DataFrame:
-    return pd.DataFrame([order_row(o, market, t) for o in orders], columns=ORDER_COLUMNS).astype(
-        {"symbol": str, "action": str, "shares": "int64", "reason": str, "signal_strength": float,
-         "momentum_score": float, "target_weight": float, "current_price": float, "estimated_value": float})
-
-
-def _print_orders(orders: pd.DataFrame, day: date) -> None:
-    print(f"dry run -- orders decided at the close of {day} (nothing written):")
+def _print_orders(orders: pd.DataFrame, day: date, config: TrendflowConfig) -> None:
+    when = "to fill at the next session's open" if config.execution.fill_price == "next_open" else "filled at that close"
+    print(f"dry run -- orders decided at the close of {day}, {when} (nothing written):")
     print(orders.to_string(index=False) if len(orders) else "  (no orders)")

@@ -1,9 +1,14 @@
-"""External weights mode: a wide date x symbol file of target weights, made outside trendflow.
+"""External weights mode: a wide date x symbol table of target weights made outside trendflow
+(`--weights FILE`, Parquet or CSV; a `date` column, or a date index in Parquet, and one column per
+symbol).
 
-Validated before any trading; each failure names the file and what is wrong.
+The weights on date d are decided at the close of d and traded like the signal mode's orders (next
+open by default), with the same lots and costs; between dates the portfolio is held. Everything is
+checked before any trading, each failure a DataError naming the file and what is wrong.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,57 +17,92 @@ import pandas as pd
 from stages.common.errors import DataError
 from stages.trading.market import Market
 
-_DATE_NAMES = ("date", "Date", "trade_date", "datetime")
+log = logging.getLogger(__name__)
+
+WeightPlan = dict[int, np.ndarray]  # trading-day index -> target weight of every symbol of the market
+_SUM_TOLERANCE = 1e-9
 
 
-def load_weights(path: str | Path, market: Market) -> dict[int, dict[int, float]]:
-    """Read and check a weights file; return {day index: {symbol index: weight}} for the engine."""
+def load_weights_file(path: str | Path) -> pd.DataFrame:
+    """Read a weights file as it is (checks come in `validate_weights`)."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"weights file {path} does not exist")
+    if path.is_dir():
+        raise DataError(f"weights file {path} is a folder, not a file")
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
+        raise DataError(f"weights file {path}: unsupported type '{suffix}' (use .parquet or .csv)")
     try:
-        raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    except Exception as exc:  # noqa: BLE001 -- any parser failure is a bad file for the user
-        raise DataError(f"weights file {path}: cannot be read ({type(exc).__name__}: {exc})") from None
-    if isinstance(raw.index, pd.DatetimeIndex):
-        raw = raw.reset_index()
-    date_col = next((c for c in raw.columns if str(c) in _DATE_NAMES), None)
-    if date_col is None:
-        raise DataError(f"weights file {path}: needs a date column (one of {', '.join(_DATE_NAMES)})")
-    if raw.empty:
-        raise DataError(f"weights file {path}: no rows")
+        frame = pd.read_parquet(path) if suffix in (".parquet", ".pq") else pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 -- any parser failure means a bad file for the user
+        raise DataError(f"weights file {path} cannot be read as {suffix[1:]}: {type(exc).__name__}: {exc}") from None
+    if isinstance(frame.index, pd.DatetimeIndex):
+        frame = frame.rename_axis("date").reset_index()
+    return frame
+
+
+def validate_weights(frame: pd.DataFrame, market: Market, source: str) -> WeightPlan:
+    """Check a wide weights table against the market and turn it into the engine's plan.
+
+    Checks, in order: a `date` column; at least one row and one symbol column; readable, unique
+    dates that are trading days in prices.parquet; symbols that are in prices.parquet; numeric,
+    finite values in [0, 1] (long only); each row summing to <= 1 (the rest is cash).
+    """
+    where = f"weights file {source}"
+    if "date" not in frame.columns:
+        raise DataError(f"{where}: needs a 'date' column (found {[str(c) for c in frame.columns][:8]})")
+    if frame.empty:
+        raise DataError(f"{where}: has no rows")
+    symbols = [str(c) for c in frame.columns if c != "date"]
+    if not symbols:
+        raise DataError(f"{where}: has no symbol columns")
     try:
-        dates = pd.to_datetime(raw[date_col].astype(str), format="mixed")
+        dates = pd.DatetimeIndex(pd.to_datetime(frame["date"].astype(str), format="ISO8601"))
     except (ValueError, TypeError) as exc:
-        raise DataError(f"weights file {path}: unreadable dates in column '{date_col}' ({exc})") from None
-    frame = raw.drop(columns=[date_col])
-    frame.columns = [str(c) for c in frame.columns]
-    unknown = sorted(set(frame.columns) - set(market.symbols))
-    if unknown:
-        raise DataError(f"weights file {path}: symbols not in prices.parquet: {unknown[:10]}")
-    if dates.duplicated().any():
-        raise DataError(f"weights file {path}: duplicate dates {sorted({str(d.date()) for d in dates[dates.duplicated()]})[:5]}")
+        raise DataError(f"{where}: unreadable date in column 'date' ({exc}); use YYYY-MM-DD") from None
+    if dates.has_duplicates:
+        raise DataError(f"{where}: duplicate dates {sorted({str(d.date()) for d in dates[dates.duplicated()]})[:5]}")
+    if (dates != dates.normalize()).any():
+        raise DataError(f"{where}: dates must be days without a time of day, e.g. {dates[dates != dates.normalize()][0]}")
     rows = market.dates.get_indexer(dates)
     if (rows < 0).any():
         missing = [str(d.date()) for d in dates[rows < 0][:5]]
-        raise DataError(f"weights file {path}: dates that are not trading days in prices.parquet: {missing}")
-    try:
-        values = frame.apply(pd.to_numeric, errors="raise").to_numpy(dtype=float)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"weights file {path}: non-numeric weight ({exc})") from None
+        raise DataError(f"{where}: dates that are not trading days in prices.parquet "
+                        f"({market.dates[0].date()}..{market.dates[-1].date()}): {missing}")
+    known = market.symbol_index()
+    unknown = [s for s in symbols if s not in known]
+    if unknown:
+        raise DataError(f"{where}: symbols not in prices.parquet: {unknown[:10]}")
+    values_frame = frame.drop(columns="date")
+    numeric = values_frame.apply(pd.to_numeric, errors="coerce")
+    bad_text = numeric.isna() & values_frame.notna()
+    if bad_text.to_numpy().any():
+        r, c = np.argwhere(bad_text.to_numpy())[0]
+        raise DataError(f"{where}: weight {values_frame.iat[r, c]!r} at {dates[r].date()} / {symbols[c]} is not a number")
+    values = numeric.to_numpy(dtype=float)
     bad = ~np.isfinite(values)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise DataError(f"weights file {path}: weight is not a finite number at {dates.iloc[r].date()} / {frame.columns[c]}")
-    out_of_range = (values < 0) | (values > 1)
-    if out_of_range.any():
-        r, c = np.argwhere(out_of_range)[0]
-        raise DataError(f"weights file {path}: weight {values[r, c]} at {dates.iloc[r].date()} / {frame.columns[c]} "
-                        "is outside [0, 1] (long only)")
+        raise DataError(f"{where}: weight at {dates[r].date()} / {symbols[c]} is {values[r, c]}: every weight must be a "
+                        "finite number (0 for no position)")
+    outside = (values < 0) | (values > 1)
+    if outside.any():
+        r, c = np.argwhere(outside)[0]
+        raise DataError(f"{where}: weight {values[r, c]} at {dates[r].date()} / {symbols[c]} is outside [0, 1] (long only)")
     sums = values.sum(axis=1)
-    if (sums > 1 + 1e-9).any():
-        r = int(np.argmax(sums > 1 + 1e-9))
-        raise DataError(f"weights file {path}: weights on {dates.iloc[r].date()} sum to {sums[r]:.6f} > 1")
-    cols = [int(np.flatnonzero(market.symbols == s)[0]) for s in frame.columns]
-    return {int(t): {cols[j]: float(values[i, j]) for j in range(len(cols)) if values[i, j] > 0}
-            for i, t in enumerate(rows)}
+    over = sums > 1 + _SUM_TOLERANCE
+    if over.any():
+        r = int(np.argmax(over))
+        raise DataError(f"{where}: weights on {dates[r].date()} sum to {sums[r]:.6f} > 1 (long only, no leverage)")
+    cols = np.array([known[s] for s in symbols], dtype=np.int64)
+    plan: WeightPlan = {}
+    for r, t in enumerate(rows.tolist()):
+        target = np.zeros(len(market.symbols))
+        target[cols] = values[r]
+        no_price = (target > 0) & ~market.tradable[t]
+        if no_price.any():
+            log.warning("%s: %s have a target weight on %s but no price that day: not traded then", where,
+                        list(market.symbols[no_price][:5]), dates[r].date())
+        plan[int(t)] = target
+    return plan
