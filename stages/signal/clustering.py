@@ -4,11 +4,17 @@ Distance sqrt(2(1 - rho)) (0 for identical, sqrt(2) for unrelated, 2 for opposit
 hierarchical linkage, cut at `distance_threshold`. A refresh on day r uses the returns of the
 `correlation_window` days ending at r (nothing later); its clusters hold until the next refresh.
 Ids are stable: each new cluster takes the id of the old cluster it overlaps most.
+
+The refreshes are independent until the id matching, so the correlation + linkage work runs on a
+small thread pool (numpy and scipy's linkage release the GIL); the id matching then runs in
+refresh order.
 """
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -17,6 +23,7 @@ from scipy.spatial.distance import squareform
 log = logging.getLogger(__name__)
 
 MIN_COVERAGE = 0.8  # share of the window's days a symbol must have traded to be clustered
+_THREADS = min(8, os.cpu_count() or 1)
 
 
 def correlation_distance(rho: np.ndarray) -> np.ndarray:
@@ -24,42 +31,61 @@ def correlation_distance(rho: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(2.0 * (1.0 - rho), 0.0, 4.0))
 
 
+def correlation_matrix(returns: np.ndarray) -> np.ndarray:
+    """Pearson correlation of the columns; a flat column correlates 0 with everything (1 with itself)."""
+    centred = returns - returns.mean(axis=0)
+    norm = np.sqrt((centred**2).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = (centred.T @ centred) / np.outer(norm, norm)
+    rho[~np.isfinite(rho)] = 0.0
+    np.fill_diagonal(rho, 1.0)
+    return np.clip(rho, -1.0, 1.0)
+
+
 def cluster_labels(returns: np.ndarray, threshold: float, method: str) -> np.ndarray:
     """Raw cluster labels (1..k) for the columns of a (days x symbols) return window without NaN."""
-    n = returns.shape[1]
-    if n == 1:
+    if returns.shape[1] == 1:
         return np.ones(1, dtype=int)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rho = np.corrcoef(returns, rowvar=False)
-    rho = np.nan_to_num(rho, nan=0.0)  # a flat series correlates with nothing
-    np.fill_diagonal(rho, 1.0)
-    dist = correlation_distance(rho)
-    np.fill_diagonal(dist, 0.0)
-    tree = linkage(squareform(dist, checks=False), method=method)
-    return fcluster(tree, t=threshold, criterion="distance")
+    condensed = correlation_distance(squareform(correlation_matrix(returns), checks=False))
+    return fcluster(linkage(condensed, method=method), t=threshold, criterion="distance")
 
 
 def stable_ids(labels: np.ndarray, members: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """Give each new cluster the old id it shares most symbols with (largest overlaps first);
-    clusters with no old counterpart take the smallest free id, in order of their first member."""
-    assigned = np.full(previous.shape, -1)
-    clusters = sorted(set(labels.tolist()), key=lambda lab: int(np.flatnonzero(labels == lab)[0]))
-    overlaps = []
-    for lab in clusters:
-        old = previous[members[labels == lab]]
-        for old_id, count in Counter(old[old >= 0].tolist()).items():
-            overlaps.append((-count, old_id, clusters.index(lab), lab))
-    taken_old, mapping = set(), {}
-    for _, old_id, _, lab in sorted(overlaps):
-        if lab not in mapping and old_id not in taken_old:
-            mapping[lab] = old_id
-            taken_old.add(old_id)
-    for lab in clusters:
-        if lab not in mapping:
-            used = set(mapping.values())
-            mapping[lab] = next(i for i in range(len(used) + 1) if i not in used)
-    assigned[members] = np.array([mapping[lab] for lab in labels])
+    """Give each new cluster the old id it shares most symbols with (largest overlaps first, ties to
+    the smaller old id, then to the cluster whose first member comes first); clusters with no old
+    counterpart take the smallest free ids, in order of their first member."""
+    assigned = np.full(previous.shape, -1, dtype=np.int64)
+    # relabel clusters 0..k-1 by the position of their first member
+    uniq, first, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    order_of = np.empty(len(uniq), dtype=np.int64)
+    order_of[np.argsort(first, kind="stable")] = np.arange(len(uniq))
+    lab = order_of[inverse.ravel()]
+    k = len(uniq)
+    old = previous[members]
+    has_old = old >= 0
+    mapping = np.full(k, -1, dtype=np.int64)
+    if has_old.any():
+        span = int(old.max()) + 1
+        pairs, counts = np.unique(lab[has_old] * span + old[has_old], return_counts=True)
+        pair_lab, pair_old = pairs // span, pairs % span
+        taken = np.zeros(span, dtype=bool)
+        for i in np.lexsort((pair_lab, pair_old, -counts)):  # greedy: largest overlap first
+            if mapping[pair_lab[i]] < 0 and not taken[pair_old[i]]:
+                mapping[pair_lab[i]] = pair_old[i]
+                taken[pair_old[i]] = True
+    unmatched = np.flatnonzero(mapping < 0)
+    if len(unmatched):
+        used = np.zeros(k + len(unmatched) + int(mapping.max(initial=-1)) + 1, dtype=bool)
+        used[mapping[mapping >= 0]] = True
+        mapping[unmatched] = np.flatnonzero(~used)[: len(unmatched)]
+    assigned[members] = mapping[lab]
     return assigned
+
+
+def _refresh_members(returns: np.ndarray, r: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    block = returns[r - window + 1:r + 1]
+    members = np.flatnonzero((~np.isnan(block)).mean(axis=0) >= MIN_COVERAGE)
+    return block, members
 
 
 def rolling_clusters(
@@ -70,20 +96,29 @@ def rolling_clusters(
     n_days, n_sym = returns.shape
     out = np.full((n_days, n_sym), -1, dtype=np.int64)
     current = np.full(n_sym, -1, dtype=np.int64)
-    refresh_days = range(window - 1, n_days, update_frequency)
-    for r in refresh_days:
-        block = returns[r - window + 1:r + 1]
-        coverage = (~np.isnan(block)).mean(axis=0)
-        members = np.flatnonzero(coverage >= MIN_COVERAGE)
+    refresh_days = list(range(window - 1, n_days, update_frequency))
+
+    def labels_at(r: int) -> tuple[np.ndarray, np.ndarray]:
+        block, members = _refresh_members(returns, r, window)
+        if len(members) == 0:
+            return members, members
+        return members, cluster_labels(np.nan_to_num(block[:, members]), threshold, method)
+
+    if _THREADS > 1 and len(refresh_days) > 4:
+        with ThreadPoolExecutor(_THREADS) as pool:
+            results = list(pool.map(labels_at, refresh_days))
+    else:
+        results = [labels_at(r) for r in refresh_days]
+    for r, (members, labels) in zip(refresh_days, results):
         if len(members) == 0:
             current = np.full(n_sym, -1, dtype=np.int64)
         else:
-            labels = cluster_labels(np.nan_to_num(block[:, members]), threshold, method)
             current = stable_ids(labels, members, current)
         out[r:r + update_frequency] = current
-        sizes = Counter(current[current >= 0].tolist())
-        log.debug("Clustering refresh at day %d: %d clusters, distribution: %s", r, len(sizes), dict(sorted(sizes.items())))
-    if len(refresh_days):
+        if log.isEnabledFor(logging.DEBUG):
+            sizes = Counter(current[current >= 0].tolist())
+            log.debug("Clustering refresh at day %d: %d clusters, distribution: %s", r, len(sizes), dict(sorted(sizes.items())))
+    if refresh_days:
         final = Counter(current[current >= 0].tolist())
         log.info("Clustering complete: %d clusters, distribution: %s (%d refreshes)", len(final), dict(sorted(final.items())), len(refresh_days))
     return out

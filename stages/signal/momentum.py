@@ -9,15 +9,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.signal.indicators import rolling_mean, shift
+from stages.signal.indicators import shift
 
 
-def window_momentum(close: np.ndarray, log_ret: np.ndarray, window: int) -> np.ndarray:
+class _PrefixSums:
+    """Cumulative sums of x, x^2 and of missing values, so every window's rolling moments cost O(n)."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        missing = np.isnan(x)
+        clean = np.where(missing, 0.0, x)
+        zero = np.zeros((1, x.shape[1]))
+        self.s1 = np.concatenate([zero, np.cumsum(clean, axis=0)])
+        self.s2 = np.concatenate([zero, np.cumsum(clean * clean, axis=0)])
+        self.miss = np.concatenate([zero, np.cumsum(missing, axis=0)])
+
+    def mean_and_var(self, window: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rolling mean and sample variance (ddof=1) of the last `window` rows; NaN unless all present."""
+        mean = np.full(self.s1[1:].shape, np.nan)
+        var = np.full(self.s1[1:].shape, np.nan)
+        if window < self.s1.shape[0]:
+            full = (self.miss[window:] - self.miss[:-window]) == 0
+            m = (self.s1[window:] - self.s1[:-window]) / window
+            sq = (self.s2[window:] - self.s2[:-window]) / window
+            mean[window - 1:] = np.where(full, m, np.nan)
+            var[window - 1:] = np.where(full, np.maximum(sq - m * m, 0.0) * window / (window - 1), np.nan)
+        return mean, var
+
+
+def window_momentum(close: np.ndarray, log_ret: np.ndarray, window: int, _sums: _PrefixSums | None = None) -> np.ndarray:
     """(close_t / close_{t-w} - 1) / (std of the last w log returns x sqrt(w)); packed arrays."""
+    sums = _sums if _sums is not None else _PrefixSums(log_ret)
+    _, var = sums.mean_and_var(window)
     with np.errstate(invalid="ignore", divide="ignore"):
         ret = close / shift(close, window) - 1.0
-        mean = rolling_mean(log_ret, window)
-        var = np.maximum(rolling_mean(log_ret ** 2, window) - mean ** 2, 0.0) * window / (window - 1)
         vol = np.sqrt(var * window)
         return np.where(vol > 1e-12, ret / vol, np.nan)
 
@@ -25,9 +49,10 @@ def window_momentum(close: np.ndarray, log_ret: np.ndarray, window: int) -> np.n
 def momentum_score(close: np.ndarray, log_ret: np.ndarray, weights: dict[int, float]) -> np.ndarray:
     """Weighted sum of window momenta; NaN unless every window is available."""
     total = sum(weights.values())
+    sums = _PrefixSums(log_ret)
     score = np.zeros(close.shape)
     for window, weight in sorted(weights.items()):
-        score = score + (weight / total if total else 0.0) * window_momentum(close, log_ret, window)
+        score += (weight / total if total else 0.0) * window_momentum(close, log_ret, window, sums)
     return score
 
 

@@ -62,7 +62,9 @@ def run_signal_stage(
         rows={"prices": len(prices), "signals_output": len(signals)},
         seconds=time.perf_counter() - t0,
         summary={"symbols": int(prices["symbol"].nunique()), "last_date": str(last_day["date"].iat[0].date()),
-                 "buy": buys, "sell": sells, "hold": len(last_day) - buys - sells, "skipped_symbols": market.skipped},
+                 "buy": buys, "sell": sells, "hold": len(last_day) - buys - sells, "skipped_symbols": market.skipped,
+                 "timings": {"load": round(t_load - t0, 3), "compute": round(t_compute - t_load, 3),
+                             "write": round(t_write - t_compute, 3)}},
     )
 
 
