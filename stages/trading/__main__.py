@@ -46,8 +46,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         from stages.trading.stage import run_trading_stage
 
-        if (args.portfolio is not None or args.fresh) and args.as_of_date is None:
-            parser.error("--portfolio and --fresh need --as-of-date")
         config = config_from_args(args)
         result = run_trading_stage(config, args.in_dir, resolve_out_dir(args.out, config), weights=args.weights,
                                    as_of_date=args.as_of_date, portfolio=args.portfolio, fresh=args.fresh,

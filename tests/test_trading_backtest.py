@@ -1,0 +1,279 @@
+"""Whole runs: accounting against an independent calculation, backtest/daily parity over the whole
+history (demo universe and real ETFs), the daily chain through files on data that ends on each day,
+and reproducible artifacts."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from schemas.trading import OrdersSchema, PortfolioSnapshot
+from stages.common.artifacts import read_artifact, stage_run
+from stages.common.config import load_config
+from stages.signal import run_signal_stage
+from stages.trading import run_backtest, run_trading_stage
+from stages.trading.backtest import fold, order_row
+from stages.trading.engine import step
+from stages.trading.market import build_market
+from stages.trading.snapshot import from_snapshot, to_snapshot
+from tests.conftest import shared_data_dir
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_data_dir, tmp_path_factory):
+    """Signal + trading stages on the 40-symbol, 10-year demo universe."""
+    out = tmp_path_factory.mktemp("trading_demo")
+    config = load_config()
+    run_signal_stage(config, demo_data_dir, out)
+    run_trading_stage(config, out, out)
+    return out, config
+
+
+def _read(out: Path):
+    trades = pd.read_csv(out / "trade_log.csv", parse_dates=["date", "decision_date"], dtype={"symbol": str})
+    curve = pd.read_parquet(out / "equity_curve.parquet")
+    positions = pd.read_parquet(out / "positions.parquet")
+    prices = pd.read_parquet(out / "prices.parquet")
+    return trades, curve, positions, prices
+
+
+def independent_books(trades: pd.DataFrame, prices: pd.DataFrame, initial_cash: float):
+    """Cash and shares after each day, and the value of the shares at each symbol's last close,
+    from the trade log and prices alone."""
+    close = prices.pivot(index="date", columns="symbol", values="close")
+    last_close = close.ffill()
+    buy = trades["side"].eq("BUY")
+    flow = np.where(buy, -(trades["quantity"] * trades["price"] + trades["commission"]),
+                    trades["quantity"] * trades["price"] - trades["commission"])
+    cash = initial_cash + pd.Series(flow).groupby(trades["date"].to_numpy()).sum().reindex(close.index, fill_value=0.0).cumsum()
+    signed = pd.Series(np.where(buy, 1, -1) * trades["quantity"].to_numpy())
+    shares = (signed.groupby([trades["date"].to_numpy(), trades["symbol"].to_numpy()]).sum().unstack(fill_value=0)
+              .reindex(index=close.index, columns=close.columns, fill_value=0).cumsum())
+    value = (shares * last_close.fillna(0.0)).sum(axis=1)
+    return cash, shares, value, close, last_close
+
+
+def check_accounting(out: Path, config) -> int:
+    trades, curve, positions, prices = _read(out)
+    ex = config.execution
+    cash, shares, value, close, last_close = independent_books(trades, prices, ex.initial_cash)
+    np.testing.assert_allclose(curve["cash"], cash.to_numpy(), rtol=1e-8, atol=1e-6)
+    np.testing.assert_allclose(curve["positions_value"], value.to_numpy(), rtol=1e-8, atol=1e-6)
+    np.testing.assert_allclose(curve["equity"], (cash + value).to_numpy(), rtol=1e-8)
+    assert (cash >= 0).all() and (shares >= 0).all().all(), "cash or a position went negative"
+    # positions.parquet holds exactly the shares the trade log implies, valued at the last close
+    held = shares.stack()
+    held = held[held > 0]
+    got = positions.set_index(["date", "symbol"])
+    assert list(got.index) == list(held.index)
+    np.testing.assert_array_equal(got["shares"], held.to_numpy())
+    lc = last_close.stack().reindex(held.index)
+    np.testing.assert_allclose(got["close"], lc.to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(got["market_value"], (held * lc).to_numpy(), rtol=1e-12)
+    # every fill: whole lots, at the right session's price with slippage, commission max(rate x value, minimum)
+    ref = close if ex.fill_price == "close" else prices.pivot(index="date", columns="symbol", values="open")
+    reference = ref.stack().reindex(pd.MultiIndex.from_arrays([trades["date"], trades["symbol"]])).to_numpy()
+    move = np.where(trades["side"] == "BUY", 1, -1) * ex.slippage_bps / 1e4
+    np.testing.assert_allclose(trades["price"], reference * (1 + move), rtol=1e-12)
+    np.testing.assert_allclose(trades["slippage"], trades["quantity"] * np.abs(trades["price"] - reference), rtol=1e-9, atol=1e-9)
+    traded = trades["quantity"] * trades["price"]
+    np.testing.assert_allclose(trades["commission"], np.maximum(ex.commission_rate * traded, ex.commission_minimum), rtol=1e-12)
+    assert (trades["quantity"] % ex.lot_size == 0).all() and (trades["quantity"] > 0).all()
+    # sells before buys within each day
+    sell_after_buy = trades.groupby("date")["side"].apply(lambda s: bool(((s == "SELL") & (s == "BUY").cummax()).any()))
+    assert not sell_after_buy.any()
+    # decided at the previous close (next_open) or at the same close
+    dates = close.index
+    previous = pd.Series(dates[:-1], index=dates[1:])
+    decided = trades["decision_date"].to_numpy()
+    if ex.fill_price == "close":
+        assert (decided == trades["date"].to_numpy()).all()
+    else:
+        immediate = decided == previous.reindex(trades["date"]).to_numpy()
+        # the rest are sells carried over a suspension: no price for the symbol in between
+        for _, row in trades[~immediate].iterrows():
+            assert row["side"] == "SELL"
+            gap = close.loc[(close.index > row["decision_date"]) & (close.index < row["date"]), row["symbol"]]
+            assert len(gap) and gap.isna().all()
+    # the day's costs and turnover in the curve
+    per_day = trades.assign(cost=trades["commission"] + trades["slippage"], traded=traded).groupby("date")[["cost", "traded"]].sum()
+    np.testing.assert_allclose(curve["costs"], per_day["cost"].reindex(curve["date"], fill_value=0).to_numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(curve["turnover"], per_day["traded"].reindex(curve["date"], fill_value=0).to_numpy() / curve["equity"],
+                               rtol=1e-9, atol=1e-12)
+    # allocation history: percent of equity, rows sum to 100
+    alloc = pd.read_csv(out / "allocation_history.csv", parse_dates=["date"])
+    np.testing.assert_allclose(alloc.drop(columns="date").sum(axis=1), 100.0, atol=1e-9)
+    np.testing.assert_allclose(alloc["Cash"], 100 * curve["cash"] / curve["equity"], rtol=1e-9)
+    wide = (positions.pivot(index="date", columns="symbol", values="market_value").reindex(curve["date"]).fillna(0.0)
+            .div(curve["equity"].to_numpy(), axis=0) * 100)
+    np.testing.assert_allclose(alloc[wide.columns].to_numpy(), wide.to_numpy(), rtol=1e-9, atol=1e-9)
+    # entry price: average fill price of the shares held, rebuilt from the trade log
+    entry: dict[str, tuple[int, float]] = {}
+    expected = {}
+    for date, day in trades.groupby("date", sort=True):
+        for row in day.itertuples():
+            q, p = entry.get(row.symbol, (0, 0.0))
+            if row.side == "BUY":
+                entry[row.symbol] = (q + row.quantity, (q * p + row.quantity * row.price) / (q + row.quantity))
+            elif q - row.quantity == 0:
+                entry.pop(row.symbol)
+            else:
+                entry[row.symbol] = (q - row.quantity, p)
+        expected.update({(date, s): p for s, (_, p) in entry.items()})
+    check = got.loc[[k for k in got.index if k in expected]]
+    np.testing.assert_allclose(check["entry_price"], [expected[k] for k in check.index], rtol=1e-12)
+    return len(trades)
+
+
+def test_accounting_matches_an_independent_calculation(demo_run):
+    out, config = demo_run
+    assert check_accounting(out, config) > 500
+    trades = pd.read_csv(out / "trade_log.csv")
+    assert {"atr_stop", "new_entry", "rebalance", "rank_out_of_buffer"} <= set(trades["reason"])
+
+
+@pytest.mark.parametrize("overrides", [
+    ["execution.fill_price=\"close\"", "risk.exit_on_sell_signal=true"],
+    ["execution.commission_minimum=50", "execution.slippage_bps=30", "execution.lot_size=1000", "scoring.rebalance_frequency=1"],
+])
+def test_accounting_holds_under_other_execution_settings(small_demo_dir, tmp_path, overrides):
+    config = load_config(None, overrides)
+    run_signal_stage(config, small_demo_dir, tmp_path)
+    run_trading_stage(config, tmp_path, tmp_path)
+    assert check_accounting(tmp_path, config) > 50
+
+
+@pytest.fixture(scope="module")
+def etf_run(tmp_path_factory):
+    """Signal + trading stages on the real Chinese ETFs in ../shared/data (skipped when absent)."""
+    folder = shared_data_dir("cn_etf")
+    out = tmp_path_factory.mktemp("trading_cn_etf")
+    config = load_config()
+    run_signal_stage(config, folder, out)
+    run_trading_stage(config, out, out)
+    return out, config
+
+
+def test_accounting_on_real_etfs(etf_run):
+    out, config = etf_run
+    assert check_accounting(out, config) > 100
+
+
+# --------------------------------------------------------------------------- parity
+def comparable(row: tuple) -> tuple:
+    """NaN (no signal strength/score) as None, so equal rows compare equal."""
+    return tuple(None if isinstance(v, float) and np.isnan(v) else v for v in row)
+
+
+def whole_history_parity(market, config) -> int:
+    """For EVERY day t: the snapshot saved after t-1 (through JSON) + one daily step == the backtest's
+    orders of day t, and the state after it == the backtest's state after t (same JSON)."""
+    saved: dict[int, str] = {}
+    decided: dict[int, list[tuple]] = {}
+
+    def keep(state, record):
+        saved[record.t] = to_snapshot(state, market, record.t, config, "signals").model_dump_json()
+        decided[record.t] = [comparable(order_row(o, market)) for o in record.orders]
+
+    fold(market, config, after_step=keep)
+    compared = 0
+    for t in range(1, len(market.dates)):
+        resumed = from_snapshot(PortfolioSnapshot.model_validate_json(saved[t - 1]), market, config, "signals", f"day {t - 1}")
+        record = step(resumed, market.day(t), config)
+        got = [comparable(order_row(o, market)) for o in record.orders]
+        expected = decided[t]
+        assert got == expected, f"orders differ on {market.dates[t].date()}"
+        assert to_snapshot(resumed, market, t, config, "signals").model_dump_json() == saved[t], market.dates[t].date()
+        compared += len(got)
+    return compared
+
+
+def test_daily_step_equals_the_backtest_every_day_of_ten_years_of_demo_data(demo_run):
+    out, config = demo_run
+    market = build_market(pd.read_parquet(out / "prices.parquet"), pd.read_parquet(out / "signals_output.parquet"), config)
+    assert len(market.dates) > 2000 and whole_history_parity(market, config) > 1000
+
+
+def test_daily_step_equals_the_backtest_every_day_on_real_etfs(etf_run):
+    out, config = etf_run
+    market = build_market(pd.read_parquet(out / "prices.parquet"), pd.read_parquet(out / "signals_output.parquet"), config)
+    assert whole_history_parity(market, config) > 500
+
+
+def _truncate(frames: dict[str, pd.DataFrame], dst: Path, last: pd.Timestamp) -> None:
+    """prices.parquet + signals_output.parquet as a run on data ending at `last` would see them."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name, frame in frames.items():
+        frame[frame["date"] <= last].to_parquet(dst / name, index=False)
+
+
+def test_daily_runs_through_files_on_data_ending_each_day_reproduce_the_backtest(demo_run, tmp_path):
+    """Production workflow: a backtest on data up to D0 writes portfolio_{D0}.json; then each day D a
+    daily run on data ending at D reads portfolio_{D-1}.json and writes orders_{D}.csv -- which must be
+    the full-history backtest's orders of D (so no step reads a later price), and its snapshot the
+    backtest's state."""
+    out, config = demo_run
+    frames = {name: pd.read_parquet(out / name) for name in ("prices.parquet", "signals_output.parquet")}
+    dates = pd.DatetimeIndex(sorted(frames["prices.parquet"]["date"].unique()))
+    full = run_backtest(frames["signals_output.parquet"], frames["prices.parquet"], config)
+    start = len(dates) - 8
+    work = tmp_path / "daily"
+    _truncate(frames, tmp_path / "history", dates[start - 1])
+    run_trading_stage(config, tmp_path / "history", work)  # the backtest up to D0
+    compared = 0
+    for t in range(start, len(dates)):
+        day = dates[t]
+        _truncate(frames, tmp_path / "data", day)
+        run_trading_stage(config, tmp_path / "data", work, as_of_date=day.date())
+        got = read_artifact(work / f"orders_{day.date()}.csv", OrdersSchema)
+        want = full.orders[full.orders["date"] == day].drop(columns="date").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want.astype(got.dtypes.to_dict()), check_exact=True)
+        compared += len(got)
+    snapshot = json.loads((work / f"portfolio_{dates[-1].date()}.json").read_text())
+    final = to_snapshot(full.state, full.market, len(dates) - 1, config, "signals").model_dump(mode="json")
+    assert snapshot == final
+    assert compared > 0
+
+
+def test_daily_runs_from_snapshots_spread_over_the_history(demo_run, tmp_path):
+    """The stage itself (files in, files out) on days spread over ten years, each from the backtest's
+    saved snapshot of the day before."""
+    out, config = demo_run
+    market = build_market(pd.read_parquet(out / "prices.parquet"), pd.read_parquet(out / "signals_output.parquet"), config)
+    days = list(range(1, len(market.dates), 230))
+    saved = {}
+
+    def keep_snapshot(state, record):
+        if record.t + 1 in days:
+            saved[record.t] = to_snapshot(state, market, record.t, config, "signals")
+
+    full = fold(market, config, after_step=keep_snapshot)
+    for name in ("prices.parquet", "signals_output.parquet"):
+        shutil.copy(out / name, tmp_path / name)
+    with stage_run("trading", tmp_path) as run:
+        for t in days:
+            run.write_json(saved[t - 1], f"portfolio_{market.dates[t - 1].date()}.json", PortfolioSnapshot)
+    for t in days:
+        day = market.dates[t].date()
+        run_trading_stage(config, tmp_path, tmp_path, as_of_date=day)
+        got = read_artifact(tmp_path / f"orders_{day}.csv", OrdersSchema)
+        want = full.orders[full.orders["date"] == market.dates[t]].drop(columns="date").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want.astype(got.dtypes.to_dict()), check_exact=True)
+
+
+# --------------------------------------------------------------------------- reproducibility
+def test_same_inputs_give_byte_identical_artifacts(demo_run, tmp_path):
+    out, config = demo_run
+    for name in ("prices.parquet", "signals_output.parquet"):
+        shutil.copy(out / name, tmp_path / name)
+    run_trading_stage(config, tmp_path, tmp_path)
+    for name in ("trade_log.csv", "allocation_history.csv", "positions.parquet", "positions.csv", "equity_curve.parquet",
+                 "equity_curve.csv"):
+        assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
+    assert sorted(p.name for p in tmp_path.glob("portfolio_*.json")) == sorted(p.name for p in out.glob("portfolio_*.json"))
+    snap = next(out.glob("portfolio_*.json")).name
+    assert (tmp_path / snap).read_bytes() == (out / snap).read_bytes()
