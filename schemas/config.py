@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import date
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -139,9 +139,20 @@ class ExecutionConfig(_Section):
 
 
 class ReportingConfig(_Section):
-    risk_free_rate: float = Field(0.0, ge=-0.1, le=0.5, description="annual")
+    """Performance metrics, the benchmark, and the charts and signal-quality section of report.html."""
+
+    risk_free_rate: float = Field(0.0, ge=-0.1, le=0.5, description="annual; per session (1 + r)^(1/periods_per_year) - 1")
     benchmark: str | None = Field(None, description="a symbol in prices.parquet or a price file")
     periods_per_year: int = Field(252, ge=1, description="annualisation factor")
+    rolling_window_days: int = Field(126, ge=2, description="window of the rolling Sharpe/volatility chart (126 = ~6 months)")
+    signal_horizons: list[Annotated[int, Field(ge=1)]] = Field(
+        [5, 20], min_length=1, description="forward-return horizons (sessions) for rank IC, buy hit rate and score quintiles")
+
+    @model_validator(mode="after")
+    def _distinct_horizons(self) -> "ReportingConfig":
+        if len(set(self.signal_horizons)) != len(self.signal_horizons):
+            raise ValueError(f"reporting.signal_horizons has duplicates: {self.signal_horizons}")
+        return self
 
 
 class OutputConfig(_Section):

@@ -1,116 +1,221 @@
-"""Charts for the tear sheet: matplotlib, rendered to inline SVG (deterministic: fixed hash salt,
-no date metadata). Lines are thinned to <= MAX_POINTS for drawing only; metrics use all data."""
+"""Charts of the tear sheet: matplotlib (Agg, no pyplot state), rendered to inline SVG.
+
+Deterministic: every chart has its own `svg.hashsalt` (so ids are reproducible and unique within
+the page) and no date metadata. Lines longer than MAX_POINTS are thinned for drawing only, keeping
+each bucket's minimum and maximum so peaks and troughs survive; metrics always use every value.
+"""
 from __future__ import annotations
 
 import io
 
 import matplotlib
-import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.dates as mdates  # noqa: E402
+import matplotlib.ticker as mticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 MAX_POINTS = 1500
-plt.rcParams.update({
-    "svg.hashsalt": "trendflow", "svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3,
-    "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": 100,
-})
-BLUE, GREY, RED = "#1f5fa8", "#8c8c8c", "#c0392b"
+BLUE, GREY, RED, GREEN, ORANGE = "#1f5fa8", "#7f7f7f", "#c0392b", "#2e7d32", "#d68910"
+STYLE = {
+    "svg.fonttype": "none", "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold", "axes.titlelocation": "left",
+    "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.6, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.axisbelow": True, "legend.frameon": False, "legend.fontsize": 8, "figure.dpi": 72,
+}
+WIDTH = 11.0  # inches; the page scales the SVG to its column width
 
 
-def _thin(s: pd.Series) -> pd.Series:
-    step = max(1, len(s) // MAX_POINTS)
-    return s.iloc[::step] if step > 1 else s
+def thin(index: np.ndarray, values: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most ~max_points points for drawing: per bucket of consecutive points, its min and its max
+    (in time order). NaN values are kept out of the choice unless a bucket is all NaN."""
+    n = len(values)
+    if n <= max_points:
+        return index, values
+    size = -(-n // (max_points // 2))
+    pad = (-n) % size
+    v = np.concatenate([values.astype(float), np.full(pad, np.nan)]).reshape(-1, size)
+    base = np.arange(v.shape[0]) * size
+    low = np.argmin(np.where(np.isnan(v), np.inf, v), axis=1) + base
+    high = np.argmax(np.where(np.isnan(v), -np.inf, v), axis=1) + base
+    keep = np.unique(np.concatenate([low, high, [0, n - 1]]))
+    keep = keep[keep < n]
+    return index[keep], values[keep]
 
 
-def _svg(fig) -> str:
+def render_svg(fig: Figure, name: str) -> str:
+    """The figure as an <svg> element (no XML prologue), ids salted with `name`, no timestamp."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
+    with matplotlib.rc_context({"svg.hashsalt": f"trendflow-{name}", "svg.id": f"chart-{name}"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
 
-def equity_chart(equity: pd.Series, benchmark: pd.Series | None, initial: float) -> str:
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    ax.plot(_thin(equity / initial), color=BLUE, lw=1.3, label="strategy")
+def _svg(fig) -> str:
+    """The earlier name, still used by flows/sweep.py with pyplot figures: render, then release the figure."""
+    import matplotlib.pyplot as plt
+
+    text = render_svg(fig, "figure")
+    plt.close(fig)
+    return text
+
+
+def _figure(rows: int, height: float, ratios: list[float] | None = None):
+    """A figure of `rows` stacked axes sharing the time axis, with margins fixed in inches (room for
+    each title and the date labels whatever the height), so no tight-bbox second pass is needed."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH, height))
+        axes = fig.subplots(rows, 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": ratios} if ratios else None)[:, 0]
+    top, bottom, gap = 0.32, 0.36, 0.5  # inches: title above the first axes, date labels, title between axes
+    axes_height = (height - top - bottom - gap * (rows - 1)) / rows
+    fig.subplots_adjust(left=0.8 / WIDTH, right=1 - 0.15 / WIDTH, top=1 - top / height, bottom=bottom / height,
+                        hspace=gap / axes_height)
+    return fig, axes
+
+
+def _styled(draw):
+    """Run a chart function under the report's rcParams (so callers' settings never leak in or out)."""
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    wrapper.__doc__, wrapper.__name__ = draw.__doc__, draw.__name__
+    return wrapper
+
+
+def _dates(ax) -> None:
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=12)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, show_offset=False))
+
+
+def _percent(ax, decimals: int = 0) -> None:
+    ax.yaxis.set_major_formatter(mticker.PercentFormatter(1.0, decimals=decimals))
+
+
+def _line(ax, s: pd.Series, **kwargs):
+    x, y = thin(s.index.to_numpy(), s.to_numpy(dtype=float))
+    return ax.plot(x, y, **kwargs)
+
+
+@_styled
+def equity_chart(wealth: pd.Series, benchmark: pd.Series | None, benchmark_label: str | None) -> str:
+    """Growth of 1 for the strategy (and the benchmark, rebased to the strategy on its first date), log y."""
+    fig, (ax,) = _figure(1, 3.6)
+    _line(ax, wealth, color=BLUE, lw=1.4, label="strategy")
     if benchmark is not None:
-        ax.plot(_thin(benchmark), color=GREY, lw=1.0, label="benchmark")
+        _line(ax, benchmark, color=GREY, lw=1.1, label=benchmark_label or "benchmark")
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}" if round(v * 10) % 2 == 0 else ""))
-    ax.set_ylabel("growth of 1 (log scale)")
-    ax.set_title("Equity vs benchmark" if benchmark is not None else "Equity (no benchmark configured)")
-    ax.legend(loc="upper left", frameon=False)
-    return _svg(fig)
+    both = pd.concat([wealth, benchmark]) if benchmark is not None else wealth
+    low, high = float(np.nanmin(both)), float(np.nanmax(both))
+    # label 1-2-5 steps (plain steps when the range is narrow); a log axis alone would label only powers of 10
+    ax.yaxis.set_major_locator(mticker.MaxNLocator(6) if high / low < 2.5 else mticker.LogLocator(10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_locator(mticker.LogLocator(10, subs=tuple(range(1, 10))))
+    ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_ylabel("value of 1 invested (log scale)")
+    ax.set_title("Equity vs benchmark" if benchmark is not None else "Equity (no benchmark)")
+    ax.legend(loc="upper left")
+    _dates(ax)
+    return render_svg(fig, "equity")
 
 
+@_styled
 def underwater_chart(drawdown: pd.Series) -> str:
-    fig, ax = plt.subplots(figsize=(10, 2.4))
-    d = _thin(drawdown * 100)
-    ax.fill_between(d.index, d.to_numpy(), 0, color=RED, alpha=0.35, lw=0)
-    ax.plot(d, color=RED, lw=0.8)
-    ax.set_ylabel("drawdown (%)")
-    ax.set_title("Underwater (drawdown from running peak)")
-    return _svg(fig)
+    """Drawdown from the running peak, as a filled area below zero."""
+    fig, (ax,) = _figure(1, 2.4)
+    x, y = thin(drawdown.index.to_numpy(), drawdown.to_numpy(dtype=float))
+    ax.fill_between(x, y, 0, color=RED, alpha=0.3, lw=0)
+    ax.plot(x, y, color=RED, lw=0.8)
+    ax.set_ylim(top=0)
+    _percent(ax)
+    ax.set_ylabel("below peak")
+    ax.set_title("Underwater: drawdown from the running peak")
+    _dates(ax)
+    return render_svg(fig, "underwater")
 
 
-def monthly_heatmap(monthly: pd.Series) -> str:
-    table = pd.DataFrame({"year": monthly.index.year, "month": monthly.index.month, "r": monthly.to_numpy() * 100})
-    grid = table.pivot(index="year", columns="month", values="r").reindex(columns=range(1, 13))
-    fig, ax = plt.subplots(figsize=(10, 0.35 * len(grid) + 1.2))
-    limit = max(float(np.nanmax(np.abs(grid.to_numpy()))) if grid.notna().any().any() else 1.0, 1e-9)
-    im = ax.imshow(grid.to_numpy(), cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
-    ax.set_xticks(range(12), ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
-    ax.set_yticks(range(len(grid)), [str(y) for y in grid.index])
-    ax.grid(False)
-    for (i, j), v in np.ndenumerate(grid.to_numpy()):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(im, ax=ax, label="monthly return (%)", fraction=0.03)
-    ax.set_title("Monthly returns (%)")
-    return _svg(fig)
+@_styled
+def rolling_chart(sharpe: pd.Series, volatility: pd.Series, window: int) -> str:
+    """Rolling Sharpe (top) and rolling annualised volatility (bottom) over `window` sessions."""
+    fig, (top, bottom) = _figure(2, 4.2)
+    _line(top, sharpe, color=BLUE, lw=1.0)
+    top.axhline(0, color="black", lw=0.6)
+    top.set_ylabel("Sharpe (annualised)")
+    top.set_title(f"Rolling {window}-session (~{window / 21:.0f}-month) Sharpe ratio")
+    _line(bottom, volatility, color=ORANGE, lw=1.0)
+    bottom.set_ylim(bottom=0)
+    _percent(bottom)
+    bottom.set_ylabel("volatility (p.a.)")
+    bottom.set_title(f"Rolling {window}-session volatility")
+    _dates(bottom)
+    return render_svg(fig, "rolling")
 
 
-def rolling_chart(returns: pd.Series, window: int, ppy: int) -> str:
-    fig, ax1 = plt.subplots(figsize=(10, 2.8))
-    sd = returns.rolling(window).std()
-    sharpe = returns.rolling(window).mean() / sd * np.sqrt(ppy)
-    vol = sd * np.sqrt(ppy) * 100
-    ax1.plot(_thin(sharpe), color=BLUE, lw=1.0, label="rolling Sharpe")
-    ax1.axhline(0, color="black", lw=0.6)
-    ax1.set_ylabel("Sharpe (annualised)")
-    ax2 = ax1.twinx()
-    ax2.plot(_thin(vol), color=GREY, lw=1.0, label="rolling volatility")
-    ax2.set_ylabel("volatility (% p.a.)")
-    ax2.grid(False)
-    ax1.set_title(f"Rolling {window}-day (~6-month) Sharpe and volatility")
-    lines = ax1.get_lines()[:1] + ax2.get_lines()
-    ax1.legend(lines, [ln.get_label() for ln in lines], loc="upper left", frameon=False)
-    return _svg(fig)
+@_styled
+def exposure_chart(exposure: pd.Series, holdings: pd.Series, smooth: int = 20) -> str:
+    """Invested share of equity (top) and number of holdings (bottom) at each close: the daily values
+    thin and light, their `smooth`-session mean on top."""
+    fig, (top, bottom) = _figure(2, 4.2)
+    _line(top, exposure, color=BLUE, lw=0.5, alpha=0.35, label="daily")
+    _line(top, exposure.rolling(smooth, min_periods=1).mean(), color=BLUE, lw=1.4, label=f"{smooth}-session mean")
+    top.set_ylim(0, max(1.05, float(exposure.max()) * 1.05) if len(exposure) else 1.05)
+    _percent(top)
+    top.set_ylabel("invested")
+    top.set_title("Exposure: positions value / equity")
+    top.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=2, borderaxespad=0.1)
+    _line(bottom, holdings.astype(float), color="black", lw=0.5, alpha=0.35, label="daily")
+    _line(bottom, holdings.rolling(smooth, min_periods=1).mean(), color="black", lw=1.4, label=f"{smooth}-session mean")
+    bottom.set_ylim(bottom=0)
+    bottom.yaxis.set_major_locator(mticker.MaxNLocator(integer=True))
+    bottom.set_ylabel("holdings")
+    bottom.set_title("Number of holdings")
+    bottom.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=2, borderaxespad=0.1)
+    _dates(bottom)
+    return render_svg(fig, "exposure")
 
 
-def exposure_chart(exposure: pd.Series, holdings: pd.Series) -> str:
-    fig, ax1 = plt.subplots(figsize=(10, 2.6))
-    smooth = exposure.rolling(20, min_periods=1).mean() * 100
-    ax1.fill_between(_thin(smooth).index, _thin(smooth).to_numpy(), 0, color=BLUE, alpha=0.25, lw=0)
-    ax1.set_ylabel("exposure, 20-day mean (%)")
-    ax1.set_ylim(0, 105)
-    ax2 = ax1.twinx()
-    held = holdings.rolling(20, min_periods=1).mean()
-    ax2.plot(_thin(held), color="black", lw=0.9)
-    ax2.set_ylabel("holdings, 20-day mean")
-    ax2.grid(False)
-    ax1.set_title("Exposure (shaded) and number of holdings (line), 20-day averages")
-    return _svg(fig)
+@_styled
+def turnover_chart(monthly: pd.Series) -> str:
+    """One-way turnover per calendar month, as a share of equity."""
+    fig, (ax,) = _figure(1, 2.4)
+    starts = (monthly.index - pd.offsets.MonthBegin(1)).to_numpy()
+    edges = np.concatenate([starts, [monthly.index[-1].to_numpy() + np.timedelta64(1, "D")]]) if len(monthly) else starts
+    if len(monthly):
+        ax.stairs(monthly.to_numpy(dtype=float), edges, fill=True, color=GREY, alpha=0.8)
+    ax.set_ylim(bottom=0)
+    _percent(ax)
+    ax.set_ylabel("of equity")
+    ax.set_title("Monthly turnover (one-way: (buys + sells) / 2)")
+    _dates(ax)
+    return render_svg(fig, "turnover")
 
 
-def turnover_chart(turnover: pd.Series) -> str:
-    monthly = turnover.resample("ME").sum() * 100 / 2
-    fig, ax = plt.subplots(figsize=(10, 2.4))
-    ax.bar(monthly.index, monthly.to_numpy(), width=20, color=GREY)
-    ax.set_ylabel("one-way turnover (% of equity)")
-    ax.set_title("Monthly turnover")
-    return _svg(fig)
+@_styled
+def signal_quality_chart(quintiles: dict[int, list[float]], ic: dict[int, pd.Series], window: int = 252) -> str:
+    """Left: mean forward return by score quintile per horizon. Right: rolling mean rank IC per horizon."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH, 3.2))
+        left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.6]})
+    fig.subplots_adjust(left=0.8 / WIDTH, right=1 - 0.15 / WIDTH, top=1 - 0.32 / 3.2, bottom=0.5 / 3.2, wspace=0.22)
+    colours = [BLUE, ORANGE, GREEN, RED, GREY]
+    width = 0.8 / max(len(quintiles), 1)
+    for k, (h, values) in enumerate(sorted(quintiles.items())):
+        x = np.arange(1, 6) + (k - (len(quintiles) - 1) / 2) * width
+        left.bar(x, np.nan_to_num(np.asarray(values, dtype=float)), width=width, color=colours[k % 5], label=f"{h}-session")
+    left.axhline(0, color="black", lw=0.6)
+    left.set_xticks(range(1, 6), ["1\nlowest", "2", "3", "4", "5\nhighest"])
+    _percent(left, 1)
+    left.set_ylabel("mean forward return")
+    left.set_title("Forward return by momentum-score quintile")
+    left.legend(loc="upper left")
+    for k, (h, series) in enumerate(sorted(ic.items())):
+        rolling = series.rolling(window, min_periods=window // 4).mean()
+        _line(right, rolling, color=colours[k % 5], lw=1.0, label=f"{h}-session")
+    right.axhline(0, color="black", lw=0.6)
+    right.set_ylabel("rank IC")
+    right.set_title(f"Rank IC, rolling {window}-session mean")
+    right.legend(loc="upper left")
+    _dates(right)
+    return render_svg(fig, "signal-quality")

@@ -1,187 +1,182 @@
-"""The reporting stage: read trading artifacts, compute metrics and signal quality, write
-performance_summary.json (+ csv) and report.html."""
+"""The reporting stage: read the trading artifacts (+ signals, + an optional benchmark), compute
+metrics and signal quality, write performance_summary.json (+ csv) and report.html."""
 from __future__ import annotations
 
-import glob
 import logging
 import math
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from schemas.config import TrendflowConfig
 from schemas.prices import PricesSchema
-from schemas.reporting import PerformanceSummary, PerformanceSummaryCsvSchema
-from schemas.signals import SignalsSchema
+from schemas.reporting import PerformanceSummary, PerformanceSummaryCsvSchema, SignalQualityInputSchema
 from schemas.trading import EquityCurveSchema, OrdersSchema, PositionsSchema, TradeLogSchema
-from stages.common.artifacts import stage_run
-from stages.common.errors import DataError
+from stages.common.artifacts import StageRun, stage_run, validate_frame, verify_against_manifest
+from stages.common.errors import ArtifactMissingError, DataError
 from stages.common.market_data import read_symbol_file
 from stages.common.stage import StageResult
-from stages.reporting import charts
-from stages.reporting.html import cards, chart, fmt, page, table
-from stages.reporting.metrics import closed_trades, compute_metrics, drawdown_series, period_returns, top_drawdowns
+from stages.reporting.html import fmt
+from stages.reporting.metrics import compute_metrics
+from stages.reporting.report import ReportInputs, render_report
 from stages.reporting.signal_quality import signal_quality
 
 log = logging.getLogger(__name__)
-ROLLING_WINDOW = 126  # ~6 months of trading days
+ORDERS_FILE = re.compile(r"^orders_(\d{4}-\d{2}-\d{2})\.csv$")
+
+
+@dataclass
+class Benchmark:
+    label: str
+    returns: pd.Series  # on the equity curve's dates; NaN before the benchmark's first close
+    first_date: pd.Timestamp
 
 
 def run_reporting_stage(config: TrendflowConfig, in_dir: str | Path | None, out_dir: str | Path, *,
                         benchmark: str | None = None) -> StageResult:
+    """Read `in_dir` (default: `out_dir`), write performance_summary.json/.csv and report.html to `out_dir`.
+
+    benchmark: a symbol in `in_dir`/prices.parquet or a price file (default: config reporting.benchmark)."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     in_dir = Path(in_dir) if in_dir is not None else out_dir
     benchmark = benchmark or config.reporting.benchmark
-    notes: list[str] = []
+    rp = config.reporting
     with stage_run("reporting", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
         curve = run.read(in_dir / "equity_curve.parquet", EquityCurveSchema)
-        trades = run.read(in_dir / "trade_log.csv", TradeLogSchema)
-        positions = run.read(in_dir / "positions.parquet", PositionsSchema)
-        signals = run.read(in_dir / "signals_output.parquet", SignalsSchema) if (in_dir / "signals_output.parquet").exists() else None
-        orders_files = sorted(glob.glob(str(in_dir / "orders_????-??-??.csv")))
-        orders = run.read(orders_files[-1], OrdersSchema) if orders_files else None
         if curve.empty:
             raise DataError(f"{in_dir / 'equity_curve.parquet'} has no rows: nothing to report")
-        bench_returns = None
-        if benchmark:
-            bench_returns = _benchmark_returns(benchmark, in_dir, run, curve)
-        else:
-            notes.append("No benchmark configured (reporting.benchmark or --benchmark): benchmark metrics are not shown.")
-        if trades.empty:
-            notes.append("No trades in this run.")
-        if len(curve) < 2:
-            notes.append("One day of history: return statistics are undefined (n/a).")
-        rp = config.reporting
-        metrics = compute_metrics(curve, trades, initial_cash=config.execution.initial_cash, risk_free_rate=rp.risk_free_rate,
-                                  periods_per_year=rp.periods_per_year, benchmark_returns=bench_returns)
-        quality = signal_quality(signals) if signals is not None and len(signals) else None
-        if quality is None:
-            notes.append("signals_output.parquet not found: no signal-quality section.")
-        summary = PerformanceSummary(metrics={k: _clean(v) for k, v in metrics.items()}, signal_quality=_clean(quality),
-                                     benchmark=benchmark, notes=notes)
+        curve = curve.sort_values("date", kind="stable").reset_index(drop=True)
+        trades = run.read(in_dir / "trade_log.csv", TradeLogSchema)
+        positions = run.read(in_dir / "positions.parquet", PositionsSchema)
+        orders_path = _latest_orders(in_dir)
+        orders = run.read(orders_path, OrdersSchema) if orders_path else None
+        signals = _read_signals(run, in_dir / "signals_output.parquet")
+        bench = _benchmark(benchmark, in_dir, run, curve) if benchmark else None
+
+        metrics = compute_metrics(curve, trades, config=config, positions=positions,
+                                  benchmark_returns=bench.returns if bench else None)
+        quality, ic_series = signal_quality(signals, rp.signal_horizons) if signals is not None and len(signals) else (None, {})
+        notes = _notes(curve, trades, metrics, signals, bench, benchmark, in_dir)
+        summary = PerformanceSummary(metrics=_clean(metrics), signal_quality=_clean(quality), benchmark=bench.label if bench else None,
+                                     notes=notes)
         run.write_json(summary, "performance_summary.json", PerformanceSummary)
-        flat = pd.DataFrame({"metric": list(summary.metrics), "value": [None if v is None else str(v) for v in summary.metrics.values()]})
+        flat = summary_rows(summary)
         run.write(flat, "performance_summary.csv", PerformanceSummaryCsvSchema)
-        run.write_text(render_report(curve, trades, positions, orders, metrics, quality, bench_returns, benchmark, notes, config),
-                       "report.html", kind="html")
+        html = render_report(ReportInputs(
+            curve=curve, trades=trades, positions=positions, orders=orders,
+            orders_date=ORDERS_FILE.match(orders_path.name).group(1) if orders_path else None,
+            metrics=metrics, quality=quality, ic_series=ic_series, benchmark_returns=bench.returns if bench else None,
+            benchmark_label=bench.label if bench else None, notes=notes, config=config))
+        run.write_text(html, "report.html", kind="html")
     seconds = time.perf_counter() - t0
-    result = StageResult("reporting", dict(run.written), {"metrics": len(summary.metrics)}, seconds,
-                         summary={k: metrics.get(k) for k in ("total_return", "cagr", "sharpe", "max_drawdown", "closed_trades")}
-                         | {"report": str(out_dir / "report.html")})
-    log.info("Report written: %s (Sharpe %s, CAGR %s, max drawdown %s)", out_dir / "report.html", fmt(metrics["sharpe"]),
-             fmt(metrics["cagr"], "pct"), fmt(metrics["max_drawdown"], "pct"))
-    return result
+    log.info("Report written: %s (Sharpe %s, CAGR %s, max drawdown %s) in %.2fs", out_dir / "report.html",
+             fmt(metrics["sharpe"]), fmt(metrics["cagr"], "pct"), fmt(metrics["max_drawdown"], "pct"), seconds)
+    return StageResult("reporting", dict(run.written), {"performance_summary.csv": len(flat)}, seconds,
+                       summary={k: _clean(metrics.get(k)) for k in ("total_return", "cagr", "sharpe", "max_drawdown", "closed_trades")}
+                       | {"report": str(out_dir / "report.html")})
+
+
+# --------------------------------------------------------------------------- inputs
+def _latest_orders(folder: Path) -> Path | None:
+    """orders_{D}.csv with the latest D, if any."""
+    found = sorted(p for p in folder.glob("orders_*.csv") if ORDERS_FILE.match(p.name))
+    return found[-1] if found else None
+
+
+def _read_signals(run: StageRun, path: Path) -> pd.DataFrame | None:
+    """The columns of signals_output.parquet that signal quality needs (hash-checked, validated,
+    recorded as an input), or None when the folder has no signals."""
+    if not path.exists():
+        return None
+    verify_against_manifest(path)
+    try:
+        frame = pd.read_parquet(path, columns=list(SignalQualityInputSchema.to_schema().columns))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path} cannot be read for signal quality: {exc}") from None
+    run.record_input(path)
+    return validate_frame(frame, SignalQualityInputSchema, str(path))
+
+
+def _benchmark(spec: str, in_dir: Path, run: StageRun, curve: pd.DataFrame) -> Benchmark:
+    """Benchmark returns on the curve's dates: from a price file when `spec` is an existing file, else
+    the symbol's closes in prices.parquet. Each date takes the last close on or before it; the first
+    date with a close has return 0 (both sides start at that close), earlier dates NaN."""
+    path = Path(spec)
+    if path.is_file():
+        frame = read_symbol_file(path, path.stem)
+        run.record_input(path)
+        label = path.name
+    else:
+        prices_path = in_dir / "prices.parquet"
+        if not prices_path.exists():
+            raise ArtifactMissingError(f"benchmark {spec!r} is not a file, and {prices_path} (to look the symbol up) does not exist")
+        verify_against_manifest(prices_path)
+        frame = pd.read_parquet(prices_path, filters=[("symbol", "==", spec)])
+        run.record_input(prices_path)
+        if frame.empty:
+            raise DataError(f"benchmark {spec!r} is neither an existing price file nor a symbol in {prices_path}")
+        frame = validate_frame(frame.reset_index(drop=True), PricesSchema, f"{prices_path} (symbol {spec})")
+        label = spec
+    close = frame.set_index("date")["close"].sort_index()
+    dates = pd.DatetimeIndex(curve["date"])
+    aligned = close.reindex(close.index.union(dates)).ffill().reindex(dates)
+    if aligned.isna().all():
+        raise DataError(f"benchmark {label!r} has no close on or before {dates[-1].date()} (its first is {close.index[0].date()})")
+    returns = aligned / aligned.shift(1) - 1.0
+    first = aligned.first_valid_index()
+    returns[first] = 0.0
+    return Benchmark(label, returns.rename(None), first)
+
+
+# --------------------------------------------------------------------------- summary
+def _notes(curve, trades, metrics, signals, bench, requested, in_dir) -> list[str]:
+    """Plain sentences on what is missing or partial, shown at the top of the report and kept in the JSON."""
+    notes = []
+    if requested is None:
+        notes.append("No benchmark configured (reporting.benchmark or --benchmark): benchmark metrics are not shown.")
+    elif bench is not None and metrics["benchmark_days"] < len(curve):
+        notes.append(f"Benchmark {bench.label} has prices from {bench.first_date.date()} only: relative metrics use "
+                     f"{metrics['benchmark_days']} of {len(curve)} sessions.")
+    if trades.empty:
+        notes.append("No trades in this run: the portfolio stayed in cash, so trade statistics are n/a.")
+    elif metrics["closed_trades"] == 0:
+        notes.append("No position was closed yet: win rate, profit factor and holding period are n/a.")
+    if len(curve) < 2:
+        notes.append("One day of history: volatility, Sharpe, Sortino and other return statistics are undefined (n/a).")
+    if not trades.empty:
+        idle = int((curve["date"] < trades["date"].min()).sum())
+        if idle > 0:
+            notes.append(f"The first {idle} sessions hold only cash (first fill {metrics['first_trade_date']}, after the "
+                         "indicators' warm-up); return statistics include them.")
+    if signals is None:
+        notes.append(f"{in_dir / 'signals_output.parquet'} not found: no signal-quality section.")
+    return notes
 
 
 def _clean(value):
-    """NaN -> None so the JSON stays valid (shown as n/a)."""
+    """NaN/inf -> None (JSON null, shown as n/a), recursively."""
     if isinstance(value, dict):
         return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
-def _benchmark_returns(benchmark: str, in_dir: Path, run, curve: pd.DataFrame) -> pd.Series:
-    """Daily returns of the benchmark: a symbol in prices.parquet, or a price file."""
-    path = Path(benchmark)
-    if path.suffix in (".csv", ".parquet") and path.exists():
-        frame = read_symbol_file(path, path.stem)
-        close = frame.set_index("date")["close"]
-    else:
-        prices = run.read(in_dir / "prices.parquet", PricesSchema)
-        rows = prices[prices["symbol"] == benchmark]
-        if rows.empty:
-            raise DataError(f"benchmark {benchmark!r} is neither a symbol in prices.parquet nor an existing price file")
-        close = rows.set_index("date")["close"]
-    close = close.reindex(close.index.union(curve["date"])).ffill().reindex(curve["date"])
-    return close.pct_change().fillna(0.0).rename(None)
-
-
-def render_report(curve, trades, positions, orders, metrics, quality, bench_returns, benchmark, notes, config) -> str:
-    c = curve.set_index("date")
-    ppy = config.reporting.periods_per_year
-    initial = config.execution.initial_cash
-    r = c["daily_return"]
-    bench_growth = (1 + bench_returns).cumprod() if bench_returns is not None else None
-    m = metrics
-    sections = [cards([
-        ("Total return", fmt(m["total_return"], "pct")), ("CAGR", fmt(m["cagr"], "pct")), ("Sharpe", fmt(m["sharpe"])),
-        ("Sortino", fmt(m["sortino"])), ("Max drawdown", fmt(m["max_drawdown"], "pct")), ("Calmar", fmt(m["calmar"])),
-        ("Volatility", fmt(m["annual_volatility"], "pct")), ("Win rate", fmt(m["win_rate"], "pct")),
-        ("Closed trades", fmt(m["closed_trades"], "int")), ("Avg exposure", fmt(m["avg_exposure"], "pct")),
-    ])]
-    sections += [f'<p class="note">{n}</p>' for n in notes]
-    sections.append("<h2>Equity and drawdown</h2>")
-    sections.append(chart(charts.equity_chart(c["equity"], bench_growth, initial)))
-    sections.append(chart(charts.underwater_chart(drawdown_series(c["equity"], initial))))
-    if len(r) > 1:
-        sections.append("<h2>Monthly returns</h2>" + chart(charts.monthly_heatmap(period_returns(r, "ME"))))
-        sections.append("<h2>Rolling risk</h2>" + chart(charts.rolling_chart(r, min(ROLLING_WINDOW, max(len(r) // 2, 2)), ppy)))
-    sections.append("<h2>Exposure and turnover</h2>")
-    sections.append(chart(charts.exposure_chart(c["exposure"], c["n_positions"])))
-    sections.append(chart(charts.turnover_chart(c["turnover"])))
-
-    metric_rows = pd.DataFrame([(k, v) for k, v in m.items()], columns=["metric", "value"])
-    metric_rows["value"] = [_metric_text(k, v) for k, v in m.items()]
-    years = period_returns(r, "YE") if len(r) else r
-    yearly = pd.DataFrame({"year": [str(d.year) for d in years.index], "return": years.to_numpy()})
-    if bench_returns is not None and len(r):
-        yearly["benchmark"] = period_returns(bench_returns, "YE").reindex(years.index).to_numpy()
-    dds = pd.DataFrame([(d.depth, _date(d.start), _date(d.trough), _date(d.recovery) or "not recovered", d.days)
-                        for d in top_drawdowns(c["equity"], initial, 5)], columns=["depth", "peak", "trough", "recovery", "days"])
-    closed = closed_trades(trades)
-    by_reason = (closed.groupby("reason").agg(trades=("pnl", "size"), win_rate=("pnl", lambda x: (x > 0).mean()),
-                                              avg_return=("return", "mean"), total_pnl=("pnl", "sum"),
-                                              avg_holding_days=("holding_days", "mean")).reset_index()
-                 if len(closed) else pd.DataFrame())
-    last_date = c.index[-1]
-    latest = positions[positions["date"] == last_date][["symbol", "shares", "close", "market_value", "weight", "entry_date", "cluster"]].copy()
-    latest["entry_date"] = latest["entry_date"].dt.strftime("%Y-%m-%d")
-    sections.append('<h2>Metrics</h2><div class="grid2"><div>' + table(metric_rows) + "</div><div>"
-                    + "<h3>Yearly returns</h3>" + table(yearly, {"return": "pct", "benchmark": "pct"})
-                    + "<h3>Top 5 drawdowns</h3>" + table(dds, {"depth": "pct", "days": "int"}, "no drawdown") + "</div></div>")
-    sections.append("<h2>Trades by exit reason</h2>" + table(by_reason, {"trades": "int", "win_rate": "pct", "avg_return": "pct",
-                                                                          "total_pnl": "money", "avg_holding_days": "num"}, "no closed trades"))
-    sections.append(f"<h2>Holdings at {last_date.date()}</h2>" + table(latest, {"shares": "int", "market_value": "money",
-                                                                                "weight": "pct", "cluster": "int"}, "no holdings (all cash)"))
-    if orders is not None:
-        sections.append("<h2>Latest orders (next session)</h2>" + table(orders, {"shares": "int", "target_weight": "pct",
-                                                                                "estimated_value": "money"}, "no orders"))
-    if quality is not None:
-        sections.append("<h2>Signal quality</h2>" + _quality_tables(quality))
-    subtitle = (f"{m['start_date']} to {m['end_date']} | {m['trading_days']} trading days | initial capital {initial:,.0f}"
-                + (f" | benchmark {benchmark}" if benchmark else ""))
-    return page("trendflow performance report", subtitle, sections)
-
-
-PCT_METRICS = {"total_return", "cagr", "annual_volatility", "max_drawdown", "best_day", "worst_day", "best_month", "worst_month",
-               "best_year", "worst_year", "win_rate", "annual_turnover", "avg_exposure", "current_exposure",
-               "benchmark_total_return", "alpha", "tracking_error"}
-
-
-def _metric_text(key: str, value) -> str:
-    if key in PCT_METRICS:
-        return fmt(value, "pct")
-    if key in ("total_costs", "final_equity"):
-        return fmt(value, "money")
-    if isinstance(value, int):
-        return fmt(value, "int")
-    return fmt(value)
-
-
-def _date(ts) -> str | None:
-    return None if ts is None else str(pd.Timestamp(ts).date())
-
-
-def _quality_tables(q: dict) -> str:
-    ic = pd.DataFrame([(f"{h} days", q[f"ic_{h}d"]["mean"], q[f"ic_{h}d"]["t_stat"], q[f"ic_{h}d"]["days"],
-                        q[f"buy_hit_rate_{h}d"], q[f"buy_signals_{h}d"]) for h in (5, 20)],
-                      columns=["horizon", "mean rank IC", "t-stat", "days", "buy hit rate", "buy signals"])
-    quint = pd.DataFrame({"quintile": [str(k) for k in range(1, 6)],
-                          **{f"fwd {h}d return": [q[f"quintiles_{h}d"].get(k) for k in range(1, 6)] for h in (5, 20)}})
-    return (table(ic, {"days": "int", "buy hit rate": "pct", "buy signals": "int"})
-            + "<p class=\"sub\">Momentum-score quintiles (5 = highest score), average forward return:</p>"
-            + table(quint, {"fwd 5d return": "pct", "fwd 20d return": "pct"}))
+def summary_rows(summary: PerformanceSummary) -> pd.DataFrame:
+    """performance_summary.csv: every metric, then signal quality as signal.<name>_<h>d; empty = n/a."""
+    rows = list(summary.metrics.model_dump().items())
+    if summary.signal_quality is not None:
+        for h in summary.signal_quality.horizons:
+            values = h.model_dump()
+            days = values.pop("horizon_days")
+            quintiles = values.pop("quintile_returns")
+            rows += [(f"signal.{k}_{days}d", v) for k, v in values.items()]
+            rows += [(f"signal.q{i}_return_{days}d", v) for i, v in enumerate(quintiles, 1)]
+    return pd.DataFrame({"metric": [k for k, _ in rows], "value": [None if v is None else repr(v) if isinstance(v, float) else str(v)
+                                                                   for _, v in rows]})

@@ -1,0 +1,291 @@
+"""report.html: the tear sheet, assembled from metrics, tables and charts (pure: frames in, HTML out)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from schemas.config import TrendflowConfig
+from stages.reporting import charts
+from stages.reporting.html import cards, chart, fmt, heat_table, note, page, section, table
+from stages.reporting.metrics import drawdown_episodes, drawdown_series, per_period_rate, period_returns, round_trips, strategy_returns
+
+MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+
+
+@dataclass
+class ReportInputs:
+    curve: pd.DataFrame
+    trades: pd.DataFrame
+    positions: pd.DataFrame
+    orders: pd.DataFrame | None
+    orders_date: str | None
+    metrics: dict
+    quality: dict | None
+    ic_series: dict[int, pd.Series]
+    benchmark_returns: pd.Series | None
+    benchmark_label: str | None
+    notes: list[str]
+    config: TrendflowConfig
+
+
+# label, kind for each metric in the tables (the JSON keeps the raw keys)
+RETURN_ROWS = [("total_return", "benchmark_total_return", "Total return", "pct"), ("cagr", "benchmark_cagr", "CAGR", "pct"),
+               ("annual_volatility", "benchmark_annual_volatility", "Volatility (p.a.)", "pct"),
+               ("sharpe", "benchmark_sharpe", "Sharpe ratio", "num"), ("sortino", "benchmark_sortino", "Sortino ratio", "num"),
+               ("max_drawdown", "benchmark_max_drawdown", "Max drawdown", "pct"), ("calmar", "benchmark_calmar", "Calmar ratio", "num"),
+               ("best_day", None, "Best day", "pct"), ("worst_day", None, "Worst day", "pct"),
+               ("best_month", None, "Best month", "pct"), ("worst_month", None, "Worst month", "pct"),
+               ("best_year", None, "Best calendar year", "pct"), ("worst_year", None, "Worst calendar year", "pct")]
+DRAWDOWN_ROWS = [("max_drawdown_peak", "Max drawdown: peak", "date"), ("max_drawdown_trough", "Max drawdown: trough", "date"),
+                 ("max_drawdown_recovery", "Max drawdown: recovered", "date"),
+                 ("max_drawdown_days", "Max drawdown: sessions peak to recovery", "int"),
+                 ("longest_drawdown_days", "Longest drawdown (sessions)", "int")]
+RELATIVE_ROWS = [("beta", "Beta", "num"), ("alpha", "Alpha (p.a.)", "pct"), ("correlation", "Correlation", "num"),
+                 ("tracking_error", "Tracking error (p.a.)", "pct"), ("information_ratio", "Information ratio", "num"),
+                 ("benchmark_days", "Sessions compared", "int")]
+TRADING_ROWS = [("number_of_fills", "Fills", "int"), ("closed_trades", "Closed trades (round trips)", "int"),
+                ("open_trades", "Open positions", "int"), ("win_rate", "Win rate", "pct"), ("profit_factor", "Profit factor", "num"),
+                ("avg_trade_return", "Average trade return", "pct"), ("avg_holding_days", "Average holding (sessions)", "num"),
+                ("annual_turnover", "Turnover (one-way, per year)", "times"), ("avg_exposure", "Average exposure", "pct"),
+                ("current_exposure", "Current exposure", "pct"), ("avg_holdings", "Average holdings", "num"),
+                ("current_holdings", "Current holdings", "int"), ("max_position_weight", "Largest position weight", "pct"),
+                ("total_costs", "Costs paid (commission + slippage)", "money"), ("total_commission", "– of which commission", "money"),
+                ("total_slippage", "– of which slippage", "money"), ("start_equity", "Starting equity", "money"),
+                ("final_equity", "Final equity", "money"), ("first_trade_date", "First fill", "date")]
+
+
+def render_report(inp: ReportInputs) -> str:
+    """The whole page. Every section is there whatever the inputs; what cannot be shown says why."""
+    m, rp = inp.metrics, inp.config.reporting
+    r = strategy_returns(inp.curve)
+    has_bench = inp.benchmark_returns is not None
+    sections = [_headline(m, has_bench)] + [note(n) for n in inp.notes]
+    sections.append(section("performance", "Performance", *_performance_charts(inp, r)))
+    sections.append(section("monthly", "Monthly returns", _monthly_table(r)))
+    rolling = _rolling(r, rp.rolling_window_days, per_period_rate(rp.risk_free_rate, rp.periods_per_year), rp.periods_per_year)
+    sections.append(section("risk", "Rolling risk", rolling))
+    sections.append(section("exposure", "Exposure, holdings and turnover", *_exposure_charts(inp.curve)))
+    sections.append(section("metrics", "Metrics", _metric_tables(m, has_bench, inp.benchmark_label)))
+    sections.append(section("years", "Yearly returns and drawdowns",
+                            '<div class="grid2"><div><h3>Calendar years</h3>' + _yearly_table(r, inp.benchmark_returns, rp.periods_per_year)
+                            + "</div><div><h3>Top 5 drawdowns</h3>" + _drawdown_table(r) + "</div></div>"))
+    sections.append(section("trades", "Trades", _trade_tables(inp.trades, r.index)))
+    sections.append(section("holdings", "Latest holdings and orders", _holdings(inp.positions, inp.curve),
+                            _orders(inp.orders, inp.orders_date)))
+    sections.append(section("signal-quality", "Signal quality", _signal_quality(inp.quality, inp.ic_series)))
+    initial = m["start_equity"]
+    subtitle = (f"{m['start_date']} to {m['end_date']} · {m['trading_days']:,} sessions · starting equity {fmt(initial, 'money')}"
+                + (f" · benchmark {inp.benchmark_label}" if has_bench else " · no benchmark")
+                + f" · risk-free rate {rp.risk_free_rate:.2%} p.a. · config {inp.config.config_hash()[:12]}")
+    nav = [("performance", "Performance"), ("monthly", "Monthly"), ("risk", "Rolling risk"), ("exposure", "Exposure"),
+           ("metrics", "Metrics"), ("years", "Years & drawdowns"), ("trades", "Trades"), ("holdings", "Holdings & orders"),
+           ("signal-quality", "Signal quality")]
+    return page("trendflow performance report", subtitle, sections, nav)
+
+
+def _headline(m: dict, has_bench: bool) -> str:
+    items = [("Total return", fmt(m["total_return"], "pct")), ("CAGR", fmt(m["cagr"], "pct")), ("Sharpe", fmt(m["sharpe"])),
+             ("Sortino", fmt(m["sortino"])), ("Max drawdown", fmt(m["max_drawdown"], "pct")), ("Calmar", fmt(m["calmar"])),
+             ("Volatility", fmt(m["annual_volatility"], "pct")), ("Win rate", fmt(m["win_rate"], "pct")),
+             ("Closed trades", fmt(m["closed_trades"], "int")), ("Avg exposure", fmt(m["avg_exposure"], "pct"))]
+    if has_bench:
+        items += [("Benchmark return", fmt(m["benchmark_total_return"], "pct")), ("Beta", fmt(m["beta"])),
+                  ("Information ratio", fmt(m["information_ratio"]))]
+    return cards(items)
+
+
+def _performance_charts(inp: ReportInputs, r: pd.Series) -> list[str]:
+    wealth = (1.0 + r).cumprod()
+    bench = None
+    label = None
+    if inp.benchmark_returns is not None:
+        b = inp.benchmark_returns.reindex(r.index)
+        first = b.first_valid_index()
+        bench = (1.0 + b).cumprod() * (wealth[first] if first is not None else 1.0)
+        label = inp.benchmark_label if first == r.index[0] else f"{inp.benchmark_label} (from {first.date()}, rebased)"
+    return [chart(charts.equity_chart(wealth, bench, label), "equity",
+                  "Growth of 1 for the strategy" + (" and the benchmark" if bench is not None else "") + ", log scale"),
+            chart(charts.underwater_chart(drawdown_series(r)), "underwater", "Drawdown from the running peak")]
+
+
+def _monthly_table(r: pd.Series) -> str:
+    if len(r) < 2:
+        return '<p class="sub">n/a: fewer than two sessions.</p>'
+    monthly = period_returns(r, "ME")
+    frame = pd.DataFrame({"year": monthly.index.year, "month": monthly.index.month, "r": monthly.to_numpy()})
+    grid = frame.pivot(index="year", columns="month", values="r").reindex(columns=range(1, 13))
+    grid.columns = MONTHS
+    yearly = period_returns(r, "YE")
+    extra = pd.DataFrame({"Year": yearly.to_numpy()}, index=yearly.index.year)
+    return ('<p class="sub">Compounded return per calendar month (green up, red down; colour saturates at the 95th '
+            'percentile of |return|); Year = the calendar year compounded. A partial first or last month counts only its sessions.</p>'
+            + heat_table(grid, "pct1", centre=0.0, corner="", extra=extra.reindex(grid.index)))
+
+
+def _rolling(r: pd.Series, window: int, rf: float, ppy: int) -> str:
+    if len(r) < window + 1:
+        return f'<p class="sub">n/a: the rolling window is {window} sessions and the history has {len(r)}.</p>'
+    excess = r - rf
+    sd = excess.rolling(window).std()
+    sharpe = (excess.rolling(window).mean() / sd.where(sd > 0)) * np.sqrt(ppy)
+    vol = r.rolling(window).std() * np.sqrt(ppy)
+    return chart(charts.rolling_chart(sharpe.dropna(), vol.dropna(), window), "rolling",
+                 f"Rolling {window}-session Sharpe ratio and volatility")
+
+
+def _exposure_charts(curve: pd.DataFrame) -> list[str]:
+    c = curve.set_index("date")
+    monthly = c["turnover"].resample("ME").sum() / 2.0
+    return [chart(charts.exposure_chart(c["exposure"], c["n_positions"]), "exposure", "Exposure and number of holdings"),
+            chart(charts.turnover_chart(monthly), "turnover", "Monthly one-way turnover")]
+
+
+def _metric_tables(m: dict, has_bench: bool, label: str | None) -> str:
+    rows = []
+    for key, bkey, name, kind in RETURN_ROWS:
+        row = {"metric": name, "strategy": fmt(m[key], kind)}
+        if has_bench:
+            row[label or "benchmark"] = fmt(m[bkey], kind) if bkey else ""
+        rows.append(row)
+    rows += [{"metric": name, "strategy": fmt(m[key], kind), **({label or "benchmark": ""} if has_bench else {})}
+             for key, name, kind in DRAWDOWN_ROWS]
+    left = "<h3>Returns and risk</h3>" + _text_table(pd.DataFrame(rows))
+    if has_bench:
+        left += "<h3>Against the benchmark</h3>" + _text_table(
+            pd.DataFrame([{"metric": name, "value": fmt(m[key], kind)} for key, name, kind in RELATIVE_ROWS]))
+    right = "<h3>Trading</h3>" + _text_table(
+        pd.DataFrame([{"metric": name, "value": fmt(m[key], kind)} for key, name, kind in TRADING_ROWS]))
+    return f'<div class="grid2"><div>{left}</div><div>{right}</div></div>'
+
+
+def _text_table(frame: pd.DataFrame) -> str:
+    """A table of already formatted strings (right-aligned except the first column)."""
+    head = "".join(f"<th>{c}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join((f"<td>{v}</td>" if i else f'<td class="t">{v}</td>') for i, v in enumerate(row)) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _yearly_table(r: pd.Series, bench: pd.Series | None, ppy: int) -> str:
+    """Per calendar year: compounded return, benchmark and difference, volatility, and the year's own max drawdown."""
+    if not len(r):
+        return '<p class="sub">n/a</p>'
+    year = r.index.year
+    wealth = (1.0 + r).groupby(year).cumprod()
+    peak = np.maximum(wealth.groupby(year).cummax(), 1.0)
+    frame = pd.DataFrame({
+        "year": [str(y) for y in sorted(set(year))],
+        "sessions": r.groupby(year).size().to_numpy(),
+        "return": (wealth.groupby(year).last() - 1.0).to_numpy(),
+    })
+    if bench is not None:
+        b = bench.reindex(r.index)
+        frame["benchmark"] = ((1.0 + b).groupby(year).prod(min_count=1) - 1.0).to_numpy()
+        frame["difference"] = frame["return"] - frame["benchmark"]
+    frame["volatility"] = (r.groupby(year).std(ddof=1) * np.sqrt(ppy)).to_numpy()
+    frame["max drawdown"] = (wealth / peak - 1.0).groupby(year).min().to_numpy()
+    return table(frame, {"sessions": "int", "return": "pct", "benchmark": "pct", "difference": "pct", "volatility": "pct",
+                         "max drawdown": "pct"})
+
+
+def _drawdown_table(r: pd.Series) -> str:
+    episodes = drawdown_episodes(r).head(5)
+    if episodes.empty:
+        return '<p class="sub">No drawdown: equity never fell below a previous peak.</p>'
+    frame = pd.DataFrame({
+        "depth": episodes["depth"],
+        "peak": [fmt(d, "date") if pd.notna(d) else "start" for d in episodes["peak"]],
+        "trough": [fmt(d, "date") for d in episodes["trough"]],
+        "recovered": [fmt(d, "date") if pd.notna(d) else "not yet" for d in episodes["recovery"]],
+        "decline": episodes["decline_days"],
+        "recovery": [int(v) if pd.notna(v) else None for v in episodes["recovery_days"]],
+        "total": episodes["total_days"],
+    })
+    return (table(frame, {"depth": "pct", "decline": "int", "recovery": "int", "total": "int"})
+            + '<p class="sub">Durations in sessions: peak to trough (decline), trough to recovery, peak to recovery '
+              "(total; to the last close while not recovered).</p>")
+
+
+def _trade_tables(trades: pd.DataFrame, sessions: pd.DatetimeIndex) -> str:
+    if trades.empty:
+        return '<p class="sub">No trades in this run.</p>'
+    trips = round_trips(trades, sessions)
+    if trips.empty:
+        by_reason = pd.DataFrame()
+    else:
+        grouped = trips.groupby("reason", sort=True)
+        by_reason = pd.DataFrame({
+            "exit reason": list(grouped.groups),
+            "trades": grouped.size().to_numpy(),
+            "win rate": (trips["pnl"] > 0).groupby(trips["reason"], sort=True).mean().to_numpy(),
+            "avg return": grouped["return"].mean().to_numpy(),
+            "total pnl": grouped["pnl"].sum().to_numpy(),
+            "avg holding (sessions)": grouped["holding_days"].mean().to_numpy(),
+        })
+        total = pd.DataFrame({"exit reason": ["all"], "trades": [len(trips)], "win rate": [(trips["pnl"] > 0).mean()],
+                              "avg return": [trips["return"].mean()], "total pnl": [trips["pnl"].sum()],
+                              "avg holding (sessions)": [trips["holding_days"].mean()]})
+        by_reason = pd.concat([by_reason, total], ignore_index=True)
+    keyed = trades.assign(value=trades["quantity"] * trades["price"], costs=trades["commission"] + trades["slippage"])
+    fills = keyed.groupby(["side", "reason"], sort=True).agg(fills=("quantity", "size"), value=("value", "sum"),
+                                                             costs=("costs", "sum")).reset_index()
+    return ('<div class="grid2"><div><h3>Closed trades by exit reason</h3>'
+            + table(by_reason, {"trades": "int", "win rate": "pct", "avg return": "pct", "total pnl": "money",
+                                "avg holding (sessions)": "num"}, "No position has been closed yet.")
+            + '<p class="sub">A trade is a round trip: from flat to flat, all its fills together; pnl after commission and '
+              "slippage; return = pnl / amount bought.</p></div><div><h3>Fills by side and reason</h3>"
+            + table(fills, {"fills": "int", "value": "money", "costs": "money"}) + "</div></div>")
+
+
+def _holdings(positions: pd.DataFrame, curve: pd.DataFrame) -> str:
+    last = curve["date"].iloc[-1]
+    held = positions[positions["date"] == last].sort_values(["weight", "symbol"], ascending=[False, True])
+    title = f"<h3>Holdings at the close of {last.date()}</h3>"
+    if held.empty:
+        return title + '<p class="sub">No holdings: all cash.</p>'
+    frame = pd.DataFrame({
+        "symbol": held["symbol"].to_numpy(), "shares": held["shares"].to_numpy(), "close": held["close"].to_numpy(),
+        "market value": held["market_value"].to_numpy(), "weight": held["weight"].to_numpy(),
+        "entry date": [fmt(d, "date") for d in held["entry_date"]], "entry price": held["entry_price"].to_numpy(),
+        "since entry": (held["close"] / held["entry_price"] - 1.0).to_numpy(), "cluster": held["cluster"].to_numpy(),
+    })
+    return title + table(frame, {"shares": "int", "close": "num3", "market value": "money", "weight": "pct",
+                                 "entry price": "num3", "since entry": "pct", "cluster": "int"})
+
+
+def _orders(orders: pd.DataFrame | None, day: str | None) -> str:
+    if orders is None:
+        return "<h3>Latest orders</h3><p class=\"sub\">No orders_{date}.csv in the input folder (a daily run writes one).</p>"
+    title = f"<h3>Orders decided at the close of {day} (orders_{day}.csv), for the next session</h3>"
+    return title + table(orders, {"shares": "int", "signal_strength": "num", "momentum_score": "num3", "target_weight": "pct",
+                                  "current_price": "num3", "estimated_value": "money"}, "No orders for the next session.")
+
+
+def _signal_quality(q: dict | None, ic_series: dict[int, pd.Series]) -> str:
+    if q is None:
+        return '<p class="sub">n/a: signals_output.parquet was not in the input folder.</p>'
+    rows = []
+    for h in q["horizons"]:
+        rows.append({"horizon (sessions)": h["horizon_days"], "mean rank IC": h["ic_mean"], "IC std": h["ic_std"],
+                     "t-stat": h["ic_t_stat"], "t-stat (Newey-West)": h["ic_t_stat_nw"], "IC > 0": h["ic_positive_share"],
+                     "dates": h["ic_days"], "new buy signals": h["buy_signals"], "buy hit rate": h["buy_hit_rate"],
+                     "beat universe": h["buy_excess_hit_rate"], "buy mean excess": h["buy_mean_excess_return"]})
+    stats = pd.DataFrame(rows)
+    quint = pd.DataFrame({"quintile": ["1 (lowest score)", "2", "3", "4", "5 (highest score)", "5 minus 1"]})
+    for h in q["horizons"]:
+        quint[f"{h['horizon_days']}-session forward return"] = [*h["quintile_returns"], h["top_minus_bottom"]]
+    quintiles = {h["horizon_days"]: h["quintile_returns"] for h in q["horizons"]}
+    kinds = {"horizon (sessions)": "int", "mean rank IC": "num3", "IC std": "num3", "IC > 0": "pct1", "dates": "int",
+             "new buy signals": "int", "buy hit rate": "pct1", "beat universe": "pct1", "buy mean excess": "pct"}
+    return (f'<p class="sub">Momentum score at the close of each date against the close-to-close return over the next h '
+            f"sessions ({q['symbols']} symbols, {q['dates']} dates). Rank IC = Spearman correlation across symbols per date; "
+            "forward windows overlap, so read the Newey-West t-stat. A new buy signal is the day the trend signal turns to 1; "
+            "it hits when the forward return is positive, and beats the universe when it exceeds that date's mean forward "
+            "return. These figures look ahead by design and never feed a trading decision.</p>"
+            + table(stats, kinds)
+            + chart(charts.signal_quality_chart(quintiles, ic_series), "signal-quality",
+                    "Forward return by score quintile and rolling rank IC")
+            + "<h3>Mean forward return by momentum-score quintile (equal weight per date)</h3>"
+            + table(quint, {c: "pct" for c in quint.columns if c != "quintile"}))
