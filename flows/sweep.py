@@ -27,15 +27,17 @@ from schemas.sweep import SWEEP_METRICS, SweepResultsSchema, WalkForwardEquitySc
 from stages.common.artifacts import atomic_write_bytes, stage_run
 from stages.common.cli import add_common_arguments, run_command, setup_logging
 from stages.common.config import load_config
-from stages.common.errors import ConfigError
+from stages.common.errors import ConfigError, TransientIOError
 from stages.common.market_data import load_market_data
 from stages.common.stage import resolve_data_source, resolve_out_dir
 from stages.signal import compute_signals
 from stages.sweep.grid import base_config_dict, combo_id, config_for, expand, load_grid
-from stages.sweep.runner import ResumeStore, backtest, evaluate, metrics_of, stitch, walk_forward_windows
+from stages.sweep.runner import (SELECTION_METRICS, ResumeStore, backtest, evaluate, metrics_of, selection_score, stitch,
+                                 walk_forward_windows)
 
 log = logging.getLogger("trendflow.sweep")
 STATE_DIR = "sweep_state"
+TRANSIENT_ATTEMPTS = 3  # a combination failing with a transient I/O error is tried this many times
 
 
 # --------------------------------------------------------------------------- one combination (runs anywhere)
@@ -48,11 +50,22 @@ def evaluate_combination(prices_path: str, signals_path: str, base: dict, combo:
     """Trading + metrics for one combination from saved prices/signals files; records the result when done."""
     cid = combo_id(combo)
     row = {"combo_id": cid, "params": combo}
-    try:
-        config = config_for(base, combo)
-        row.update(evaluate(_frame(prices_path), _frame(signals_path), config), status="ok", error=None)
-    except Exception as exc:  # noqa: BLE001 -- a failed combination is reported, never dropped
-        row.update({k: math.nan for k in SWEEP_METRICS}, status="failed", error=f"{type(exc).__name__}: {exc}")
+    for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
+        try:
+            config = config_for(base, combo)
+            row.update(evaluate(_frame(prices_path), _frame(signals_path), config), status="ok", error=None)
+            break
+        except (TransientIOError, OSError) as exc:  # e.g. a shared folder briefly unavailable: retried
+            if attempt < TRANSIENT_ATTEMPTS:
+                log.warning("combination %s: %s (attempt %d of %d, retrying)", cid, exc, attempt, TRANSIENT_ATTEMPTS)
+                _frame.cache_clear()
+                time.sleep(0.2 * attempt)
+                continue
+            row.update({k: math.nan for k in SWEEP_METRICS}, status="failed",
+                       error=f"{type(exc).__name__}: {exc} (after {attempt} attempts)")
+        except Exception as exc:  # noqa: BLE001 -- a failed combination is reported, never dropped
+            row.update({k: math.nan for k in SWEEP_METRICS}, status="failed", error=f"{type(exc).__name__}: {exc}")
+            break
     if state_dir is not None:
         atomic_write_bytes(Path(state_dir) / f"{cid}.json", json.dumps(row, sort_keys=True).encode())
     return row
@@ -114,15 +127,18 @@ def run_sweep(grid_path: str, *, config_path: str | None = None, overrides: list
     overrides = list(overrides or [])
     config = load_config(config_path, overrides)
     base = base_config_dict(config_path, overrides)
-    if metric not in SWEEP_METRICS:
-        raise ConfigError(f"--metric {metric!r}: choose one of {', '.join(SWEEP_METRICS)}")
+    if metric not in SELECTION_METRICS:
+        raise ConfigError(f"--metric {metric!r}: choose one of {', '.join(SELECTION_METRICS)}")
     grid = load_grid(grid_path, base)
     combos = expand(grid)
     out_dir = resolve_out_dir(out, config)
     source = resolve_data_source(data, config, out_dir)
     d = config.data
     prices = load_market_data(source, d.symbols, d.start_date, d.end_date, d.bad_rows, d.min_history_days).prices
-    fingerprint = hashlib.sha256(pd.util.hash_pandas_object(prices, index=False).to_numpy().tobytes()).hexdigest()
+    # Finished combinations are valid only for the same prices and the same base config (a different
+    # --config/--set must not reuse them): both go into the key of the resume folder.
+    fingerprint = hashlib.sha256(pd.util.hash_pandas_object(prices, index=False).to_numpy().tobytes()
+                                 + json.dumps(base, sort_keys=True).encode()).hexdigest()
     store = ResumeStore(out_dir / STATE_DIR, fingerprint)
     prices_path = store.folder / "prices.parquet"
     if not prices_path.exists():
@@ -222,14 +238,15 @@ def run_walk_forward(prices, base, combos, signal_paths, spec, metric) -> tuple[
     dates = pd.DatetimeIndex(np.unique(prices["date"]))
     windows = walk_forward_windows(dates, spec)
     rows, curves = [], []
-    initial = load_config().execution.initial_cash
+    configs = {combo_id(c): config_for(base, c) for c in combos}
     for w in windows:
         scored = []
-        for combo in combos:
-            config = config_for(base, combo)
-            m = evaluate(prices, _frame(signal_paths[combo_id(combo)]), config, *w.train)
-            scored.append((np.nan_to_num(m[metric], nan=-np.inf), combo_id(combo), combo, m))
-        score, cid, combo, in_sample = max(scored, key=lambda s: (s[0], s[1]))
+        for combo in combos:  # selection sees the training span only: days [train start, train end)
+            cid = combo_id(combo)
+            m = evaluate(prices, _frame(signal_paths[cid]), configs[cid], *w.train)
+            scored.append((selection_score(m, metric), cid, combo, m))
+        # best score; ties go to the smallest combo id so the choice is reproducible
+        _, cid, combo, in_sample = min(scored, key=lambda s: (-s[0], s[1]))
         config = config_for(base, combo)
         test = backtest(prices, _frame(signal_paths[cid]), config, *w.test)
         out_sample = metrics_of(test, config)
@@ -238,24 +255,28 @@ def run_walk_forward(prices, base, combos, signal_paths, spec, metric) -> tuple[
                      "in_sample": in_sample[metric], "out_of_sample": out_sample[metric],
                      "in_sample_total_return": in_sample["total_return"], "out_of_sample_total_return": out_sample["total_return"]})
         curves.append((w.index, test.equity_curve))
-        initial = config.execution.initial_cash
-    return pd.DataFrame(rows), stitch(curves, initial)
+    return pd.DataFrame(rows), stitch(curves, float(base["execution"]["initial_cash"]))
 
 
 def sweep_report(results: pd.DataFrame, keys: list[str], metric: str, walk_forward: pd.DataFrame | None) -> str:
-    """Heatmap of Sharpe over the two grid axes with the most values, top-10 table, walk-forward table."""
-    from stages.reporting import charts
-    from stages.reporting.html import chart, page, table
+    """Heatmap of Sharpe over the two most important grid axes (important_axes) with the top-10 table
+    (the reporting stage's render_sweep_section), failed combinations, and the walk-forward table."""
+    from stages.reporting.html import page, table
 
     ok = results[results["status"] == "ok"]
     sections = []
-    axes = sorted(keys, key=lambda k: -results[f"param:{k}"].nunique())[:2]
-    if len(axes) == 2 and len(ok):
-        sections.append(f"<h2>Sharpe over {axes[0]} x {axes[1]}</h2>" + chart(_heatmap(ok, axes, "sharpe", charts)))
-    top = ok.sort_values(["sharpe", "combo_id"], ascending=[False, True]).head(10)
-    shown = top[["combo_id", *[f"param:{k}" for k in keys], "sharpe", "cagr", "max_drawdown", "calmar", "closed_trades"]]
-    sections.append("<h2>Top 10 combinations by Sharpe</h2>" + table(shown.rename(columns=lambda c: c.removeprefix("param:")),
-                                                                    {"cagr": "pct", "max_drawdown": "pct", "closed_trades": "int"}))
+    axes = important_axes(ok, keys)
+    section = _reporting_sweep_section()
+    if section is not None and len(axes) == 2:
+        sections.append(section(results, "sharpe", x=axes[1], y=axes[0]))
+    else:
+        if len(axes) == 2:
+            sections.append(f"<h2>Sharpe over {axes[0]} x {axes[1]}</h2>"
+                            f'<figure class="chart" style="margin:10px 0">{_heatmap(ok, axes, "sharpe")}</figure>')
+        top = ok.sort_values(["sharpe", "combo_id"], ascending=[False, True]).head(10)
+        shown = top[["combo_id", *[f"param:{k}" for k in keys], "sharpe", "cagr", "max_drawdown", "calmar", "closed_trades"]]
+        sections.append("<h2>Top 10 combinations by Sharpe</h2>" + table(
+            shown.rename(columns=lambda c: c.removeprefix("param:")), {"cagr": "pct", "max_drawdown": "pct", "closed_trades": "int"}))
     failed = results[results["status"] == "failed"]
     if len(failed):
         sections.append("<h2>Failed combinations</h2>" + table(failed[["combo_id", "error"]]))
@@ -266,10 +287,40 @@ def sweep_report(results: pd.DataFrame, keys: list[str], metric: str, walk_forwa
     return page("trendflow parameter sweep", f"{len(results)} combinations, {len(failed)} failed", sections)
 
 
-def _heatmap(ok: pd.DataFrame, axes: list[str], value: str, charts) -> str:
+def _reporting_sweep_section():
+    """stages.reporting.render_sweep_section(results, metric, x, y) when the reporting stage has it."""
+    try:
+        from stages.reporting import render_sweep_section
+    except ImportError:
+        return None
+    return render_sweep_section
+
+
+def important_axes(ok: pd.DataFrame, keys: list[str], value: str = "sharpe") -> list[str]:
+    """The two grid keys that move `value` most: the spread (max - min) of its mean over each key's
+    values (a main effect); keys with a single value never qualify; ties go to the key with more values."""
+    def effect(key: str) -> tuple[float, int]:
+        means = ok.groupby(f"param:{key}")[value].mean()
+        spread = float(means.max() - means.min()) if len(means) > 1 and means.notna().any() else -1.0
+        return (spread, ok[f"param:{key}"].nunique())
+
+    ranked = sorted((k for k in keys if ok[f"param:{k}"].nunique() > 1), key=effect, reverse=True) if len(ok) else []
+    return ranked[:2]
+
+
+def _sort_key(value) -> tuple:
+    """Numbers in numeric order, before anything else (in text order)."""
+    return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0, json.dumps(value))
+
+
+def _heatmap(ok: pd.DataFrame, axes: list[str], value: str) -> str:
     import matplotlib.pyplot as plt
 
+    from stages.reporting import charts
+
     grid = ok.pivot_table(index=f"param:{axes[0]}", columns=f"param:{axes[1]}", values=value, aggfunc="max")
+    by_value = lambda labels: sorted(labels, key=lambda text: _sort_key(json.loads(text)))  # noqa: E731 -- 5 before 10
+    grid = grid.loc[by_value(grid.index), by_value(grid.columns)]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(grid) + 1.5))
     im = ax.imshow(grid.to_numpy(dtype=float), cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(grid.shape[1]), grid.columns)

@@ -59,7 +59,9 @@ def test_sweep_equals_each_combination_run_by_hand_and_reuses_signals(grid_file,
         metrics = json.loads((out / "performance_summary.json").read_text())["metrics"]
         for key in ("sharpe", "total_return", "max_drawdown", "cagr"):
             assert getattr(row, key) == pytest.approx(metrics[key], rel=1e-12), key
-    assert (tmp_path / "sweep" / "sweep_report.html").read_text().count("<svg") == 1
+    report = (tmp_path / "sweep" / "sweep_report.html").read_text()
+    assert "Sharpe over" in report or "sharpe over" in report  # the heatmap section
+    assert all(cid in report for cid in results["combo_id"])  # 4 combinations: all in the top-10 table
 
 
 def test_interrupted_sweep_resumes_without_redoing_finished_combinations(grid_file, small_demo_dir, tmp_path, monkeypatch):
@@ -128,3 +130,102 @@ def test_sweep_on_a_local_dask_cluster_equals_the_local_result(grid_file, small_
     cols = ["combo_id", "sharpe", "total_return", "max_drawdown", "closed_trades"]
     pd.testing.assert_frame_equal(local["results"][cols], dask["results"][cols])
     assert np.isfinite(dask["results"]["sharpe"]).all()
+
+
+def test_resume_is_keyed_by_base_config_too(grid_file, small_demo_dir, tmp_path):
+    first = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path), progress=False, local_processes=1)
+    other = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path), progress=False, local_processes=1,
+                            overrides=["scoring.buy_top_n=3"])
+    assert first["ran"] == 4 and other["ran"] == 4  # a different --set is a different sweep: nothing reused
+    assert not np.allclose(first["results"]["total_return"], other["results"]["total_return"])
+
+
+def test_transient_failures_are_retried_and_persistent_ones_reported(grid_file, small_demo_dir, tmp_path, monkeypatch):
+    from stages.common.errors import TransientIOError
+
+    real = sweep.evaluate
+    seen = {}
+    monkeypatch.setattr(sweep, "TRANSIENT_ATTEMPTS", 3)
+
+    def flaky(prices, signals, config, *a, **k):
+        key = (config.risk.atr_multiplier, config.clustering.correlation_window)
+        seen[key] = seen.get(key, 0) + 1
+        if config.risk.atr_multiplier == 2.5 and config.clustering.correlation_window == 60:
+            raise TransientIOError("share gone")  # never recovers
+        if seen[key] == 1:
+            raise TransientIOError("blip")  # recovers on the second attempt
+        return real(prices, signals, config, *a, **k)
+
+    monkeypatch.setattr(sweep.time, "sleep", lambda s: None)
+    monkeypatch.setattr(sweep, "evaluate", flaky)
+    summary = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path), progress=False, local_processes=1)
+    results = summary["results"].set_index("combo_id")
+    assert summary["failed"] == 1 and (results["status"] == "ok").sum() == 3
+    assert results.loc[results["status"] == "failed", "error"].str.contains("share gone.*after 3 attempts").all()
+    assert seen[(2.5, 60)] == 3 and all(n == 2 for k, n in seen.items() if k != (2.5, 60))
+
+
+def test_walk_forward_selects_on_train_only_and_trades_fresh_from_test_start(small_demo_dir, tmp_path, monkeypatch):
+    from stages.sweep import runner
+
+    calls = {"evaluate": [], "backtest": []}
+    real_evaluate, real_backtest = sweep.evaluate, sweep.backtest
+    monkeypatch.setattr(sweep, "evaluate", lambda p, s, c, start=0, end=None: calls["evaluate"].append((start, end))
+                        or real_evaluate(p, s, c, start, end))
+    tests = []
+
+    def record_backtest(p, s, c, start=0, end=None):
+        result = real_backtest(p, s, c, start, end)
+        tests.append((start, end, result))
+        return result
+
+    monkeypatch.setattr(sweep, "backtest", record_backtest)
+    grid = tmp_path / "g.json"
+    grid.write_text(json.dumps({"risk.atr_multiplier": [1.5, 2.5], "scoring.buy_top_n": [3, 6]}))
+    sweep.run_sweep(str(grid), data=str(small_demo_dir), out=str(tmp_path / "wf"), walk_forward="train=1y,test=6m,step=6m",
+                    metric="annual_volatility", progress=False, local_processes=1)
+    wf = pd.read_parquet(tmp_path / "wf" / "walk_forward_results.parquet")
+    prices = pd.read_parquet(next((tmp_path / "wf" / "sweep_state").rglob("prices.parquet")))
+    dates = pd.DatetimeIndex(np.unique(prices["date"]))
+    windows = runner.walk_forward_windows(dates, "train=1y,test=6m,step=6m")
+    wf_calls = calls["evaluate"][-4 * len(windows):]  # the sweep's own full-history evaluations come first
+    assert len(tests) == len(windows) == len(wf)
+    for w, row, (start, end, test) in zip(windows, wf.itertuples(), tests):
+        # selection saw the training span only
+        assert set(wf_calls[4 * w.index: 4 * w.index + 4]) == {w.train}
+        assert w.train[1] <= w.test[0] and (start, end) == w.test
+        # trading starts from cash on the first test day; signals there use earlier prices (no warm-up gap)
+        curve = test.equity_curve
+        assert curve["date"].iloc[0] == dates[w.test[0]] and curve["date"].iloc[-1] == dates[w.test[1] - 1]
+        assert len(test.trade_log) == 0 or test.trade_log["date"].min() >= dates[w.test[0]]
+        assert test.market.atr[w.test[0]][test.market.tradable[w.test[0]]].size > 0
+        assert np.isfinite(test.market.atr[w.test[0]][test.market.tradable[w.test[0]]]).all()
+        # lowest volatility wins for a lower-is-better metric, chosen among the train-span results
+        assert row.in_sample == pytest.approx(min(real_evaluate(prices, pd.read_parquet(path), cfg, *w.train)["annual_volatility"]
+                                                  for path, cfg in _signal_configs(tmp_path / "wf", grid)), rel=1e-12)
+    equity = pd.read_parquet(tmp_path / "wf" / "walk_forward_equity.parquet")
+    for (w, (_, _, test)), nxt in zip(zip(windows, tests), windows[1:]):
+        # each test span's curve continues from where the previous one ended
+        last = equity.loc[equity["window"] == w.index, "equity"].iloc[-1]
+        first = equity.loc[equity["window"] == nxt.index, "equity"].iloc[0]
+        next_curve = tests[nxt.index][2].equity_curve
+        assert first / last == pytest.approx(next_curve["equity"].iloc[0] / load_config().execution.initial_cash, rel=1e-12)
+
+
+def _signal_configs(out, grid_path):
+    from stages.sweep.grid import base_config_dict, combo_id, config_for, expand, load_grid
+
+    base = base_config_dict(None, [])
+    state = next((out / "sweep_state").iterdir())
+    pairs = []
+    for combo in expand(load_grid(grid_path, base)):
+        config = config_for(base, combo)
+        pairs.append((state / f"signals_{config.signal_hash()[:16]}.parquet", config))
+    return pairs
+
+
+def test_heatmap_axes_are_the_keys_that_move_sharpe_most():
+    rows = [{"param:a": json.dumps(a), "param:b": json.dumps(b), "param:c": json.dumps(c), "param:d": "1",
+             "sharpe": 1.0 * a + 0.01 * b + 0.3 * c}
+            for a in (1, 2) for b in (1, 2, 3) for c in (1, 2)]
+    assert sweep.important_axes(pd.DataFrame(rows), ["a", "b", "c", "d"]) == ["a", "c"]

@@ -2,9 +2,11 @@
 walk-forward windows; the resume store. Pure Python -- the Prefect/Dask layer is in flows/sweep.py."""
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,20 +18,54 @@ from schemas.sweep import SWEEP_METRICS
 from stages.common.artifacts import atomic_write_bytes
 from stages.common.errors import ConfigError
 from stages.reporting.metrics import compute_metrics
-from stages.trading.backtest import BacktestResult, run_backtest
-from stages.trading.market import build_market
+from stages.trading.backtest import BacktestResult, fold
+from stages.trading.market import Market, build_market
+
+# Metrics that can pick the best combination, with their direction (+1: higher is better).
+SELECTION_METRICS = {"sharpe": 1, "sortino": 1, "calmar": 1, "cagr": 1, "total_return": 1, "max_drawdown": 1,
+                     "annual_volatility": -1, "annual_turnover": -1, "total_costs": -1}
+
+_MARKETS: OrderedDict[tuple, tuple[pd.DataFrame, pd.DataFrame, Market]] = OrderedDict()
+
+
+def market_for(prices: pd.DataFrame, signals: pd.DataFrame, config: TrendflowConfig) -> Market:
+    """build_market, memoised: every combination of a signal group trades the same aligned arrays, and
+    build_market reads only the circuit-breaker settings from the config. The cache holds the frames
+    themselves, so the id()s in its key stay unique while an entry lives."""
+    key = (id(prices), id(signals), config.data.market_index_symbol, config.risk.circuit_breaker_lookback,
+           config.risk.circuit_breaker_threshold)
+    hit = _MARKETS.get(key)
+    if hit is not None and hit[0] is prices and hit[1] is signals:
+        _MARKETS.move_to_end(key)
+        return hit[2]
+    market = build_market(prices, signals, config)
+    _MARKETS[key] = (prices, signals, market)
+    while len(_MARKETS) > 8:
+        _MARKETS.popitem(last=False)
+    return market
 
 
 def backtest(prices: pd.DataFrame, signals: pd.DataFrame, config: TrendflowConfig, start: int = 0,
              end: int | None = None) -> BacktestResult:
-    """Trading alone over days [start, end) starting from cash (indicators may use earlier prices)."""
-    return run_backtest(build_market(prices, signals, config), config, start=start, end=end)
+    """Trading alone over days [start, end) starting from cash (signals, and so indicators, may use
+    prices before `start`: each day's signal uses closes up to that day only)."""
+    return fold(market_for(prices, signals, config), config, start=start, end=end)
 
 
 def metrics_of(result: BacktestResult, config: TrendflowConfig) -> dict[str, float]:
-    m = compute_metrics(result.equity_curve, result.trade_log, initial_cash=config.execution.initial_cash,
-                        risk_free_rate=config.reporting.risk_free_rate, periods_per_year=config.reporting.periods_per_year)
+    """The sweep's metrics, computed exactly as the reporting stage computes them for `trendflow run`."""
+    if "config" in inspect.signature(compute_metrics).parameters:
+        m = compute_metrics(result.equity_curve, result.trade_log, config=config)
+    else:  # the older signature
+        m = compute_metrics(result.equity_curve, result.trade_log, initial_cash=config.execution.initial_cash,
+                            risk_free_rate=config.reporting.risk_free_rate, periods_per_year=config.reporting.periods_per_year)
     return {k: (float(m[k]) if m[k] is not None else math.nan) for k in SWEEP_METRICS}
+
+
+def selection_score(metrics: dict[str, float], metric: str) -> float:
+    """The value maximised when picking a combination (NaN ranks last)."""
+    value = metrics[metric] * SELECTION_METRICS[metric]
+    return -math.inf if value is None or not np.isfinite(value) else float(value)
 
 
 def evaluate(prices: pd.DataFrame, signals: pd.DataFrame, config: TrendflowConfig, start: int = 0,
