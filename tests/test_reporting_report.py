@@ -175,6 +175,7 @@ def test_one_day_without_trades_benchmark_or_signals_gives_a_report_that_says_so
                      "signals_output.parquet not found", "No holdings: all cash", "No orders_{date}.csv"):
         assert sentence in text, sentence
     assert ">n/a<" in text and "n/a: the rolling window is 126 sessions and the history has 1" in text
+    assert text.count("n/a: one session, nothing to chart over time.") == 2 and "<svg" not in text
     summary = json.loads((tmp_path / "performance_summary.json").read_text())
     assert summary["metrics"]["sharpe"] is None and summary["metrics"]["beta"] is None
     assert summary["signal_quality"] is None and len(summary["notes"]) == 4

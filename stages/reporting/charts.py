@@ -116,7 +116,7 @@ def equity_chart(wealth: pd.Series, benchmark: pd.Series | None, benchmark_label
     ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_ylabel("value of 1 invested (log scale)")
     ax.set_title("Equity vs benchmark" if benchmark is not None else "Equity (no benchmark)")
-    ax.legend(loc="upper left")
+    ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=2, borderaxespad=0.1)
     _dates(ax)
     return render_svg(fig, "equity")
 

@@ -27,7 +27,7 @@ nav{font-size:12.5px;margin:6px 0 14px} nav a{color:#1f5fa8;text-decoration:none
 .chart{background:#fff;border:1px solid #e1e4e8;border-radius:6px;padding:6px 8px;margin:10px 0}
 .chart svg{display:block;width:100%;height:auto}
 .grid2{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:20px;align-items:start}
-@media (max-width:900px){.grid2{grid-template-columns:1fr}}
+@media (max-width:1100px){.grid2{grid-template-columns:1fr}}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;background:#fff;font-size:12.5px;margin:4px 0 8px;font-variant-numeric:tabular-nums}
 td,th{border:1px solid #e1e4e8;padding:3px 8px;text-align:right;white-space:nowrap}
@@ -52,6 +52,9 @@ def fmt(value, kind: str = "num") -> str:
         return html.escape(str(value))
     if isinstance(value, pd.Timestamp):
         return value.strftime("%Y-%m-%d")
+    digits = {"pct": 4, "pct1": 3, "num3": 3, "times": 1, "money": 0}.get(kind, 2)
+    if round(value, digits) == 0:
+        value = 0.0  # no "-0.0%" for a tiny loss
     if kind == "pct":
         return f"{100 * value:.2f}%"
     if kind == "pct1":

@@ -76,7 +76,7 @@ def render_report(inp: ReportInputs) -> str:
                             _orders(inp.orders, inp.orders_date)))
     sections.append(section("signal-quality", "Signal quality", _signal_quality(inp.quality, inp.ic_series)))
     initial = m["start_equity"]
-    subtitle = (f"{m['start_date']} to {m['end_date']} · {m['trading_days']:,} sessions · starting equity {fmt(initial, 'money')}"
+    subtitle = (f"{m['start_date']} to {m['end_date']} · {m['trading_days']:,} session{'s' if m['trading_days'] != 1 else ''} · starting equity {fmt(initial, 'money')}"
                 + (f" · benchmark {inp.benchmark_label}" if has_bench else " · no benchmark")
                 + f" · risk-free rate {rp.risk_free_rate:.2%} p.a. · config {inp.config.config_hash()[:12]}")
     nav = [("performance", "Performance"), ("monthly", "Monthly"), ("risk", "Rolling risk"), ("exposure", "Exposure"),
@@ -96,7 +96,12 @@ def _headline(m: dict, has_bench: bool) -> str:
     return cards(items)
 
 
+NOTHING_TO_CHART = '<p class="sub">n/a: one session, nothing to chart over time.</p>'
+
+
 def _performance_charts(inp: ReportInputs, r: pd.Series) -> list[str]:
+    if len(r) < 2:
+        return [NOTHING_TO_CHART]
     wealth = (1.0 + r).cumprod()
     bench = None
     label = None
@@ -136,6 +141,8 @@ def _rolling(r: pd.Series, window: int, rf: float, ppy: int) -> str:
 
 
 def _exposure_charts(curve: pd.DataFrame) -> list[str]:
+    if len(curve) < 2:
+        return [NOTHING_TO_CHART]
     c = curve.set_index("date")
     monthly = c["turnover"].resample("ME").sum() / 2.0
     return [chart(charts.exposure_chart(c["exposure"], c["n_positions"]), "exposure", "Exposure and number of holdings"),
@@ -222,18 +229,18 @@ def _trade_tables(trades: pd.DataFrame, sessions: pd.DatetimeIndex) -> str:
             "win rate": (trips["pnl"] > 0).groupby(trips["reason"], sort=True).mean().to_numpy(),
             "avg return": grouped["return"].mean().to_numpy(),
             "total pnl": grouped["pnl"].sum().to_numpy(),
-            "avg holding (sessions)": grouped["holding_days"].mean().to_numpy(),
+            "avg hold (sessions)": grouped["holding_days"].mean().to_numpy(),
         })
         total = pd.DataFrame({"exit reason": ["all"], "trades": [len(trips)], "win rate": [(trips["pnl"] > 0).mean()],
                               "avg return": [trips["return"].mean()], "total pnl": [trips["pnl"].sum()],
-                              "avg holding (sessions)": [trips["holding_days"].mean()]})
+                              "avg hold (sessions)": [trips["holding_days"].mean()]})
         by_reason = pd.concat([by_reason, total], ignore_index=True)
     keyed = trades.assign(value=trades["quantity"] * trades["price"], costs=trades["commission"] + trades["slippage"])
     fills = keyed.groupby(["side", "reason"], sort=True).agg(fills=("quantity", "size"), value=("value", "sum"),
                                                              costs=("costs", "sum")).reset_index()
     return ('<div class="grid2"><div><h3>Closed trades by exit reason</h3>'
             + table(by_reason, {"trades": "int", "win rate": "pct", "avg return": "pct", "total pnl": "money",
-                                "avg holding (sessions)": "num"}, "No position has been closed yet.")
+                                "avg hold (sessions)": "num"}, "No position has been closed yet.")
             + '<p class="sub">A trade is a round trip: from flat to flat, all its fills together; pnl after commission and '
               "slippage; return = pnl / amount bought.</p></div><div><h3>Fills by side and reason</h3>"
             + table(fills, {"fills": "int", "value": "money", "costs": "money"}) + "</div></div>")
@@ -268,22 +275,24 @@ def _signal_quality(q: dict | None, ic_series: dict[int, pd.Series]) -> str:
         return '<p class="sub">n/a: signals_output.parquet was not in the input folder.</p>'
     rows = []
     for h in q["horizons"]:
-        rows.append({"horizon (sessions)": h["horizon_days"], "mean rank IC": h["ic_mean"], "IC std": h["ic_std"],
-                     "t-stat": h["ic_t_stat"], "t-stat (Newey-West)": h["ic_t_stat_nw"], "IC > 0": h["ic_positive_share"],
-                     "dates": h["ic_days"], "new buy signals": h["buy_signals"], "buy hit rate": h["buy_hit_rate"],
-                     "beat universe": h["buy_excess_hit_rate"], "buy mean excess": h["buy_mean_excess_return"]})
+        rows.append({"horizon": h["horizon_days"], "mean IC": h["ic_mean"], "IC std": h["ic_std"], "t": h["ic_t_stat"],
+                     "t (NW)": h["ic_t_stat_nw"], "IC > 0": h["ic_positive_share"], "dates": h["ic_days"],
+                     "buys": h["buy_signals"], "hit rate": h["buy_hit_rate"], "beat universe": h["buy_excess_hit_rate"],
+                     "excess return": h["buy_mean_excess_return"]})
     stats = pd.DataFrame(rows)
     quint = pd.DataFrame({"quintile": ["1 (lowest score)", "2", "3", "4", "5 (highest score)", "5 minus 1"]})
     for h in q["horizons"]:
         quint[f"{h['horizon_days']}-session forward return"] = [*h["quintile_returns"], h["top_minus_bottom"]]
     quintiles = {h["horizon_days"]: h["quintile_returns"] for h in q["horizons"]}
-    kinds = {"horizon (sessions)": "int", "mean rank IC": "num3", "IC std": "num3", "IC > 0": "pct1", "dates": "int",
-             "new buy signals": "int", "buy hit rate": "pct1", "beat universe": "pct1", "buy mean excess": "pct"}
-    return (f'<p class="sub">Momentum score at the close of each date against the close-to-close return over the next h '
-            f"sessions ({q['symbols']} symbols, {q['dates']} dates). Rank IC = Spearman correlation across symbols per date; "
-            "forward windows overlap, so read the Newey-West t-stat. A new buy signal is the day the trend signal turns to 1; "
-            "it hits when the forward return is positive, and beats the universe when it exceeds that date's mean forward "
-            "return. These figures look ahead by design and never feed a trading decision.</p>"
+    kinds = {"horizon": "int", "mean IC": "num3", "IC std": "num3", "IC > 0": "pct1", "dates": "int",
+             "buys": "int", "hit rate": "pct1", "beat universe": "pct1", "excess return": "pct"}
+    return (f'<p class="sub">Momentum score at the close of each date against the close-to-close return over the next '
+            f"<i>horizon</i> sessions ({q['symbols']} symbols, {q['dates']} dates). <b>IC</b>: Spearman rank correlation across "
+            "symbols per date; <b>t</b> = mean / (std / &radic;dates), inflated by overlapping windows, so read <b>t (NW)</b>, "
+            "the Newey-West t with horizon &minus; 1 lags. <b>Buys</b>: days the trend signal turned to 1; <b>hit rate</b>: share "
+            "with a positive forward return; <b>beat universe</b>: share above that date's mean forward return; "
+            "<b>excess return</b>: their mean return above it. These figures look ahead by design and never feed a trading "
+            "decision.</p>"
             + table(stats, kinds)
             + chart(charts.signal_quality_chart(quintiles, ic_series), "signal-quality",
                     "Forward return by score quintile and rolling rank IC")
