@@ -31,6 +31,13 @@ def best_of(repeat: int, fn):
     return min(times), result
 
 
+def cpu_of(fn) -> float:
+    """CPU seconds of one call, all threads (less sensitive than wall time to other load on the box)."""
+    c0 = time.process_time()
+    fn()
+    return time.process_time() - c0
+
+
 def one_size(n: int, repeat: int) -> None:
     import pandas as pd
 
@@ -46,18 +53,24 @@ def one_size(n: int, repeat: int) -> None:
         seconds, market = best_of(repeat, lambda: load_market_data(folder))
         print(f"{n:>4} x 10y  load CSV folder                      {seconds:7.3f} s  ({len(market.prices):,} rows)")
         seconds, _ = best_of(repeat, lambda: compute_signals(market.prices, twins))
-        print(f"{n:>4} x 10y  compute_signals                      {seconds:7.3f} s")
+        cpu = cpu_of(lambda: compute_signals(market.prices, twins))
+        print(f"{n:>4} x 10y  compute_signals                      {seconds:7.3f} s  (CPU {cpu:.3f} s)")
         for label, config, sub in (("whole stage, CSV twin", twins, "a"), ("whole stage, no CSV twin", no_twins, "b")):
             seconds, result = best_of(repeat, lambda: run_signal_stage(config, folder, out / sub))
             t = result.summary["timings"]
-            print(f"{n:>4} x 10y  {label:<36} {seconds:7.3f} s  (load {t['load']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})")
+            cpu = cpu_of(lambda: run_signal_stage(config, folder, out / sub))
+            print(f"{n:>4} x 10y  {label:<36} {seconds:7.3f} s  (CPU {cpu:.3f}; load {t['load']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})")
         if n <= 100:
             long_file = out / "a" / "prices.parquet"
             last = pd.read_parquet(long_file, columns=["date"])["date"].max().date()
             for label, config in (("daily run, CSV twin", twins), ("daily run, no CSV twin", no_twins)):
                 seconds, result = best_of(repeat, lambda: run_signal_stage(config, long_file, out / "daily", as_of_date=last))
                 t = result.summary["timings"]
-                print(f"{n:>4}        {label:<36} {seconds:7.3f} s  (load {t['load']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})")
+                cpu = cpu_of(lambda: run_signal_stage(config, long_file, out / "daily", as_of_date=last))
+                print(f"{n:>4}        {label:<36} {seconds:7.3f} s  (CPU {cpu:.3f}; load {t['load']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})")
+    import os
+
+    print(f"{n:>4} x 10y  load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"{n:>4} x 10y  peak RSS of this process             {max_rss_mib():7.0f} MiB")
 
 
