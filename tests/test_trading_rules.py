@@ -237,14 +237,13 @@ def test_breaker_series_uses_only_closes_up_to_each_day():
 
 # --------------------------------------------------------------------------- risk exits
 def test_trailing_stop_level_never_decreases():
-    update = np.array([True])
-    stop = trailing_stop_levels(np.array([0.0]), np.array([12.0]), np.array([0.5]), update, 2.0)
+    stop = trailing_stop_levels(np.array([0.0]), np.array([12.0]), np.array([0.5]), 2.0)
     assert stop[0] == 11.0
-    stop = trailing_stop_levels(stop, np.array([12.0]), np.array([2.0]), update, 2.0)  # ATR jumps: 12 - 4 = 8
+    stop = trailing_stop_levels(stop, np.array([12.0]), np.array([2.0]), 2.0)  # ATR jumps: 12 - 4 = 8
     assert stop[0] == 11.0
-    stop = trailing_stop_levels(stop, np.array([12.0]), np.array([np.nan]), update, 2.0)  # no ATR today
+    stop = trailing_stop_levels(stop, np.array([12.0]), np.array([np.nan]), 2.0)  # no ATR today
     assert stop[0] == 11.0
-    stop = trailing_stop_levels(stop, np.array([14.0]), np.array([0.5]), update, 2.0)  # a new high lifts it
+    stop = trailing_stop_levels(stop, np.array([14.0]), np.array([0.5]), 2.0)  # a new high lifts it
     assert stop[0] == 13.0
 
 
@@ -269,7 +268,7 @@ def test_time_stop_needs_both_the_holding_period_and_a_loss_below_the_threshold(
     config = cfg("risk.time_stop_days=60", "risk.time_stop_threshold=-0.05")
     close = np.array([9.4, 9.6, 9.4, 9.4])
     days = np.array([60, 60, 59, 75])
-    hits = time_stop_hits(close, np.full(4, 10.0), days, np.ones(4, dtype=bool), config)
+    hits = time_stop_hits(close, np.full(4, 10.0), days, config)
     assert hits.tolist() == [True, False, False, True]
 
 

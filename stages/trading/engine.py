@@ -33,7 +33,7 @@ from stages.trading.rules import (
     is_rebalance_day,
     lot_shares,
     resize_needed,
-    risk_exit_reasons,
+    risk_exit_reason,
     select_targets,
     sell_signal_hits,
     slipped_price,
@@ -97,7 +97,7 @@ class PortfolioState:
         return self.shares > 0
 
     def positions_value(self) -> float:
-        held = self.held
+        held = np.flatnonzero(self.shares)
         return float(self.shares[held] @ self.last_close[held])
 
     def equity(self) -> float:
@@ -204,31 +204,32 @@ def step(state: PortfolioState, day: Day, config: TrendflowConfig, decide: Decid
 def mark_to_close(state: PortfolioState, day: Day) -> None:
     """Holdings that traded take today's close (and cluster); the highest close since entry follows
     it; every holding has been held one more day (suspended ones keep their last close)."""
-    held = state.held
-    priced = held & day.tradable
-    state.last_close = np.where(priced, day.close, state.last_close)
-    state.highest_close = np.where(priced, np.fmax(state.highest_close, day.close), state.highest_close)
-    state.days_held = state.days_held + held
-    state.cluster = np.where(priced, day.cluster, state.cluster).astype(np.int64)
+    held = np.flatnonzero(state.shares)
+    priced = held[day.tradable[held]]
+    state.last_close[priced] = day.close[priced]
+    state.highest_close[priced] = np.fmax(state.highest_close[priced], day.close[priced])
+    state.cluster[priced] = day.cluster[priced]
+    state.days_held[held] += 1
 
 
 def decide_by_signals(state: PortfolioState, day: Day, config: TrendflowConfig, busy: np.ndarray) -> list[Order]:
     """The decision at the close: risk exits every day, then (rebalance days) selection and sizing.
     `busy` symbols already have a pending sell and are left alone."""
     held = state.held
-    check = held & day.tradable & ~busy
-    state.stop_level = trailing_stop_levels(state.stop_level, state.highest_close, day.atr, check,
-                                            config.risk.atr_multiplier)
-    reasons = risk_exit_reasons(
-        atr_stop_hits(day.close, state.stop_level, check),
-        time_stop_hits(day.close, state.entry_price, state.days_held, check, config),
-        sell_signal_hits(day.trend_signal, check, config),
-    )
-    exiting = reasons != ""
-    orders = [make_order(day, i, "SELL", int(state.shares[i]), str(reasons[i]), 0.0) for i in np.flatnonzero(exiting)]
+    idx = np.flatnonzero(held & day.tradable & ~busy)
+    state.stop_level[idx] = trailing_stop_levels(state.stop_level[idx], state.highest_close[idx], day.atr[idx],
+                                                 config.risk.atr_multiplier)
+    close = day.close[idx]
+    atr_stop = atr_stop_hits(close, state.stop_level[idx])
+    time_stop = time_stop_hits(close, state.entry_price[idx], state.days_held[idx], config)
+    exiting = atr_stop | time_stop | sell_signal_hits(day.trend_signal[idx], config)
+    orders = [make_order(day, i, "SELL", int(state.shares[i]), risk_exit_reason(a, b), 0.0)
+              for i, a, b in zip(idx[exiting].tolist(), atr_stop[exiting].tolist(), time_stop[exiting].tolist())]
     if not is_rebalance_day(state.day_index, config):
         return orders
-    return orders + rebalance(state, day, config, held & ~exiting & ~busy)
+    active = held & ~busy
+    active[idx[exiting]] = False
+    return orders + rebalance(state, day, config, active)
 
 
 def rebalance(state: PortfolioState, day: Day, config: TrendflowConfig, active: np.ndarray) -> list[Order]:

@@ -79,7 +79,9 @@ def build_market(prices: pd.DataFrame, signals: pd.DataFrame | None, config: Tre
     """Align prices and (optionally) signals on one date x symbol grid and compute the breaker series.
 
     Signals must come from the same run as the prices: every signal row has a price row and the
-    same close; otherwise DataError (rerun the signal stage).
+    same close; otherwise DataError (rerun the signal stage). Of the config it reads only
+    data.market_index_symbol and risk.circuit_breaker_* (a market can be reused across settings
+    that differ elsewhere, as parameter sweeps do).
     """
     if prices.empty:
         raise DataError("prices.parquet has no rows")

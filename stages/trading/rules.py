@@ -6,11 +6,11 @@ The day step (engine.py) calls them in this order at the close of each day:
   rebalance day? -> inertia ranking -> buffer zone / cluster cap / position limit / breaker
   -> inverse-volatility target weights with caps -> whole-lot orders, sells before buys
 and at the next session's open (or at the same close) the fills use lots, commission and slippage.
-The arrays are over the symbols of the universe (one entry per symbol), never per-row loops.
+Rules take numpy arrays -- over the universe for ranking, over the positions checked for exits --
+never a Python loop over symbols (only the short walk down the ranking on rebalance days).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,42 +19,36 @@ from schemas.config import TrendflowConfig
 
 
 # --------------------------------------------------------------------------- risk exits
-def trailing_stop_levels(stop_level: np.ndarray, highest_close: np.ndarray, atr: np.ndarray, update: np.ndarray,
+# Each takes arrays over the positions being checked (held, priced today, no sell pending).
+def trailing_stop_levels(stop_level: np.ndarray, highest_close: np.ndarray, atr: np.ndarray,
                          multiplier: float) -> np.ndarray:
-    """Requires: the previous stop levels, highest close since entry, today's ATR, which positions
-    to update. Decides: the new stop = max(previous stop, highest close - atr_multiplier x ATR)
-    (a Chandelier exit): the level never decreases, and is unchanged where ATR is unknown."""
-    candidate = highest_close - multiplier * atr
-    return np.where(update & np.isfinite(candidate), np.fmax(stop_level, candidate), stop_level)
+    """Requires: the previous stop levels, highest close since entry, today's ATR. Decides: the new
+    stop = max(previous stop, highest close - atr_multiplier x ATR) (a Chandelier exit): the level
+    never decreases, and stays where it was on a day without an ATR."""
+    return np.fmax(stop_level, highest_close - multiplier * atr)
 
 
-def atr_stop_hits(close: np.ndarray, stop_level: np.ndarray, check: np.ndarray) -> np.ndarray:
+def atr_stop_hits(close: np.ndarray, stop_level: np.ndarray) -> np.ndarray:
     """Requires: today's close, the trailing stop level. Decides: exit where the close is below the stop."""
-    return check & (close < stop_level)
+    return close < stop_level
 
 
-def time_stop_hits(close: np.ndarray, entry_price: np.ndarray, days_held: np.ndarray, check: np.ndarray,
-                   config: TrendflowConfig) -> np.ndarray:
+def time_stop_hits(close: np.ndarray, entry_price: np.ndarray, days_held: np.ndarray, config: TrendflowConfig) -> np.ndarray:
     """Requires: close, entry price, days held. Decides: exit a position held at least
     `risk.time_stop_days` closes whose return since entry is below `risk.time_stop_threshold`
     (a trend that never came)."""
     risk = config.risk
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ret = close / entry_price - 1.0
-    return check & (days_held >= risk.time_stop_days) & (ret < risk.time_stop_threshold)
+    return (days_held >= risk.time_stop_days) & (close / entry_price - 1.0 < risk.time_stop_threshold)
 
 
-def sell_signal_hits(trend_signal: np.ndarray, check: np.ndarray, config: TrendflowConfig) -> np.ndarray:
+def sell_signal_hits(trend_signal: np.ndarray, config: TrendflowConfig) -> np.ndarray:
     """Requires: today's trend signal. Decides (only with `risk.exit_on_sell_signal`): exit on -1."""
-    if not config.risk.exit_on_sell_signal:
-        return np.zeros_like(check)
-    return check & (trend_signal == -1)
+    return (trend_signal == -1) & config.risk.exit_on_sell_signal
 
 
-def risk_exit_reasons(atr_stop: np.ndarray, time_stop: np.ndarray, sell_signal: np.ndarray) -> np.ndarray:
-    """Decides the reason of each risk exit, the first that applies: atr_stop, time_stop, sell_signal
-    ('' = no exit)."""
-    return np.select([atr_stop, time_stop, sell_signal], ["atr_stop", "time_stop", "sell_signal"], default="")
+def risk_exit_reason(atr_stop: bool, time_stop: bool) -> str:
+    """Decides the reason of a risk exit, the first that applies: atr_stop, time_stop, sell_signal."""
+    return "atr_stop" if atr_stop else "time_stop" if time_stop else "sell_signal"
 
 
 # --------------------------------------------------------------------------- selection
@@ -195,8 +189,10 @@ def resize_needed(target: float, current: float, config: TrendflowConfig) -> boo
 def lot_shares(value, price, lot_size: int):
     """Shares worth at most `value` at `price`, rounded DOWN to whole lots (0 when not even one lot).
     Scalars give an int; arrays an int64 array."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        lots = np.floor(np.asarray(value, dtype=float) / np.asarray(price, dtype=float) / lot_size + 1e-9)
+    value, price = np.broadcast_arrays(np.asarray(value, dtype=float), np.asarray(price, dtype=float))
+    lots = np.zeros(value.shape)
+    np.divide(value, price * lot_size, out=lots, where=price > 0)  # NaN price (no trade): 0 shares
+    lots = np.floor(lots + 1e-9)
     shares = np.where(np.isfinite(lots) & (lots > 0), lots, 0).astype(np.int64) * lot_size
     return int(shares) if shares.ndim == 0 else shares
 
@@ -223,7 +219,3 @@ def affordable_shares(wanted: int, price: float, cash: float, config: TrendflowC
     while quantity > 0 and quantity * price + float(commission(quantity * price, config)) > cash:
         quantity -= ex.lot_size
     return max(quantity, 0)
-
-
-def finite_or(x: float, default: float) -> float:
-    return float(x) if math.isfinite(x) else default
