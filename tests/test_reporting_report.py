@@ -38,11 +38,14 @@ class PageCheck(HTMLParser):
         self.links: list[str] = []
         self.text: list[str] = []
         self.tags: dict[str, int] = {}
+        self.ids: list[str] = []
         self.in_svg = 0
 
     def handle_starttag(self, tag, attrs):
         self.tags[tag] = self.tags.get(tag, 0) + 1
         attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
         if "data-chart" in attrs:
             self.charts.append(attrs["data-chart"])
         for name in ("src", "href", "xlink:href"):
@@ -55,6 +58,8 @@ class PageCheck(HTMLParser):
 
     def handle_startendtag(self, tag, attrs):
         self.tags[tag] = self.tags.get(tag, 0) + 1
+        if dict(attrs).get("id"):
+            self.ids.append(dict(attrs)["id"])
         for name in ("src", "href", "xlink:href"):
             if dict(attrs).get(name):
                 self.links.append(dict(attrs)[name])
@@ -82,6 +87,9 @@ def check_page(text: str) -> PageCheck:
     assert parser.errors == [] and parser.stack == [], (parser.errors, parser.stack)
     assert parser.tags["html"] == parser.tags["head"] == parser.tags["body"] == 1
     assert all(link.startswith("#") for link in parser.links), [x for x in parser.links if not x.startswith("#")]
+    assert len(parser.ids) == len(set(parser.ids)), "duplicate element ids"
+    assert {link[1:] for link in parser.links} <= set(parser.ids), "links to missing ids"
+    assert {ref for ref in re.findall(r"url\(#([^)]+)\)", text)} <= set(parser.ids), "references to missing ids"
     assert "<script" not in text and "url(http" not in text and "<img" not in text
     visible = " ".join(parser.text)
     assert not re.search(r"\bnan\b|\bNaN\b|\bNone\b|\binf\b", visible), visible[:200]

@@ -7,6 +7,7 @@ each bucket's minimum and maximum so peaks and troughs survive; metrics always u
 from __future__ import annotations
 
 import io
+import re
 
 import matplotlib
 
@@ -45,12 +46,18 @@ def thin(index: np.ndarray, values: np.ndarray, max_points: int = MAX_POINTS) ->
 
 
 def render_svg(fig: Figure, name: str) -> str:
-    """The figure as an <svg> element (no XML prologue), ids salted with `name`, no timestamp."""
+    """The figure as an <svg> element: no XML prologue, no metadata (so no timestamp), every id prefixed
+    with `name` (unique in the page) and hashed ids salted with it (reproducible)."""
     buf = io.StringIO()
     with matplotlib.rc_context({"svg.hashsalt": f"trendflow-{name}", "svg.id": f"chart-{name}"}):
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg"):], flags=re.S)
+    # matplotlib numbers its element ids per figure (figure_1, axes_1, ...): prefix them so they stay
+    # unique in a page that inlines several charts
+    text = re.sub(r'\bid="([^"]+)"', rf'id="{name}-\1"', text)
+    text = re.sub(r"url\(#([^)]+)\)", rf"url(#{name}-\1)", text)
+    return re.sub(r'href="#([^"]+)"', rf'href="#{name}-\1"', text)
 
 
 def _svg(fig) -> str:
