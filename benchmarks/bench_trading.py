@@ -46,7 +46,6 @@ def signal_outputs(n: int, config) -> Path:
 def one_size(n: int, repeat: int) -> None:
     import shutil
 
-    import pandas as pd
 
     from schemas.prices import PricesSchema
     from schemas.signals import SignalsSchema

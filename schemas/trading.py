@@ -120,7 +120,12 @@ class EquityCurveSchema(pa.DataFrameModel):
 
 
 class OrdersSchema(pa.DataFrameModel):
-    """orders_{D}.csv: what the daily run wants filled on the next session."""
+    """orders_{D}.csv: the orders standing after the close of D -- decided at that close from D's
+    signals, plus any sell carried over a suspension -- to be filled at the open of the next trading
+    session (execution.fill_price = next_open). They are portfolio_{D}.json's pending_orders, and the
+    daily run for the next session fills them first. With fill_price = close they were filled at the
+    close of D and are already in portfolio_{D}.json. Sells first, then buys in rank order;
+    current_price is the close at the decision, estimated_value = shares x current_price."""
 
     symbol: Series[str]
     action: Series[str] = pa.Field(isin=TRADE_SIDES)
