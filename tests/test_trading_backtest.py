@@ -99,6 +99,14 @@ def check_accounting(out: Path, config) -> int:
             assert row["side"] == "SELL"
             gap = close.loc[(close.index > row["decision_date"]) & (close.index < row["date"]), row["symbol"]]
             assert len(gap) and gap.isna().all()
+    # buys were decided on days without the circuit breaker; new entries with a buy signal that day
+    breaker = curve.set_index("date")["breaker_on"]
+    assert not breaker.reindex(trades.loc[trades["side"] == "BUY", "decision_date"]).any()
+    signals = pd.read_parquet(out / "signals_output.parquet", columns=["date", "symbol", "trend_signal"])
+    entries = trades[trades["reason"] == "new_entry"]
+    signal_then = signals.set_index(["date", "symbol"])["trend_signal"].reindex(
+        pd.MultiIndex.from_arrays([entries["decision_date"], entries["symbol"]]))
+    assert (signal_then == 1).all()
     # the day's costs and turnover in the curve
     per_day = trades.assign(cost=trades["commission"] + trades["slippage"], traded=traded).groupby("date")[["cost", "traded"]].sum()
     np.testing.assert_allclose(curve["costs"], per_day["cost"].reindex(curve["date"], fill_value=0).to_numpy(), rtol=1e-9, atol=1e-9)
