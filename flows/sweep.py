@@ -46,14 +46,23 @@ def _frame(path: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def evaluate_combination(prices_path: str, signals_path: str, base: dict, combo: dict, state_dir: str | None) -> dict:
-    """Trading + metrics for one combination from saved prices/signals files; records the result when done."""
+def job_key(combo: dict, span: tuple[int, int] | None = None) -> str:
+    """Resume-store key: the combination id, plus the day span for a walk-forward training run."""
+    return combo_id(combo) if span is None else f"{combo_id(combo)}_{span[0]}_{span[1]}"
+
+
+def evaluate_combination(prices_path: str, signals_path: str, base: dict, combo: dict, state_dir: str | None,
+                         span: tuple[int, int] | None = None) -> dict:
+    """Trading + metrics for one combination from saved prices/signals files, over the whole history or
+    the trading days [span[0], span[1]); records the result when done."""
     cid = combo_id(combo)
     row = {"combo_id": cid, "params": combo}
+    if span is not None:
+        row["span"] = [int(span[0]), int(span[1])]
     for attempt in range(1, TRANSIENT_ATTEMPTS + 1):
         try:
             config = config_for(base, combo)
-            row.update(evaluate(_frame(prices_path), _frame(signals_path), config), status="ok", error=None)
+            row.update(evaluate(_frame(prices_path), _frame(signals_path), config, *(span or ())), status="ok", error=None)
             break
         except (TransientIOError, OSError) as exc:  # e.g. a shared folder briefly unavailable: retried
             if attempt < TRANSIENT_ATTEMPTS:
@@ -67,20 +76,22 @@ def evaluate_combination(prices_path: str, signals_path: str, base: dict, combo:
             row.update({k: math.nan for k in SWEEP_METRICS}, status="failed", error=f"{type(exc).__name__}: {exc}")
             break
     if state_dir is not None:
-        atomic_write_bytes(Path(state_dir) / f"{cid}.json", json.dumps(row, sort_keys=True).encode())
+        atomic_write_bytes(Path(state_dir) / f"{job_key(combo, span)}.json", json.dumps(row, sort_keys=True).encode())
     return row
 
 
-def evaluate_batch(prices_path: str, jobs: list[tuple[str, dict]], base: dict, state_dir: str | None) -> list[dict]:
-    """Several combinations in one task (each recorded as it finishes, so a retry or resume skips it)."""
+def evaluate_batch(prices_path: str, jobs: list[tuple[str, dict, tuple[int, int] | None]], base: dict,
+                   state_dir: str | None) -> list[dict]:
+    """Several jobs (signals file, combination, span) in one task, each recorded as it finishes, so a
+    retry or resume skips it."""
     done = {p.stem for p in Path(state_dir).glob("*.json")} if state_dir else set()
     rows = []
-    for signals_path, combo in jobs:
-        cached = Path(state_dir) / f"{combo_id(combo)}.json" if state_dir else None
-        if cached is not None and combo_id(combo) in done:
-            rows.append(json.loads(cached.read_text()))
+    for signals_path, combo, span in jobs:
+        key = job_key(combo, span)
+        if state_dir is not None and key in done:
+            rows.append(json.loads((Path(state_dir) / f"{key}.json").read_text()))
             continue
-        rows.append(evaluate_combination(prices_path, signals_path, base, combo, state_dir))
+        rows.append(evaluate_combination(prices_path, signals_path, base, combo, state_dir, span))
     return rows
 
 
@@ -144,23 +155,30 @@ def run_sweep(grid_path: str, *, config_path: str | None = None, overrides: list
     if not prices_path.exists():
         prices.to_parquet(prices_path, index=False)
     signal_paths = prepare_signals(prices, base, combos, store.folder)
-    finished = store.done()
+    windows = walk_forward_windows(pd.DatetimeIndex(np.unique(prices["date"])), walk_forward) if walk_forward else []
+    finished = set(store.done())
     pending = [c for c in combos if combo_id(c) not in finished]
-    log.info("sweep: %d combinations, %d already done, %d to run", len(combos), len(combos) - len(pending), len(pending))
+    # Walk-forward training runs (every combination on every training span) go through the same
+    # workers and resume store as the sweep itself; the test spans (one per window) run here after.
+    jobs = [(signal_paths[combo_id(c)], c, None) for c in pending]
+    jobs += [(signal_paths[combo_id(c)], c, w.train) for w in windows for c in combos if job_key(c, w.train) not in finished]
+    log.info("sweep: %d combinations, %d already done, %d to run; %d walk-forward training run(s) to do", len(combos),
+             len(combos) - len(pending), len(pending), len(jobs) - len(pending))
     t0 = time.perf_counter()
-    if pending:
+    if jobs:
         if workers or dask_address:
-            _run_on_dask(pending, str(prices_path), signal_paths, base, str(store.folder), workers, dask_address, progress)
+            _run_on_dask(jobs, str(prices_path), base, str(store.folder), workers, dask_address, progress)
         else:
-            _run_locally(pending, str(prices_path), signal_paths, base, str(store.folder), local_processes, progress)
+            _run_locally(jobs, str(prices_path), base, str(store.folder), local_processes, progress)
     seconds = time.perf_counter() - t0
-    rows = [store.done()[combo_id(c)] for c in combos]
+    records = store.done()
+    rows = [records[combo_id(c)] for c in combos]
     results = results_frame(rows, list(grid), signal_paths)
     wf = None
     with stage_run("sweep", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
         run.write(results, "sweep_results.parquet", SweepResultsSchema)
         if walk_forward:
-            wf_table, wf_equity = run_walk_forward(prices, base, combos, signal_paths, walk_forward, metric)
+            wf_table, wf_equity = run_walk_forward(prices, base, combos, signal_paths, windows, metric, records)
             run.write(wf_table, "walk_forward_results.parquet", WalkForwardSchema)
             run.write(wf_equity, "walk_forward_equity.parquet", WalkForwardEquitySchema)
             wf = wf_table
@@ -174,23 +192,35 @@ def run_sweep(grid_path: str, *, config_path: str | None = None, overrides: list
             "signal_settings": len(set(signal_paths.values())), "results": results, "out": str(out_dir)}
 
 
-def _run_locally(pending, prices_path, signal_paths, base, state_dir, processes, progress) -> None:
+def _run_locally(jobs, prices_path, base, state_dir, processes, progress) -> None:
     """In this process for one worker; else a process pool (each worker caches the frames it reads)."""
-    bar = Progress(len(pending), progress)
-    processes = processes if processes is not None else min(len(pending), os.cpu_count() or 1)
+    bar = Progress(len(jobs), progress)
+    processes = processes if processes is not None else min(len(jobs), os.cpu_count() or 1)
     if processes <= 1:
-        for combo in pending:
-            evaluate_combination(prices_path, signal_paths[combo_id(combo)], base, combo, state_dir)
+        for signals_path, combo, span in jobs:
+            evaluate_combination(prices_path, signals_path, base, combo, state_dir, span)
             bar.tick()
         return
     with ProcessPoolExecutor(max_workers=processes) as pool:
-        futures = [pool.submit(evaluate_combination, prices_path, signal_paths[combo_id(c)], base, c, state_dir) for c in pending]
+        futures = [pool.submit(evaluate_combination, prices_path, signals_path, base, combo, state_dir, span)
+                   for signals_path, combo, span in jobs]
         for _ in as_completed(futures):
             bar.tick()
 
 
-def _run_on_dask(pending, prices_path, signal_paths, base, state_dir, workers, address, progress) -> None:
-    """Batches of combinations as Prefect tasks on Dask workers; a failed batch is retried by Prefect."""
+def batches_of(jobs: list, n_batches: int) -> list[list]:
+    """Contiguous slices of the jobs sorted by signals file (a worker reads few signal files and reuses
+    their aligned market), balanced in size."""
+    ordered = sorted(jobs, key=lambda j: j[0])
+    n = max(1, min(len(ordered), n_batches))
+    edges = np.linspace(0, len(ordered), n + 1).round().astype(int)
+    return [ordered[a:b] for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _run_on_dask(jobs, prices_path, base, state_dir, workers, address, progress) -> None:
+    """Batches of jobs as Prefect tasks on Dask workers; a failed batch is retried by Prefect (a batch
+    skips the jobs it already recorded). Workers get file paths, never frames: each reads the prices and
+    its signal files once (cached per worker process)."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from prefect import flow, task
     from prefect.artifacts import create_table_artifact
@@ -200,14 +230,12 @@ def _run_on_dask(pending, prices_path, signal_paths, base, state_dir, workers, a
         cluster_class="distributed.LocalCluster", cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
     batch_task = task(evaluate_batch, name="sweep-combinations", retries=2, retry_delay_seconds=1)
     # A few batches per worker: enough to balance load, few enough that Prefect's per-task cost is small.
-    n_batches = min(len(pending), max(1, (workers or 4) * 4))
-    batches = [pending[i::n_batches] for i in range(n_batches)]
+    batches = batches_of(jobs, (workers or 4) * 4)
 
     @flow(name="trendflow_sweep", task_runner=runner)
     def sweep_flow() -> list[dict]:
-        futures = [batch_task.submit(prices_path, [(signal_paths[combo_id(c)], c) for c in batch], base, state_dir)
-                   for batch in batches]
-        bar = Progress(len(pending), progress)
+        futures = [batch_task.submit(prices_path, batch, base, state_dir) for batch in batches]
+        bar = Progress(len(jobs), progress)
         rows = []
         from prefect.futures import as_completed as prefect_completed
 
@@ -215,7 +243,8 @@ def _run_on_dask(pending, prices_path, signal_paths, base, state_dir, workers, a
             for row in future.result():
                 rows.append(row)
                 bar.tick()
-        best = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: -np.nan_to_num(r["sharpe"], nan=-1e9))[:10]
+        full = [r for r in rows if r["status"] == "ok" and "span" not in r]
+        best = sorted(full, key=lambda r: (-np.nan_to_num(r["sharpe"], nan=-1e9), r["combo_id"]))[:10]
         create_table_artifact(key="sweep-best", table=[{"combo_id": r["combo_id"], **r["params"], "sharpe": r["sharpe"],
                                                         "cagr": r["cagr"], "max_drawdown": r["max_drawdown"]} for r in best],
                               description="best combinations by Sharpe")
@@ -233,17 +262,18 @@ def results_frame(rows: list[dict], keys: list[str], signal_paths: dict[str, str
     return frame
 
 
-def run_walk_forward(prices, base, combos, signal_paths, spec, metric) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Best combination on each training span by `metric`, then evaluated (fresh from cash) on the test span."""
+def run_walk_forward(prices, base, combos, signal_paths, windows, metric, records) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Best combination on each training span by `metric` (from the recorded training runs: selection
+    sees only days [train start, train end)), then traded fresh from cash on the test span (its signals
+    may use earlier prices: each day's signal uses closes up to that day only)."""
     dates = pd.DatetimeIndex(np.unique(prices["date"]))
-    windows = walk_forward_windows(dates, spec)
     rows, curves = [], []
-    configs = {combo_id(c): config_for(base, c) for c in combos}
     for w in windows:
         scored = []
-        for combo in combos:  # selection sees the training span only: days [train start, train end)
+        for combo in combos:
             cid = combo_id(combo)
-            m = evaluate(prices, _frame(signal_paths[cid]), configs[cid], *w.train)
+            record = records[job_key(combo, w.train)]  # recorded by the run above (failed runs too)
+            m = {k: (math.nan if record.get(k) is None else float(record[k])) for k in SWEEP_METRICS}
             scored.append((selection_score(m, metric), cid, combo, m))
         # best score; ties go to the smallest combo id so the choice is reproducible
         _, cid, combo, in_sample = min(scored, key=lambda s: (-s[0], s[1]))

@@ -116,6 +116,26 @@ def test_walk_forward_test_spans_never_touch_their_training_spans(small_demo_dir
     assert (wf["test_start"] > wf["train_end"]).all() and len(wf) >= 3
     equity = pd.read_parquet(tmp_path / "wf" / "walk_forward_equity.parquet")
     assert equity["date"].is_monotonic_increasing and equity["date"].min() >= wf["test_start"].min()
+    # the training runs are resumable too: a rerun recomputes none of them and gives the same windows
+    redone = []
+    real = sweep.evaluate
+    try:
+        sweep.evaluate = lambda *a, **k: redone.append(1) or real(*a, **k)
+        sweep.run_sweep(str(grid), data=str(small_demo_dir), out=str(tmp_path / "wf"), walk_forward="train=1y,test=6m,step=6m",
+                        progress=False, local_processes=1)
+    finally:
+        sweep.evaluate = real
+    assert redone == []
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "wf" / "walk_forward_results.parquet"), wf)
+
+
+def test_batches_cover_every_job_once_grouped_by_signal_file():
+    jobs = [(f"s{i % 3}", {"i": i}, None) for i in range(10)]
+    batches = sweep.batches_of(jobs, 4)
+    flat = [j for b in batches for j in b]
+    assert len(batches) == 4 and sorted(j[1]["i"] for j in flat) == list(range(10))
+    assert [j[0] for j in flat] == sorted(j[0] for j in jobs) and max(map(len, batches)) - min(map(len, batches)) <= 1
+    assert len(sweep.batches_of(jobs[:2], 8)) == 2
 
 
 @pytest.mark.prefect
