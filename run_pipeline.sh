@@ -4,6 +4,7 @@
 #   ./run_pipeline.sh                      # the whole pipeline on the demo universe (= trendflow run)
 #   ./run_pipeline.sh run --data DIR ...   # any trendflow command with its arguments
 #   ./run_pipeline.sh trade --out DIR      # one stage
+#   ./run_pipeline.sh --stages trading,reporting   # flags alone: `run` with those flags
 #   ./run_pipeline.sh test [pytest args]   # the test suite
 #
 # First use creates .venv beside this file and installs the pinned set (constraints.txt).
@@ -30,7 +31,10 @@ fi
 
 cd "$ROOT"
 command="${1:-run}"
-[ $# -gt 0 ] && shift
+case "$command" in
+    -*) command=run ;;          # flags alone mean `run` with those flags
+    *) [ $# -gt 0 ] && shift ;;
+esac
 if [ "$command" = "test" ]; then
     exec "$PY" -m pytest "$@"
 fi

@@ -108,3 +108,55 @@ def test_cli_help_and_exit_codes(tmp_path, capsys):
     assert main(["nope"]) == 2
     assert main(["run", "--out", str(tmp_path), "--stages", "reporting", "--set", "risk.atr_multiplier=-1"]) == 2
     assert "risk.atr_multiplier" in capsys.readouterr().err
+
+
+def test_paper_execution_step_sends_the_days_orders_once(full_run, tmp_path):
+    import pandas as pd
+
+    from flows.pipeline import trend_pipeline
+    from schemas.trading import OrdersSchema
+    from stages.common.artifacts import stage_run
+
+    out, _ = full_run
+    for name in ARTIFACTS:
+        shutil.copy(out / name, tmp_path / name)
+    prices = pd.read_parquet(out / "prices.parquet")
+    day = prices["date"].max().date()
+    last = prices[prices["date"] == prices["date"].max()].sort_values("symbol").head(3)
+    shares = (20_000 / last["close"] // 100 * 100).astype(int).to_numpy()  # ~2% of equity each: inside every limit
+    orders = pd.DataFrame({"symbol": last["symbol"].to_numpy(), "action": "BUY", "shares": shares,
+                           "reason": "new_entry", "signal_strength": 0.9, "momentum_score": 1.0, "target_weight": 0.02,
+                           "current_price": last["close"].to_numpy(), "estimated_value": shares * last["close"].to_numpy()})
+    with stage_run("trading", tmp_path, csv_twins=False) as run:
+        run.write(orders, f"orders_{day}.csv", OrdersSchema)
+    first = trend_pipeline(out=str(tmp_path), stages=[], mode="daily", as_of_date=day, execute="paper", retry_delay_seconds=0)
+    assert [s["stage"] for s in first["stages"]] == ["execute"]
+    x, n_orders = first["stages"][0]["summary"], first["stages"][0]["rows"]["orders"]
+    assert n_orders > 0 and x["filled"] > 0 and x["filled"] + x["rejected"] == n_orders and x["already_done"] == 0
+    assert (tmp_path / "execution" / "trendflow.db").exists()
+    # the same day again: every order is already final, nothing is submitted twice
+    again = trend_pipeline(out=str(tmp_path), stages=[], mode="daily", as_of_date=day, execute="paper", retry_delay_seconds=0)
+    y = again["stages"][0]["summary"]
+    assert y["already_done"] == n_orders and y["filled"] == 0 and y["rejected"] == 0
+
+
+def test_execute_outside_daily_mode_is_refused(capsys, tmp_path):
+    from flows.cli import main
+
+    assert main(["run", "--out", str(tmp_path), "--execute", "paper"]) == 2
+    assert "--execute is for a daily run" in capsys.readouterr().err
+    assert main(["daily", "--out", str(tmp_path), "--as-of-date", "2024-01-05", "--execute", "paper",
+                 "--profile", "reckless"]) == 2
+    assert "risk profile 'reckless' not found" in capsys.readouterr().err
+
+
+def test_a_failed_run_says_why_in_its_log_file(harness, capsys, tmp_path):
+    from flows.cli import main
+
+    assert main(["run", "--out", str(tmp_path), "--stages", "reporting", "--retry-delay", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("equity_curve.parquet") == 1 and "error: reporting stage needs" in err
+    (log_file,) = (tmp_path / "logs").glob("trendflow_*.log")
+    text = log_file.read_text(encoding="utf-8")
+    assert "[1/1] reporting stage starting" in text
+    assert "ERROR" in text and "trendflow backtest run failed: reporting stage needs" in text

@@ -1,0 +1,71 @@
+"""The flow's pure pieces, no Prefect run needed: which faults are retried, and the input checks
+against manifest.json that run before each stage."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from stages.common.errors import (ArtifactMissingError, ConfigError, DataError, IntegrityError, SchemaError,
+                                  TransientIOError)
+
+
+@pytest.mark.parametrize("exc, retried", [
+    (TransientIOError("report.html is locked"), True),
+    (PermissionError(13, "locked by another process"), True),   # how Windows reports a file held open elsewhere
+    (OSError(5, "Input/output error"), True),
+    (TimeoutError("share went away"), True),
+    (FileNotFoundError(2, "no such file"), False),               # retrying cannot make a missing file appear
+    (IsADirectoryError(21, "is a directory"), False),
+    (SchemaError("trade_log.csv: quantity < 0"), False),
+    (ConfigError("key 'risk.atr_multiplier'"), False),
+    (DataError("prices: no rows"), False),
+    (ValueError("bug"), False),
+])
+def test_only_transient_io_faults_are_retried(exc, retried):
+    from flows.pipeline import is_transient
+
+    assert is_transient(exc) is retried
+
+
+def _write_prices(folder):
+    from schemas.prices import PricesSchema
+    from stages.common.artifacts import stage_run
+
+    prices = pd.DataFrame({"date": pd.to_datetime(["2024-01-02", "2024-01-03"]), "symbol": ["A", "A"],
+                           "open": [1.0, 1.1], "high": [1.2, 1.2], "low": [0.9, 1.0], "close": [1.1, 1.15],
+                           "volume": [100.0, 200.0]})
+    with stage_run("signal", folder, csv_twins=False) as run:
+        run.write(prices, "prices.parquet", PricesSchema)
+
+
+def test_stage_inputs_are_checked_against_the_manifest(tmp_path):
+    from flows.pipeline import check_inputs
+
+    check_inputs("signal", tmp_path)  # the first stage reads the data folder, not the output folder
+    with pytest.raises(ArtifactMissingError, match=r"prices.parquet.*--stages signal,trading"):
+        check_inputs("trading", tmp_path)
+    _write_prices(tmp_path)
+    with pytest.raises(ArtifactMissingError, match="signals_output.parquet"):
+        check_inputs("trading", tmp_path)
+    (tmp_path / "signals_output.parquet").write_bytes(b"not written by the signal stage")  # not in the manifest
+    check_inputs("trading", tmp_path)
+    with open(tmp_path / "prices.parquet", "ab") as fh:  # edited after the signal stage wrote it
+        fh.write(b"\0")
+    with pytest.raises(IntegrityError, match=r"prices.parquet was changed after stage 'signal'"):
+        check_inputs("trading", tmp_path)
+
+
+def test_daily_defaults_and_stage_selection(capsys, tmp_path):
+    from flows.cli import main
+    from flows.pipeline import default_stages
+
+    assert default_stages("backtest") == ("signal", "trading", "reporting")
+    assert default_stages("daily") == ("signal", "trading")
+    assert main(["run", "--out", str(tmp_path), "--stages", "trading,charts"]) == 2
+    assert "unknown stage(s) ['charts']" in capsys.readouterr().err
+    assert main(["run", "--out", str(tmp_path), "--stages", ""]) == 2
+    assert "--stages is empty" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["daily", "--out", str(tmp_path)])  # --as-of-date is required
+    assert exit_.value.code == 2
+
