@@ -1,6 +1,7 @@
 """prices.parquet: the validated OHLCV panel the signal stage used (long format)."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
@@ -21,19 +22,24 @@ class PricesSchema(pa.DataFrameModel):
     close: Series[float] = pa.Field(gt=0)
     volume: Series[float] = pa.Field(ge=0)
 
-    @pa.dataframe_check(error="high >= max(open, close)")
+    @pa.dataframe_check(error="high >= max(open, close)", ignore_na=False)
     def high_is_highest(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["high"] >= df[["open", "close"]].max(axis=1)
+        """The day's high bounds its open and close (a high below them is a data error)."""
+        return pd.Series(df["high"].to_numpy() >= np.fmax(df["open"].to_numpy(), df["close"].to_numpy()), index=df.index)
 
-    @pa.dataframe_check(error="low <= min(open, close)")
+    @pa.dataframe_check(error="low <= min(open, close)", ignore_na=False)
     def low_is_lowest(cls, df: pd.DataFrame) -> Series[bool]:
-        return df["low"] <= df[["open", "close"]].min(axis=1)
+        """The day's low bounds its open and close from below."""
+        return pd.Series(df["low"].to_numpy() <= np.fmin(df["open"].to_numpy(), df["close"].to_numpy()), index=df.index)
 
-    @pa.dataframe_check(error="dates unique and ascending within each symbol")
+    @pa.dataframe_check(error="dates unique and ascending within each symbol", ignore_na=False)
     def dates_ascending(cls, df: pd.DataFrame) -> Series[bool]:
-        same_symbol = df["symbol"].eq(df["symbol"].shift())
-        steps = df["date"].diff()
-        return ~same_symbol | (steps > pd.Timedelta(0))
+        """One row per (symbol, date), in date order: consecutive rows of a symbol step forward in time."""
+        same_symbol = df["symbol"].eq(df["symbol"].shift()).to_numpy()
+        days = df["date"].to_numpy()
+        forward = np.ones(len(df), dtype=bool)
+        forward[1:] = days[1:] > days[:-1]
+        return pd.Series(~same_symbol | forward, index=df.index)
 
     class Config:
         coerce = True

@@ -38,10 +38,20 @@ def _schema_name(schema: type[pa.DataFrameModel] | pa.DataFrameSchema) -> str:
     return getattr(schema, "__name__", None) or getattr(schema, "name", None) or type(schema).__name__
 
 
-def validate_frame(df: pd.DataFrame, schema: type[pa.DataFrameModel] | pa.DataFrameSchema, source: str) -> pd.DataFrame:
-    """Validate (and coerce) a frame; raise SchemaError naming the file, columns and first bad rows."""
+def validate_frame(
+    df: pd.DataFrame,
+    schema: type[pa.DataFrameModel] | pa.DataFrameSchema,
+    source: str,
+    *,
+    inplace: bool = False,
+) -> pd.DataFrame:
+    """Validate (and coerce) a frame; raise SchemaError naming the file, columns and first bad rows.
+
+    `inplace=True` skips pandera's defensive copy (coercion may then change `df` itself): for
+    frames the caller built and owns, e.g. the loader's freshly assembled panel.
+    """
     try:
-        return schema.validate(df, lazy=True)
+        return schema.validate(df, lazy=True, inplace=inplace)
     except pa_errors.SchemaErrors as exc:
         raise SchemaError(describe_failures(exc.failure_cases, source, _schema_name(schema), df)) from None
     except pa_errors.SchemaError as exc:  # raised by non-lazy paths (e.g. strict column checks)
@@ -118,15 +128,19 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes so that readers see either the old file or the new one, never a half."""
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write bytes so that readers see either the old file or the new one, never a half.
+
+    `fsync=False` keeps the atomic rename but skips forcing the data to disk (for files that can
+    be regenerated, where hundreds of fsyncs would dominate the run time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         _replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

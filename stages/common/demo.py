@@ -7,11 +7,15 @@ suspension days (rows missing, as in real data). Same arguments -> byte-identica
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 from stages.common.artifacts import atomic_write_bytes
 from stages.common.errors import DataError
@@ -103,38 +107,57 @@ def generate_demo_prices(spec: DemoSpec = DemoSpec()) -> pd.DataFrame:
     suspended[0] = False
     present &= ~suspended
 
-    frame = pd.DataFrame(
+    # Long rows, symbol-major in sorted symbol order, dates ascending: (symbol, date) order by construction.
+    order = np.argsort(np.array(symbols, dtype=object), kind="stable")
+    keep = present[:, order].T.ravel()
+    codes = np.repeat(np.arange(n_sym), n_days)[keep]
+    return pd.DataFrame(
         {
-            "date": np.repeat(dates.to_numpy()[None, :], n_sym, axis=0).ravel(),
-            "symbol": np.repeat(np.array(symbols, dtype=object), n_days),
-            "open": open_.T.ravel(),
-            "high": high.T.ravel(),
-            "low": low.T.ravel(),
-            "close": close.T.ravel(),
-            "volume": volume.T.ravel(),
+            "date": np.tile(dates.to_numpy(), n_sym)[keep],
+            "symbol": pa.array([symbols[i] for i in order], pa.string()).take(pa.array(codes)).to_pandas(),
+            **{
+                name: grid[:, order].T.ravel()[keep]
+                for name, grid in (("open", open_), ("high", high), ("low", low), ("close", close), ("volume", volume))
+            },
         }
     )
-    frame = frame.loc[present.T.ravel()].sort_values(["symbol", "date"], kind="stable", ignore_index=True)
-    frame["symbol"] = frame["symbol"].astype(str)
-    return frame
+
+
+def _fixed3(values: np.ndarray):
+    """Numbers as text with exactly three decimals ("%.3f"), vectorised (values are >= 0)."""
+    milli = np.rint(values * 1000).astype(np.int64)
+    whole = pc.cast(pa.array(milli // 1000), pa.string())
+    frac = pc.utf8_lpad(pc.cast(pa.array(milli % 1000), pa.string()), width=3, padding="0")
+    return pc.binary_join_element_wise(whole, frac, ".")
+
+
+def demo_csv_bytes(prices: pd.DataFrame) -> dict[str, bytes]:
+    """Per-symbol CSV files (date,open,high,low,close,volume; dates ISO, numbers "%.3f") for a long
+    frame sorted by symbol then date. The whole panel is formatted at once, then cut by symbol."""
+    dates = pa.array(prices["date"].to_numpy().astype("datetime64[D]"))
+    table = pa.table({"date": pc.cast(dates, pa.string()),
+                      **{name: _fixed3(prices[name].to_numpy()) for name in ("open", "high", "low", "close", "volume")}})
+    sink = io.BytesIO()
+    pa_csv.write_csv(table, sink, write_options=pa_csv.WriteOptions(include_header=False, quoting_style="none"))
+    body = sink.getvalue()
+    line_ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n")) + 1
+    symbols = prices["symbol"].to_numpy()
+    firsts = np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]])
+    bounds = np.r_[0, line_ends[np.r_[firsts[1:], len(symbols)] - 1]]
+    header = b"date,open,high,low,close,volume\n"
+    return {str(symbols[first]): header + body[bounds[i]:bounds[i + 1]] for i, first in enumerate(firsts)}
 
 
 def write_demo_universe(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
-    """Write one CSV per symbol (date,open,high,low,close,volume), like real data folders."""
+    """Write one CSV per symbol (date,open,high,low,close,volume), like real data folders.
+
+    Each file appears atomically (temp file + rename); they are not fsync'd one by one -- the data
+    can be regenerated, and `ensure_demo_universe` writes its marker (fsync'd) only after all of them.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prices = generate_demo_prices(spec)
-    header = "date,open,high,low,close,volume\n"
-    # Format the whole panel once (rows are grouped by symbol), then cut it into per-symbol files.
-    body = prices.drop(columns="symbol").to_csv(
-        index=False, header=False, date_format="%Y-%m-%d", float_format="%.3f", lineterminator="\n"
-    ).splitlines(keepends=True)
-    counts = prices.groupby("symbol", sort=False).size()
-    start = 0
-    for symbol, n_rows in counts.items():
-        text = header + "".join(body[start:start + n_rows])
-        atomic_write_bytes(out_dir / f"{symbol}.csv", text.encode())
-        start += n_rows
+    for symbol, content in demo_csv_bytes(generate_demo_prices(spec)).items():
+        atomic_write_bytes(out_dir / f"{symbol}.csv", content, fsync=False)
     return out_dir
 
 

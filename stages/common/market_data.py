@@ -7,15 +7,25 @@ ascending dates) and either stops with the first bad rows named by file and line
 (`bad_rows="error"`) or drops them with a warning (`"drop"`).
 
 Suspension days (missing rows) stay missing: OHLC is never forward-filled into fake trades.
+
+Two paths, one set of rules. The fast path parses every well-formed CSV of a folder with pyarrow
+in one go (files sharing a header are concatenated and parsed together), checks the whole panel
+once with vectorised rules, and never builds per-file pandas frames. Any file it cannot take as
+is -- odd layout, unparseable value, or a row breaking a rule -- is re-read by the careful path
+(pandas, one file at a time), which applies the same rules and names file and line in its
+messages. The final panel is validated once by the pandera PricesSchema.
 """
 from __future__ import annotations
 
+import io
 import logging
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -37,8 +47,9 @@ COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "volume": ("volume", "vol", "v", "volume_shares"),
 }
 SUPPORTED_SUFFIXES = (".csv", ".parquet", ".pq")
-_SAFE_SYMBOL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-^=]{0,63}$")
+_SAFE_SYMBOL = re.compile(r"^[A-Za-z0-9^][A-Za-z0-9._\-^=]{0,63}$")
 _MAX_ROWS_LISTED = 5
+_NS_PER_DAY = 86_400 * 10**9
 
 
 def check_symbol_name(symbol: str, where: str = "symbol") -> str:
@@ -51,8 +62,54 @@ def check_symbol_name(symbol: str, where: str = "symbol") -> str:
     return symbol
 
 
-# --------------------------------------------------------------------------- reading one file
+def _pick_columns(names: Iterable[str], need_symbol: bool) -> tuple[dict[str, str], list[str]]:
+    """Map canonical column names to the file's spelling (case, spaces, aliases); also what is missing."""
+    lookup: dict[str, str] = {}
+    for name in names:
+        lookup.setdefault(str(name).strip().lower().replace(" ", "_"), name)
+    needed = ["date", *(["symbol"] if need_symbol else []), *PRICE_COLUMNS]
+    picked = {}
+    for canonical in needed:
+        actual = next((lookup[a] for a in COLUMN_ALIASES[canonical] if a in lookup), None)
+        if actual is not None:
+            picked[canonical] = actual
+    return picked, [c for c in needed if c not in picked]
+
+
+# --------------------------------------------------------------------------- the row rules
+def _row_problems(columns: Mapping[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """Every row-level rule in one place: (rule, rows breaking it) for each rule some row breaks.
+
+    `columns` holds numpy arrays: date as datetime64, OHLCV as float64 (NaN = missing).
+    """
+    o, h, l, c, v = (columns[k] for k in PRICE_COLUMNS)
+    with np.errstate(invalid="ignore"):
+        rules = [
+            ("unparseable date", np.isnat(columns["date"])),
+            ("missing or non-numeric price", np.isnan(o) | np.isnan(h) | np.isnan(l) | np.isnan(c)),
+            ("missing or non-numeric volume", np.isnan(v)),
+            ("non-positive price", (o <= 0) | (h <= 0) | (l <= 0) | (c <= 0)),
+            ("high below max(open, close)", h < np.maximum(o, c)),
+            ("low above min(open, close)", l > np.minimum(o, c)),
+            ("high below low", h < l),
+            ("negative volume", v < 0),
+        ]
+    return [(name, bad) for name, bad in rules if bad.any()]
+
+
+def _out_of_order(codes: np.ndarray, dates: np.ndarray) -> np.ndarray:
+    """Rows whose date does not strictly follow the previous row of the same symbol (duplicate or
+    descending date); rows are grouped by symbol code, each group in file order."""
+    bad = np.zeros(len(codes), dtype=bool)
+    if len(codes) > 1:
+        bad[1:] = (codes[1:] == codes[:-1]) & ~(dates[1:] > dates[:-1])
+    return bad
+
+
+# --------------------------------------------------------------------------- careful path: one file, pandas
 def _read_raw(path: Path) -> pd.DataFrame:
+    """A file as pandas reads it; the index is each data row's position in the file (blank lines
+    count), so a CSV row at index i is on line i + 2."""
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
@@ -60,7 +117,8 @@ def _read_raw(path: Path) -> pd.DataFrame:
             head = fh.read(4096)
         if b"\x00" in head:
             raise DataError(f"{path}: not a text CSV file (binary content)")
-        return pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True)
+        raw = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True, skip_blank_lines=False)
+        return raw.dropna(how="all")  # blank lines (they keep their place in the numbering)
     except DataError:
         raise
     except pd.errors.EmptyDataError:
@@ -74,21 +132,15 @@ def _read_raw(path: Path) -> pd.DataFrame:
 
 
 def _normalise_columns(raw: pd.DataFrame, path: Path, need_symbol: bool) -> pd.DataFrame:
-    lookup = {str(c).strip().lower().replace(" ", "_"): c for c in raw.columns}
-    renamed: dict[str, str] = {}
-    for canonical, aliases in COLUMN_ALIASES.items():
-        for alias in aliases:
-            if alias in lookup:
-                renamed[lookup[alias]] = canonical
-                break
-    needed = ["date", *PRICE_COLUMNS] + (["symbol"] if need_symbol else [])
-    missing = [c for c in needed if c not in renamed.values()]
+    picked, missing = _pick_columns(raw.columns, need_symbol)
     if missing:
+        hint = (" (a single file must be a long file with a symbol column; for per-symbol files give their folder)"
+                if need_symbol and missing == ["symbol"] else "")
         raise DataError(
             f"{path}: missing column(s) {', '.join(missing)} "
-            f"(found: {', '.join(map(str, raw.columns)) or 'none'})"
+            f"(found: {', '.join(map(str, raw.columns)) or 'none'}){hint}"
         )
-    return raw.rename(columns=renamed)[needed]
+    return raw.rename(columns={actual: canonical for canonical, actual in picked.items()})[list(picked)]
 
 
 def _parse_dates(values: pd.Series) -> pd.Series:
@@ -97,24 +149,22 @@ def _parse_dates(values: pd.Series) -> pd.Series:
         parsed = values
     else:
         parsed = None
-        if not (pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values)):
+        numeric = pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values)
+        if not numeric:
             try:  # the usual layout, straight from the parser: no string copies
                 parsed = pd.to_datetime(values, format="ISO8601")
             except (ValueError, TypeError):
                 parsed = None
-        if parsed is not None:
-            text = None
-        else:
-            if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
+        if parsed is None:
+            if numeric:
                 values = values.astype("Int64").astype("string")
             text = values.astype("string").str.strip()
-        for fmt in ("ISO8601", "%Y%m%d"):  # fast paths for the usual layouts
-            if parsed is not None:
-                break
-            try:
-                parsed = pd.to_datetime(text, format=fmt)
-            except (ValueError, TypeError):
-                continue
+            for fmt in ("ISO8601", "%Y%m%d"):
+                try:
+                    parsed = pd.to_datetime(text, format=fmt)
+                    break
+                except (ValueError, TypeError):
+                    continue
         if parsed is None:
             compact = text.str.fullmatch(r"\d{8}").fillna(False)
             parsed = pd.to_datetime(text.where(~compact), errors="coerce", format="mixed")
@@ -122,80 +172,6 @@ def _parse_dates(values: pd.Series) -> pd.Series:
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_localize(None)
     return parsed.astype("datetime64[ns]").dt.normalize()
-
-
-@dataclass
-class _RowProblems:
-    mask: np.ndarray
-    reasons: list[tuple[str, np.ndarray]]
-
-
-def _row_problems(df: pd.DataFrame) -> _RowProblems:
-    """Every row-level rule in one place; returns which rows break which rule."""
-    o, h, l, c, v = (df[k].to_numpy() for k in PRICE_COLUMNS)
-    rules = [
-        ("unparseable date", df["date"].isna().to_numpy()),
-        ("missing or non-numeric price", np.isnan(o) | np.isnan(h) | np.isnan(l) | np.isnan(c)),
-        ("missing or non-numeric volume", np.isnan(v)),
-        ("non-positive price", (o <= 0) | (h <= 0) | (l <= 0) | (c <= 0)),
-        ("high below max(open, close)", h < np.maximum(o, c)),
-        ("low above min(open, close)", l > np.minimum(o, c)),
-        ("high below low", h < l),
-        ("negative volume", v < 0),
-    ]
-    mask = np.zeros(len(df), dtype=bool)
-    for _, bad in rules:
-        mask |= bad
-    return _RowProblems(mask, [(name, bad) for name, bad in rules if bad.any()])
-
-
-def _clean_symbol_frame(df: pd.DataFrame, path: Path, policy: str) -> pd.DataFrame:
-    """Apply the row rules and the date-order rules to one symbol's rows.
-
-    The frame's index is each row's position in the file, so messages can name the line
-    (row 0 of a CSV is on line 2: line 1 is the header).
-    """
-    is_csv = path.suffix.lower() == ".csv"
-
-    def line(pos: int) -> str:
-        row = int(df.index[pos])
-        return f"{path.name} line {row + 2}" if is_csv else f"{path.name} row {row}"
-
-    problems = _row_problems(df)
-    if problems.reasons:
-        details = []
-        for name, bad in problems.reasons:
-            positions = np.flatnonzero(bad)
-            shown = ", ".join(line(int(p)) for p in positions[:_MAX_ROWS_LISTED])
-            more = f" (+{len(positions) - _MAX_ROWS_LISTED} more)" if len(positions) > _MAX_ROWS_LISTED else ""
-            details.append(f"{name}: {shown}{more}")
-        message = f"{path}: {int(problems.mask.sum())} bad row(s): " + "; ".join(details)
-        if policy == "error":
-            raise DataError(message + " (set data.bad_rows=drop to drop them with a warning)")
-        log.warning("%s -- dropped", message)
-        df = df.loc[~problems.mask]
-
-    dates = df["date"]
-    duplicated = dates.duplicated(keep=False).to_numpy()
-    if duplicated.any():
-        positions = np.flatnonzero(duplicated)
-        shown = ", ".join(
-            f"{line(int(p))} ({dates.iloc[p].date()})" for p in positions[:_MAX_ROWS_LISTED]
-        )
-        if policy == "error":
-            raise DataError(f"{path}: duplicate dates: {shown}")
-        log.warning("%s: duplicate dates %s -- every copy dropped (which one is right is unknown)", path, shown)
-        df = df.loc[~duplicated]
-        dates = df["date"]
-    if not dates.is_monotonic_increasing:
-        steps = dates.diff().to_numpy()
-        first = int(np.flatnonzero(steps < np.timedelta64(0, "ns"))[0])
-        where = f"{line(first)} ({dates.iloc[first].date()} after {dates.iloc[first - 1].date()})"
-        if policy == "error":
-            raise DataError(f"{path}: dates are not in ascending order, first at {where}")
-        log.warning("%s: dates not ascending (first at %s) -- sorted", path, where)
-        df = df.sort_values("date", kind="stable")
-    return df
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
@@ -208,8 +184,61 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns, index=df.index)
 
 
+def _clean_symbol_frame(df: pd.DataFrame, path: Path, policy: str, symbol: str | None = None) -> pd.DataFrame:
+    """Apply the row rules and the date-order rules to one symbol's rows.
+
+    The frame's index is each row's position in the file, so messages can name the line
+    (row 0 of a CSV is on line 2: line 1 is the header). `symbol` is named in messages about a
+    long file (one symbol among many).
+    """
+    is_csv = path.suffix.lower() == ".csv"
+    where_from = f"{path} (symbol {symbol})" if symbol else str(path)
+
+    def line(pos: int) -> str:
+        row = int(df.index[pos])
+        return f"{path.name} line {row + 2}" if is_csv else f"{path.name} row {row}"
+
+    problems = _row_problems({k: df[k].to_numpy() for k in ("date", *PRICE_COLUMNS)})
+    if problems:
+        bad_rows = np.logical_or.reduce([bad for _, bad in problems])
+        details = []
+        for name, bad in problems:
+            positions = np.flatnonzero(bad)
+            shown = ", ".join(line(int(p)) for p in positions[:_MAX_ROWS_LISTED])
+            more = f" (+{len(positions) - _MAX_ROWS_LISTED} more)" if len(positions) > _MAX_ROWS_LISTED else ""
+            details.append(f"{name}: {shown}{more}")
+        message = f"{where_from}: {int(bad_rows.sum())} bad row(s): " + "; ".join(details)
+        if policy == "error":
+            raise DataError(message + " (set data.bad_rows=drop to drop them with a warning)")
+        log.warning("%s -- dropped", message)
+        df = df.loc[~bad_rows]
+
+    dates = df["date"]
+    duplicated = dates.duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        positions = np.flatnonzero(duplicated)
+        shown = ", ".join(
+            f"{line(int(p))} ({dates.iloc[p].date()})" for p in positions[:_MAX_ROWS_LISTED]
+        )
+        if policy == "error":
+            raise DataError(f"{where_from}: duplicate dates: {shown} (set data.bad_rows=drop to drop every copy)")
+        log.warning("%s: duplicate dates %s -- every copy dropped (which one is right is unknown)", where_from, shown)
+        df = df.loc[~duplicated]
+        dates = df["date"]
+    if not dates.is_monotonic_increasing:
+        steps = dates.diff().to_numpy()
+        first = int(np.flatnonzero(steps < np.timedelta64(0, "ns"))[0])
+        where = f"{line(first)} ({dates.iloc[first].date()} after {dates.iloc[first - 1].date()})"
+        if policy == "error":
+            raise DataError(f"{where_from}: dates are not in ascending order, first at {where} "
+                            "(set data.bad_rows=drop to sort them)")
+        log.warning("%s: dates not ascending (first at %s) -- sorted", where_from, where)
+        df = df.sort_values("date", kind="stable")
+    return df
+
+
 def read_symbol_file(path: Path, symbol: str, policy: str = "error") -> pd.DataFrame:
-    """One per-symbol file -> clean rows (date + OHLCV), in ascending date order."""
+    """One per-symbol file -> clean rows (date, symbol, OHLCV) in ascending date order (careful path)."""
     raw = _read_raw(path)
     if raw.empty:
         raise DataError(f"{path}: file has a header but no rows")
@@ -219,70 +248,192 @@ def read_symbol_file(path: Path, symbol: str, policy: str = "error") -> pd.DataF
     return df
 
 
-# --------------------------------------------------------------------------- fast path for clean folders
-def _arrow_table(path: Path, symbol: str):
-    """A well-formed per-symbol CSV as an Arrow table with the canonical columns, or None if the
-    file needs the careful path (odd types, unusual layout, unreadable)."""
+# --------------------------------------------------------------------------- fast path: a whole folder, pyarrow
+_BOM = b"\xef\xbb\xbf"
+
+
+def _workers() -> int:
+    return max(2, min(4, os.cpu_count() or 1))
+
+
+def _canonical_table(table):
+    """The canonical columns (date as timestamp[ns], OHLCV as float64) of a table pyarrow read with
+    inferred types, or None when the file needs the careful path (missing column, text values,
+    time-zoned or integer dates, no rows)."""
     import pyarrow as pa
 
+    picked, missing = _pick_columns(table.column_names, need_symbol=False)
+    if missing or table.num_rows == 0:
+        return None
+    columns = {}
+    day = table.column(picked["date"])
+    kind = day.type
+    if not (pa.types.is_date(kind) or (pa.types.is_timestamp(kind) and kind.tz is None)):
+        return None
+    columns["date"] = day.cast(pa.timestamp("ns"))
+    for name in PRICE_COLUMNS:
+        column = table.column(picked[name])
+        if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+            return None
+        columns[name] = column.cast(pa.float64())
+    return pa.table(columns)
+
+
+def _split_csv(data: bytes) -> tuple[bytes, list, int] | None:
+    """(header, body pieces, rows) of a CSV whose rows can be concatenated with other files' rows,
+    or None (no rows, or quotes, which may hide a line break: the per-file parse copes). The pieces
+    are views into `data` (no copies). Rows = line breaks + 1: blank lines count too, as the group
+    parse keeps them (as empty rows that fail the checks and send the file to the careful path)."""
+    end = len(data)
+    while end and data[end - 1] in b"\r\n":
+        end -= 1
+    newline = data.find(b"\n", 0, end)
+    if newline < 0 or data.find(b'"', 0, end) >= 0:
+        return None
+    header = data[:newline].removeprefix(_BOM).rstrip(b"\r")
+    return header, [memoryview(data)[newline + 1:end], b"\n"], data.count(b"\n", newline + 1, end) + 1
+
+
+def _parse_group(header: bytes, bodies: list):
+    """Parse the bodies of many CSVs that share `header` as one CSV, with fixed column types.
+    None when any value does not parse (the files are then parsed one by one)."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
     try:
-        return _arrow_canonical(path, symbol) if path.suffix.lower() == ".csv" else None
+        names = header.decode("utf-8").split(",")
+    except UnicodeDecodeError:
+        return None
+    picked, missing = _pick_columns(names, need_symbol=False)
+    if missing or len(set(names)) != len(names):
+        return None
+    order = ["date", *PRICE_COLUMNS]
+    convert = pa_csv.ConvertOptions(
+        include_columns=[picked[c] for c in order],
+        column_types={picked["date"]: pa.timestamp("ns"), **{picked[c]: pa.float64() for c in PRICE_COLUMNS}},
+        timestamp_parsers=[pa_csv.ISO8601, "%Y%m%d"],
+    )
+    buffer = b"".join([header, b"\n", *(piece for body in bodies for piece in body)])
+    try:
+        table = pa_csv.read_csv(
+            io.BytesIO(buffer),
+            read_options=pa_csv.ReadOptions(use_threads=True, block_size=1 << 22),
+            parse_options=pa_csv.ParseOptions(ignore_empty_lines=False),
+            convert_options=convert,
+        )
+    except (pa.ArrowException, ValueError):
+        return None
+    return table.rename_columns(order)
+
+
+def _parse_one(path: Path, data: bytes | None):
+    """One file read by pyarrow with inferred types -> canonical table, or None (careful path)."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix.lower() != ".csv":
+            return _canonical_table(pq.read_table(path))
+        if data is None or b"\x00" in data[:4096]:
+            return None
+        return _canonical_table(pa_csv.read_csv(io.BytesIO(data), read_options=pa_csv.ReadOptions(use_threads=False)))
     except (pa.ArrowException, OSError, UnicodeError, ValueError):
         return None
 
 
-def _arrow_canonical(path: Path, symbol: str):
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-
-    table = pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(use_threads=False))
-    lookup = {name.strip().lower().replace(" ", "_"): name for name in table.column_names}
-    picked = {}
-    for canonical in ("date", *PRICE_COLUMNS):
-        name = next((lookup[a] for a in COLUMN_ALIASES[canonical] if a in lookup), None)
-        if name is None:
-            return None
-        column = table.column(name)
-        kind = column.type
-        if canonical == "date":
-            if not (pa.types.is_date32(kind) or (pa.types.is_timestamp(kind) and kind.tz is None)):
-                return None
-            column = column.cast(pa.timestamp("ns"))
-        elif not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
-            return None
-        picked[canonical] = column if canonical == "date" else column.cast(pa.float64())
-    if table.num_rows == 0:
+def _read_bytes(path: Path) -> bytes | None:
+    if path.suffix.lower() != ".csv":
         return None
-    picked["symbol"] = pa.array([symbol] * table.num_rows, pa.string())
-    return pa.table(picked)
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None  # the careful path reports it
 
 
-def _fast_read(jobs: list[tuple[Path, str]]) -> tuple[list[pd.DataFrame], list[tuple[Path, str]]]:
-    """Read clean CSVs with pyarrow on a few threads and check them all at once; any file with a
-    problem (or an unusual layout) goes to the careful per-file path, which names file and line."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
+def _columns_of(tables: list, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dates (datetime64[ns]) and a (5, rows) float64 OHLCV block from canonical Arrow tables,
+    each value copied once."""
+    dates = np.empty(rows, dtype="datetime64[ns]")
+    values = np.empty((len(PRICE_COLUMNS), rows), dtype=np.float64)
+    start = 0
+    for table in tables:
+        stop = start + table.num_rows
+        for column, target in (("date", dates), *zip(PRICE_COLUMNS, values)):
+            at = start
+            for chunk in table.column(column).chunks:
+                target[at:at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                at += len(chunk)
+        start = stop
+    return dates, values
 
+
+def _fast_read(jobs: list[tuple[Path, str]]) -> tuple[pd.DataFrame | None, list[tuple[Path, str]]]:
+    """Read and check every file it can in bulk; return the clean panel (sorted by symbol, date,
+    given `jobs` sorted by symbol) and the jobs left for the careful path, which names file and line.
+
+    CSVs sharing a header are concatenated and parsed once with fixed types; files that do not fit
+    (quotes, odd layout, a value that does not parse) are parsed one by one with inferred types.
+    Then every rule is checked over the whole panel at once; a file with any problem is handed over
+    entirely to the careful path.
+    """
     import pyarrow as pa
 
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        tables = list(pool.map(lambda job: _arrow_table(*job), jobs))
-    careful = [job for job, table in zip(jobs, tables) if table is None]
-    good = [table for table in tables if table is not None]
-    if not good:
-        return [], careful
-    panel = pa.concat_tables(good).to_pandas()
-    panel = panel[["date", "symbol", *PRICE_COLUMNS]]
-    bad = _row_problems(panel).mask
-    same = panel["symbol"].eq(panel["symbol"].shift()).to_numpy()
-    steps = panel["date"].diff().to_numpy()
-    bad |= same & ~(steps > np.timedelta64(0, "ns"))
-    bad |= (panel["date"] != panel["date"].dt.normalize()).to_numpy()
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        contents = list(pool.map(lambda job: _read_bytes(job[0]), jobs))
+
+    groups: dict[bytes, list[tuple[int, list, int]]] = {}
+    one_by_one: list[int] = []
+    for code, data in enumerate(contents):
+        split = _split_csv(data) if data is not None else None
+        if split is None:
+            one_by_one.append(code)
+        else:
+            header, body, rows = split
+            groups.setdefault(header, []).append((code, body, rows))
+
+    pieces: list[tuple[object, np.ndarray]] = []
+    for header, members in groups.items():
+        table = _parse_group(header, [body for _, body, _ in members])
+        counts = np.array([rows for _, _, rows in members])
+        if table is None or table.num_rows != counts.sum():  # e.g. lone CR line ends: parse one by one
+            one_by_one.extend(code for code, _, _ in members)
+            continue
+        pieces.append((table, np.repeat(np.array([code for code, _, _ in members], dtype=np.int64), counts)))
+
+    with ThreadPoolExecutor(max_workers=_workers()) as pool:
+        singles = list(pool.map(lambda code: _parse_one(jobs[code][0], contents[code]), one_by_one))
+    careful = {code for code, table in zip(one_by_one, singles) if table is None}
+    pieces += [(table, np.full(table.num_rows, code, dtype=np.int64))
+               for code, table in zip(one_by_one, singles) if table is not None]
+    del contents
+    if not pieces:
+        return None, [jobs[code] for code in sorted(careful)]
+
+    codes = np.concatenate([c for _, c in pieces])
+    dates, values = _columns_of([table for table, _ in pieces], len(codes))
+    if len(codes) > 1 and (codes[1:] < codes[:-1]).any():  # groups interleave: order rows by symbol
+        order = np.argsort(codes, kind="stable")
+        codes, dates, values = codes[order], dates[order], values[:, order]
+
+    columns = {"date": dates, **dict(zip(PRICE_COLUMNS, values))}
+    bad = np.logical_or.reduce([rows for _, rows in _row_problems(columns)] + [_out_of_order(codes, dates)])
+    bad |= (dates.view(np.int64) % _NS_PER_DAY != 0) & ~np.isnat(dates)  # intraday time stamps
     if bad.any():
-        flagged = set(panel.loc[bad, "symbol"])
-        careful += [job for job in jobs if job[1] in flagged]
-        panel = panel.loc[~panel["symbol"].isin(flagged).to_numpy()]
-    return ([panel.reset_index(drop=True)] if len(panel) else []), careful
+        flagged = np.zeros(len(jobs), dtype=bool)
+        flagged[np.unique(codes[bad])] = True
+        careful.update(np.flatnonzero(flagged).tolist())
+        keep = ~flagged[codes]
+        codes, dates, values = codes[keep], dates[keep], values[:, keep]
+    careful_jobs = [jobs[code] for code in sorted(careful)]
+    if not len(codes):
+        return None, careful_jobs
+    # values is (5, rows) C-ordered: exactly pandas' float block, so the frame shares it (no copy)
+    frame = pd.DataFrame(values.T, columns=PRICE_COLUMNS, copy=False)
+    frame.insert(0, "date", dates)
+    symbols = pa.array([symbol for _, symbol in jobs], pa.string())
+    frame.insert(1, "symbol", symbols.take(pa.array(codes)).to_pandas())
+    return frame, careful_jobs
 
 
 # --------------------------------------------------------------------------- folders and long files
@@ -302,7 +453,7 @@ class MarketData:
 def _files_in(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
+        if path.name.startswith(".") or not path.is_file():
             continue
         suffix = path.suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
@@ -314,12 +465,93 @@ def _files_in(folder: Path) -> dict[str, Path]:
     return found
 
 
+def _read_folder(folder: Path, wanted: list[str] | None, policy: str, skipped: list[str]) -> list[pd.DataFrame]:
+    files = _files_in(folder)
+    if not files:
+        raise DataError(f"{folder}: no .csv or .parquet price files found")
+    jobs = []
+    for symbol in wanted if wanted is not None else files:
+        path = files.get(symbol)
+        if path is None:
+            log.warning("no price file for symbol %s in %s -- skipped", symbol, folder)
+            skipped.append(symbol)
+            continue
+        check_symbol_name(symbol, f"file {path.name}: symbol")
+        jobs.append((path, symbol))
+    jobs.sort(key=lambda job: job[1])
+    clean, careful = _fast_read(jobs)
+    frames = [clean] if clean is not None else []
+    frames += [read_symbol_file(path, symbol, policy) for path, symbol in careful]
+    return frames
+
+
+def _read_long_file(path: Path, wanted: list[str] | None, policy: str, skipped: list[str]) -> list[pd.DataFrame]:
+    """A long file (date, symbol, OHLCV rows in any symbol order): grouped by symbol with every rule
+    checked at once; only symbols with a problem go through the per-symbol path that names lines."""
+    raw = _read_raw(path)
+    if raw.empty:
+        raise DataError(f"{path}: file has a header but no rows")
+    named = _normalise_columns(raw, path, need_symbol=True)
+    typed = _typed(named)
+    line_of = (lambda pos: f"line {int(typed.index[pos]) + 2}") if path.suffix.lower() == ".csv" else (
+        lambda pos: f"row {int(typed.index[pos])}")
+    names = named["symbol"].astype("string").str.strip()
+    blank = (names.isna() | names.eq("")).to_numpy()
+    if blank.any():
+        shown = ", ".join(line_of(int(p)) for p in np.flatnonzero(blank)[:_MAX_ROWS_LISTED])
+        if policy == "error":
+            raise DataError(f"{path}: {int(blank.sum())} row(s) without a symbol: {shown} "
+                            "(set data.bad_rows=drop to drop them with a warning)")
+        log.warning("%s: %d row(s) without a symbol (%s) -- dropped", path, int(blank.sum()), shown)
+    codes, uniques = pd.factorize(names.where(~blank), sort=True)
+    uniques = [str(u) for u in uniques]
+    position = {symbol: k for k, symbol in enumerate(uniques)}
+    selected = []
+    for symbol in wanted if wanted is not None else uniques:
+        if symbol not in position:
+            log.warning("no rows for symbol %s in %s -- skipped", symbol, path)
+            skipped.append(symbol)
+            continue
+        try:
+            check_symbol_name(symbol, f"{path}: symbol")
+        except DataError as exc:
+            first = int(np.flatnonzero(codes == position[symbol])[0])
+            raise DataError(f"{exc} ({path.name} {line_of(first)})") from None
+        selected.append(position[symbol])
+    use = np.zeros(len(uniques) + 1, dtype=bool)
+    use[selected] = True
+    rows = np.flatnonzero(use[codes])  # code -1 (no symbol) maps to the spare last slot: False
+    rows = rows[np.argsort(codes[rows], kind="stable")]  # grouped by symbol, file order within
+    codes = codes[rows]
+    frame = typed.iloc[rows]
+    columns = {name: frame[name].to_numpy() for name in ("date", *PRICE_COLUMNS)}
+    bad = np.logical_or.reduce([r for _, r in _row_problems(columns)] + [_out_of_order(codes, columns["date"])])
+    symbols = np.array(uniques, dtype=object)
+    if not bad.any():
+        frame = frame.reset_index(drop=True)
+        frame.insert(1, "symbol", pd.array(symbols[codes], dtype="str"))
+        return [frame]
+    flagged = set(np.unique(codes[bad]).tolist())
+    good = ~np.isin(codes, list(flagged))
+    frames = [frame.loc[good].reset_index(drop=True)]
+    frames[0].insert(1, "symbol", pd.array(symbols[codes[good]], dtype="str"))
+    for k in sorted(flagged):
+        cleaned = _clean_symbol_frame(frame.loc[codes == k], path, policy, symbol=uniques[k]).reset_index(drop=True)
+        cleaned.insert(1, "symbol", uniques[k])
+        frames.append(cleaned)
+    return frames
+
+
 def _restrict_dates(df: pd.DataFrame, start: date | None, end: date | None) -> pd.DataFrame:
+    if start is None and end is None:
+        return df
+    days = df["date"].to_numpy()
+    keep = np.ones(len(df), dtype=bool)
     if start is not None:
-        df = df.loc[df["date"] >= pd.Timestamp(start)]
+        keep &= days >= np.datetime64(pd.Timestamp(start))
     if end is not None:
-        df = df.loc[df["date"] <= pd.Timestamp(end)]
-    return df
+        keep &= days <= np.datetime64(pd.Timestamp(end))
+    return df if keep.all() else df.loc[keep].reset_index(drop=True)
 
 
 def load_market_data(
@@ -330,72 +562,43 @@ def load_market_data(
     bad_rows: Literal["error", "drop"] = "error",
     min_history_days: int = 1,
 ) -> MarketData:
-    """Load a folder of per-symbol files or one long file into a validated long panel."""
+    """Load a folder of per-symbol files or one long file into a validated long panel, sorted by
+    (symbol, date). Symbols asked for but absent are skipped with a warning (listed in `skipped`),
+    as are symbols with fewer than `min_history_days` rows in [start, end]; no usable symbol is an error."""
+    if bad_rows not in ("error", "drop"):
+        raise DataError(f"data.bad_rows must be 'error' or 'drop', got {bad_rows!r}")
     source = Path(source)
-    wanted = [check_symbol_name(s, "data.symbols entry") for s in symbols] if symbols else None
+    wanted = list(dict.fromkeys(check_symbol_name(s, "data.symbols entry") for s in symbols)) if symbols else None
     if not source.exists():
         raise DataError(f"data source {source} does not exist")
-    frames: list[pd.DataFrame] = []
     skipped: list[str] = []
-
     if source.is_dir():
-        files = _files_in(source)
-        if not files:
-            raise DataError(f"{source}: no .csv or .parquet price files found")
-        names = wanted if wanted is not None else list(files)
-        jobs = []
-        for symbol in names:
-            path = files.get(symbol)
-            if path is None:
-                log.warning("no price file for symbol %s in %s -- skipped", symbol, source)
-                skipped.append(symbol)
-                continue
-            check_symbol_name(symbol, f"file {path.name}: symbol")
-            jobs.append((path, symbol))
-        clean, careful = _fast_read(jobs)
-        frames.extend(clean)
-        frames.extend(read_symbol_file(path, symbol, bad_rows) for path, symbol in careful)
+        frames = _read_folder(source, wanted, bad_rows, skipped)
     else:
-        frames.extend(_read_long_file(source, wanted, bad_rows, skipped))
+        frames = _read_long_file(source, wanted, bad_rows, skipped)
 
     frames = [f for f in frames if len(f)]
-    everything = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["date", "symbol", *PRICE_COLUMNS])
+    if not frames:
+        raise DataError(f"{source}: no usable symbol (no rows left to load)")
+    if len(frames) == 1:
+        everything = frames[0]  # built sorted by (symbol, date)
+    else:
+        everything = pd.concat(frames, ignore_index=True).sort_values(["symbol", "date"], kind="stable", ignore_index=True)
     listed = pd.unique(everything["symbol"])
     everything = _restrict_dates(everything, start, end)
     counts = everything["symbol"].value_counts()
-    too_short = [sym for sym in listed if counts.get(sym, 0) < max(min_history_days, 1)]
+    needed = max(min_history_days, 1)
+    too_short = [str(sym) for sym in listed if counts.get(sym, 0) < needed]
     for sym in too_short:
-        log.warning("symbol %s has %d rows in the date range (< %d) -- skipped", sym, counts.get(sym, 0), min_history_days)
-        skipped.append(str(sym))
-    usable = [everything.loc[~everything["symbol"].isin(too_short)]] if len(too_short) < len(listed) else []
-    if not usable or usable[0].empty:
-        raise DataError(f"{source}: no usable symbol (none found, or all empty in the date range)")
+        log.warning("symbol %s has %d rows in the date range (< %d) -- skipped", sym, counts.get(sym, 0), needed)
+        skipped.append(sym)
+    if len(too_short) == len(listed):
+        window = f" between {start or 'the start'} and {end or 'the end'}" if (start or end) else ""
+        raise DataError(f"{source}: no usable symbol (every symbol has fewer than {needed} rows{window})")
+    if too_short:
+        everything = everything.loc[~everything["symbol"].isin(too_short).to_numpy()].reset_index(drop=True)
 
-    prices = pd.concat(usable, ignore_index=True).sort_values(["symbol", "date"], kind="stable", ignore_index=True)
-    prices = validate_frame(prices[["date", "symbol", *PRICE_COLUMNS]], PricesSchema, str(source))
-    log.info("Loaded %d symbols, %d rows, %s..%s from %s", prices["symbol"].nunique(), len(prices),
+    prices = validate_frame(everything, PricesSchema, str(source), inplace=True)  # the one pandera pass
+    log.info("Loaded %d symbols, %d rows, %s..%s from %s", len(listed) - len(too_short), len(prices),
              prices["date"].min().date(), prices["date"].max().date(), source)
     return MarketData(prices=prices, source=str(source), skipped=skipped)
-
-
-def _read_long_file(path: Path, wanted: list[str] | None, policy: str, skipped: list[str]) -> list[pd.DataFrame]:
-    raw = _read_raw(path)
-    if raw.empty:
-        raise DataError(f"{path}: file has a header but no rows")
-    named = _normalise_columns(raw, path, need_symbol=True)
-    typed = _typed(named)
-    typed.insert(1, "symbol", named["symbol"].astype("string").str.strip())
-    frames = []
-    present = set(typed["symbol"].dropna())
-    for symbol in wanted or sorted(present):
-        if symbol not in present:
-            log.warning("no rows for symbol %s in %s -- skipped", symbol, path)
-            skipped.append(symbol)
-            continue
-        check_symbol_name(symbol, f"{path}: symbol")
-        rows = typed.loc[typed["symbol"] == symbol]
-        cleaned = _clean_symbol_frame(rows.drop(columns="symbol"), path, policy)
-        cleaned = cleaned.reset_index(drop=True)
-        cleaned.insert(1, "symbol", symbol)
-        frames.append(cleaned)
-    return frames
