@@ -326,7 +326,14 @@ class StageRun:
         return obj
 
     def record_input(self, path: Path) -> None:
-        self.inputs[str(path)] = sha256_file(path)
+        """Note an input's sha256; a file in the output folder is named relative to it (the manifest
+        then stays valid when the folder is moved), anything else by its path as given."""
+        path = Path(path)
+        try:
+            key = path.resolve().relative_to(self.out_dir.resolve()).as_posix()
+        except ValueError:
+            key = str(path)
+        self.inputs[key] = sha256_file(path)
 
     # writing ---------------------------------------------------------------
     def write(
@@ -386,32 +393,62 @@ class StageRun:
 
     # commit ------------------------------------------------------------------
     def commit(self) -> dict[str, Path]:
-        """Move every staged file into place, then record them in the manifest."""
+        """Move every staged file into place, then record them in the manifest -- all or nothing.
+
+        Each previous file is first set aside (renamed) so that a failure part-way (a target locked
+        by another program, a full disk while writing the manifest) puts every file back: the
+        folder and its manifest end up byte-identical to before the run.
+        """
         finished = _now()
         manifest = read_manifest(self.out_dir)
         for pending in self._pending:
-            _replace(pending.tmp, pending.target)
             manifest["artifacts"][pending.target.name] = {
                 "stage": self.stage,
                 "schema": pending.schema,
                 "rows": pending.rows,
-                "sha256": sha256_file(pending.target),
+                "sha256": sha256_file(pending.tmp),
                 "config_hash": self.config_hash,
                 "inputs": dict(sorted(self.inputs.items())),
                 "started_at": self._started,
                 "finished_at": finished,
             }
-            self.written[pending.target.name] = pending.target
         manifest["runs"][self.stage] = {
             "config_hash": self.config_hash,
             "started_at": self._started,
             "finished_at": finished,
             "seconds": round(time.perf_counter() - self._t0, 3),
-            "outputs": sorted(p.target.name for p in self._pending),
+            "outputs": sorted({p.target.name for p in self._pending}),
         }
-        self._pending.clear()
         manifest["version"] = MANIFEST_VERSION
-        atomic_write_bytes(manifest_path(self.out_dir), (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+        text = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+        placed: list[tuple[Path, Path | None]] = []  # (target, its previous content set aside)
+        try:
+            for pending in self._pending:
+                previous = _temp_path(pending.target) if pending.target.exists() else None
+                if previous is not None:
+                    try:
+                        _replace(pending.target, previous)
+                    except BaseException:
+                        previous.unlink(missing_ok=True)
+                        raise
+                placed.append((pending.target, previous))
+                _replace(pending.tmp, pending.target)
+            atomic_write_bytes(manifest_path(self.out_dir), text)
+        except BaseException:
+            for target, previous in reversed(placed):
+                if previous is not None:
+                    os.replace(previous, target)
+                else:
+                    target.unlink(missing_ok=True)
+            self.abort()
+            raise
+        for _, previous in placed:
+            if previous is not None:
+                previous.unlink(missing_ok=True)
+        for pending in self._pending:
+            self.written[pending.target.name] = pending.target
+        self._pending.clear()
         return dict(self.written)
 
     def abort(self) -> None:

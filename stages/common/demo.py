@@ -113,7 +113,7 @@ def generate_demo_prices(spec: DemoSpec = DemoSpec()) -> pd.DataFrame:
     codes = np.repeat(np.arange(n_sym), n_days)[keep]
     return pd.DataFrame(
         {
-            "date": np.tile(dates.to_numpy(), n_sym)[keep],
+            "date": np.tile(dates.to_numpy().astype("datetime64[ns]"), n_sym)[keep],  # as PricesSchema has it
             "symbol": pa.array([symbols[i] for i in order], pa.string()).take(pa.array(codes)).to_pandas(),
             **{
                 name: grid[:, order].T.ravel()[keep]

@@ -17,10 +17,12 @@ messages. The final panel is validated once by the pandera PricesSchema.
 """
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import os
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -117,18 +119,44 @@ def _read_raw(path: Path) -> pd.DataFrame:
             head = fh.read(4096)
         if b"\x00" in head:
             raise DataError(f"{path}: not a text CSV file (binary content)")
-        raw = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True, skip_blank_lines=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            raw = pd.read_csv(path, encoding="utf-8-sig", skipinitialspace=True, skip_blank_lines=False, index_col=False)
+        if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+            _check_extra_fields(path)  # pandas dropped fields beyond the header's: only empty ones may go
         return raw.dropna(how="all")  # blank lines (they keep their place in the numbering)
     except DataError:
         raise
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: file is empty") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: {_first_non_utf8(path)}; save it as UTF-8") from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: not a readable CSV file: {str(exc).strip()}") from None
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot be read: {exc}") from None
+
+
+def _first_non_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: 'not UTF-8 text at line 3 (byte 0xb9)'."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+        return "not UTF-8 text"
+    except UnicodeDecodeError as exc:
+        start = exc.start + (3 if data.startswith(_BOM) else 0)
+        line = data.count(b"\n", 0, start) + 1
+        return f"not UTF-8 text at line {line} (byte 0x{data[start]:02x})"
+
+
+def _check_extra_fields(path: Path) -> None:
+    """Rows longer than the header are an error unless the extra fields are empty (a trailing comma)."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = csv.reader(fh)
+        width = len(next(rows, []))
+        for number, row in enumerate(rows, start=2):
+            if len(row) > width and any(field.strip() for field in row[width:]):
+                raise DataError(f"{path}: line {number} has {len(row)} fields but the header has {width}")
 
 
 def _normalise_columns(raw: pd.DataFrame, path: Path, need_symbol: bool) -> pd.DataFrame:
@@ -184,29 +212,28 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns, index=df.index)
 
 
+def _lines(path: Path, rows: Iterable[int], total: int | None = None) -> str:
+    """'line 7' / 'lines 2, 3, 9 (+4 more)' for file positions (a CSV's row 0 is on line 2, after
+    the header); Parquet rows are named by position."""
+    rows = [int(r) for r in rows]
+    csv_file = path.suffix.lower() == ".csv"
+    shown = ", ".join(str(r + 2 if csv_file else r) for r in rows[:_MAX_ROWS_LISTED])
+    more = (total if total is not None else len(rows)) - min(len(rows), _MAX_ROWS_LISTED)
+    word = "line" if csv_file else "row"
+    return f"{word}{'s' if len(rows) > 1 else ''} {shown}" + (f" (+{more} more)" if more > 0 else "")
+
+
 def _clean_symbol_frame(df: pd.DataFrame, path: Path, policy: str, symbol: str | None = None) -> pd.DataFrame:
     """Apply the row rules and the date-order rules to one symbol's rows.
 
-    The frame's index is each row's position in the file, so messages can name the line
-    (row 0 of a CSV is on line 2: line 1 is the header). `symbol` is named in messages about a
-    long file (one symbol among many).
+    The frame's index is each row's position in the file, so messages name the line. `symbol` is
+    named in messages about a long file (one symbol among many).
     """
-    is_csv = path.suffix.lower() == ".csv"
     where_from = f"{path} (symbol {symbol})" if symbol else str(path)
-
-    def line(pos: int) -> str:
-        row = int(df.index[pos])
-        return f"{path.name} line {row + 2}" if is_csv else f"{path.name} row {row}"
-
     problems = _row_problems({k: df[k].to_numpy() for k in ("date", *PRICE_COLUMNS)})
     if problems:
         bad_rows = np.logical_or.reduce([bad for _, bad in problems])
-        details = []
-        for name, bad in problems:
-            positions = np.flatnonzero(bad)
-            shown = ", ".join(line(int(p)) for p in positions[:_MAX_ROWS_LISTED])
-            more = f" (+{len(positions) - _MAX_ROWS_LISTED} more)" if len(positions) > _MAX_ROWS_LISTED else ""
-            details.append(f"{name}: {shown}{more}")
+        details = [f"{name} at {_lines(path, df.index[bad][:_MAX_ROWS_LISTED], int(bad.sum()))}" for name, bad in problems]
         message = f"{where_from}: {int(bad_rows.sum())} bad row(s): " + "; ".join(details)
         if policy == "error":
             raise DataError(message + " (set data.bad_rows=drop to drop them with a warning)")
@@ -216,19 +243,18 @@ def _clean_symbol_frame(df: pd.DataFrame, path: Path, policy: str, symbol: str |
     dates = df["date"]
     duplicated = dates.duplicated(keep=False).to_numpy()
     if duplicated.any():
-        positions = np.flatnonzero(duplicated)
-        shown = ", ".join(
-            f"{line(int(p))} ({dates.iloc[p].date()})" for p in positions[:_MAX_ROWS_LISTED]
-        )
+        first_days = dates[duplicated].dt.date.unique()[:_MAX_ROWS_LISTED]
+        shown = f"{_lines(path, df.index[duplicated][:_MAX_ROWS_LISTED], int(duplicated.sum()))} " \
+                f"({', '.join(str(d) for d in first_days)})"
         if policy == "error":
-            raise DataError(f"{where_from}: duplicate dates: {shown} (set data.bad_rows=drop to drop every copy)")
-        log.warning("%s: duplicate dates %s -- every copy dropped (which one is right is unknown)", where_from, shown)
+            raise DataError(f"{where_from}: duplicate dates at {shown} (set data.bad_rows=drop to drop every copy)")
+        log.warning("%s: duplicate dates at %s -- every copy dropped (which one is right is unknown)", where_from, shown)
         df = df.loc[~duplicated]
         dates = df["date"]
     if not dates.is_monotonic_increasing:
         steps = dates.diff().to_numpy()
         first = int(np.flatnonzero(steps < np.timedelta64(0, "ns"))[0])
-        where = f"{line(first)} ({dates.iloc[first].date()} after {dates.iloc[first - 1].date()})"
+        where = f"{_lines(path, [df.index[first]])} ({dates.iloc[first].date()} after {dates.iloc[first - 1].date()})"
         if policy == "error":
             raise DataError(f"{where_from}: dates are not in ascending order, first at {where} "
                             "(set data.bad_rows=drop to sort them)")
@@ -493,14 +519,12 @@ def _read_long_file(path: Path, wanted: list[str] | None, policy: str, skipped: 
         raise DataError(f"{path}: file has a header but no rows")
     named = _normalise_columns(raw, path, need_symbol=True)
     typed = _typed(named)
-    line_of = (lambda pos: f"line {int(typed.index[pos]) + 2}") if path.suffix.lower() == ".csv" else (
-        lambda pos: f"row {int(typed.index[pos])}")
     names = named["symbol"].astype("string").str.strip()
     blank = (names.isna() | names.eq("")).to_numpy()
     if blank.any():
-        shown = ", ".join(line_of(int(p)) for p in np.flatnonzero(blank)[:_MAX_ROWS_LISTED])
+        shown = _lines(path, typed.index[blank][:_MAX_ROWS_LISTED], int(blank.sum()))
         if policy == "error":
-            raise DataError(f"{path}: {int(blank.sum())} row(s) without a symbol: {shown} "
+            raise DataError(f"{path}: {int(blank.sum())} row(s) without a symbol at {shown} "
                             "(set data.bad_rows=drop to drop them with a warning)")
         log.warning("%s: %d row(s) without a symbol (%s) -- dropped", path, int(blank.sum()), shown)
     codes, uniques = pd.factorize(names.where(~blank), sort=True)
@@ -515,8 +539,8 @@ def _read_long_file(path: Path, wanted: list[str] | None, policy: str, skipped: 
         try:
             check_symbol_name(symbol, f"{path}: symbol")
         except DataError as exc:
-            first = int(np.flatnonzero(codes == position[symbol])[0])
-            raise DataError(f"{exc} ({path.name} {line_of(first)})") from None
+            first = typed.index[int(np.flatnonzero(codes == position[symbol])[0])]
+            raise DataError(f"{exc} (first at {_lines(path, [first])})") from None
         selected.append(position[symbol])
     use = np.zeros(len(uniques) + 1, dtype=bool)
     use[selected] = True
