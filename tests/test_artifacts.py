@@ -255,3 +255,18 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temp_files(tmp_path, mo
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["file.bin"]
     artifacts.atomic_write_bytes(target, b"new", fsync=False)
     assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_validating_a_schema_does_not_import_dask():
+    """pandera would import dask.dataframe (~1.3 s) on the first schema build of every command."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import pandas as pd; from stages.common.artifacts import validate_frame; "
+            "from schemas.prices import PricesSchema; "
+            "validate_frame(pd.DataFrame({'date': pd.to_datetime(['2024-01-02']), 'symbol': ['A'], 'open': [1.0], "
+            "'high': [1.0], 'low': [1.0], 'close': [1.0], 'volume': [0.0]}), PricesSchema, 'x'); "
+            "print('dask.dataframe' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "False"

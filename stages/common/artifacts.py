@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,38 @@ import pandera.errors as pa_errors
 from stages.common.errors import ArtifactMissingError, IntegrityError, SchemaError, TransientIOError
 
 log = logging.getLogger(__name__)
+
+
+def _pandas_only_model_types() -> None:
+    """Keep pandera from importing dask in every process.
+
+    pandera 0.35 builds a DataFrameModel's schema by asking which annotations are Series/Index types
+    for every dataframe library it supports, and finds out by importing `dask.dataframe` (installed
+    here for sweeps): 1-1.5 s added to the first validation of every command. Every schema in this
+    project is a pandas one, so while dask.dataframe is not loaded anyway the lookups answer with the
+    pandas types; once it is loaded (a Dask sweep), or if pandera's internals change, pandera's own
+    lookups are used."""
+    try:
+        import pandera.api.pandas.model as model
+        from pandera.typing import Index, Series
+
+        every_index, every_series = model.get_index_types, model.get_series_types
+    except (ImportError, AttributeError):
+        return
+    if getattr(every_index, "_pandas_first", False):
+        return
+
+    def index_types() -> set[type]:
+        return every_index() if "dask.dataframe" in sys.modules else {Index}
+
+    def series_types() -> set[type]:
+        return every_series() if "dask.dataframe" in sys.modules else {Series}
+
+    index_types._pandas_first = series_types._pandas_first = True  # type: ignore[attr-defined]
+    model.get_index_types, model.get_series_types = index_types, series_types
+
+
+_pandas_only_model_types()
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1

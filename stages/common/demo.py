@@ -23,6 +23,7 @@ from stages.common.errors import DataError
 SECTORS = ("broad", "tech", "consumer", "financials", "healthcare", "resources", "bonds", "gold")
 _CODE_PREFIXES = (("510", "SH"), ("512", "SH"), ("515", "SH"), ("159", "SZ"), ("588", "SH"), ("516", "SH"))
 DEMO_START = "2015-01-05"
+DEMO_MARKER = ".demo_spec"
 TRADING_DAYS_PER_YEAR = 252
 
 
@@ -47,6 +48,24 @@ def demo_symbols(n_symbols: int, rng: np.random.Generator) -> list[str]:
     return out
 
 
+def _sector_count(spec: DemoSpec) -> int:
+    return max(1, min(spec.n_sectors, len(SECTORS), spec.n_symbols))
+
+
+def _layout(spec: DemoSpec, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+    """The symbols and each one's sector index: the generator's first random draws."""
+    symbols = demo_symbols(spec.n_symbols, rng)
+    sector_of = np.arange(spec.n_symbols) % _sector_count(spec)
+    rng.shuffle(sector_of)
+    return symbols, sector_of
+
+
+def demo_sectors(spec: DemoSpec = DemoSpec()) -> dict[str, str]:
+    """Symbol -> sector name of the demo universe `spec` generates (the factor each symbol loads on)."""
+    symbols, sector_of = _layout(spec, np.random.default_rng(spec.seed))
+    return {symbol: SECTORS[k] for symbol, k in zip(symbols, sector_of)}
+
+
 def generate_demo_prices(spec: DemoSpec = DemoSpec()) -> pd.DataFrame:
     """Long OHLCV frame (date, symbol, open, high, low, close, volume), sorted by symbol then date."""
     if spec.n_symbols < 1 or spec.years <= 0:
@@ -54,11 +73,9 @@ def generate_demo_prices(spec: DemoSpec = DemoSpec()) -> pd.DataFrame:
     rng = np.random.default_rng(spec.seed)
     n_days = max(int(round(spec.years * TRADING_DAYS_PER_YEAR)), 2)
     n_sym = spec.n_symbols
-    n_sec = max(1, min(spec.n_sectors, len(SECTORS), n_sym))
+    n_sec = _sector_count(spec)
     dates = pd.bdate_range(DEMO_START, periods=n_days)
-    symbols = demo_symbols(n_sym, rng)
-    sector_of = np.arange(n_sym) % n_sec
-    rng.shuffle(sector_of)
+    symbols, sector_of = _layout(spec, rng)
 
     # Regime-switching sector drifts: each sector spends months in bull / flat / bear spells.
     drift_levels = np.array([0.25, 0.0, -0.22]) / TRADING_DAYS_PER_YEAR
@@ -162,13 +179,24 @@ def write_demo_universe(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Pat
 
 
 def ensure_demo_universe(folder: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
-    """The demo data folder, generated on first use (commands run without --data use it)."""
+    """The demo data folder, generated on first use (commands run without --data use it).
+
+    A marker file records the spec and the files written; it is written last, so an interrupted
+    generation is redone. When the spec changes, the previous universe's files that the new one does
+    not overwrite are removed (other files in the folder are left alone).
+    """
     folder = Path(folder)
-    marker = folder / ".demo_spec"
+    marker = folder / DEMO_MARKER
     wanted = f"{spec.n_symbols},{spec.years},{spec.seed},{spec.n_sectors}\n"
-    if not (marker.exists() and marker.read_text() == wanted):
-        write_demo_universe(folder, spec)
-        atomic_write_bytes(marker, wanted.encode())
+    recorded = marker.read_text().splitlines(keepends=True) if marker.exists() else []
+    if recorded[:1] == [wanted]:
+        return folder
+    write_demo_universe(folder, spec)
+    written = {f"{symbol}.csv" for symbol in demo_symbols(spec.n_symbols, np.random.default_rng(spec.seed))}
+    for name in (line.strip() for line in recorded[1:]):
+        if name and name not in written and "/" not in name and "\\" not in name:
+            (folder / name).unlink(missing_ok=True)
+    atomic_write_bytes(marker, (wanted + "".join(f"{name}\n" for name in sorted(written))).encode())
     return folder
 
 
