@@ -60,3 +60,16 @@ def test_no_files_is_a_usage_error():
     with pytest.raises(SystemExit) as exit_info:
         main(["validate"])
     assert exit_info.value.code == 2
+
+
+def test_a_folder_checks_every_artifact_in_it(artifacts_dir, capsys, tmp_path):
+    (artifacts_dir / "notes.txt").write_text("not an artifact: ignored")
+    assert main(["validate", str(artifacts_dir)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in out] == [str(artifacts_dir / "prices.csv"), str(artifacts_dir / "prices.parquet")]
+    (artifacts_dir / "prices.csv").write_text("date,symbol\n")
+    assert main(["validate", str(artifacts_dir)]) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["validate", str(empty)]) == 2
+    assert "no artifact files in this folder" in capsys.readouterr().err

@@ -1,4 +1,8 @@
-"""`trendflow validate FILE...`: check saved artifacts against their schemas (and manifest hashes)."""
+"""`trendflow validate PATH...`: check saved artifacts against their schemas (and manifest hashes).
+
+A PATH may be a file or an output folder (every file in it with a known artifact name is checked).
+Exit code 0 when everything passes, 1 when any file fails (each failure is printed).
+"""
 from __future__ import annotations
 
 import argparse
@@ -26,20 +30,35 @@ def validate_file(path: Path, verify_hash: bool = True) -> str:
     return f"ok  {path}  ({schema.__name__}, {len(frame)} rows)"
 
 
+def expand(paths: list[str]) -> list[Path]:
+    """Files as given; a folder becomes its files with known artifact names, sorted."""
+    files: list[Path] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and schema_for(p.name) is not None)
+            if not found:
+                raise ArtifactMissingError(f"{path}: no artifact files in this folder")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=prog or "trendflow validate", description=__doc__)
-    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser = argparse.ArgumentParser(prog=prog or "trendflow validate", description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="artifact files or output folders")
     parser.add_argument("--no-hash", action="store_true", help="skip the sha256 check against manifest.json")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     def body(args: argparse.Namespace) -> int:
         failures = 0
-        for name in args.files:
+        for path in expand(args.paths):
             try:
-                print(validate_file(Path(name), verify_hash=not args.no_hash))
+                print(validate_file(path, verify_hash=not args.no_hash))
             except TrendflowError as exc:
                 failures += 1
-                print(f"FAIL {name}: {exc}")
+                print(f"FAIL {path}: {exc}")
         return 1 if failures else 0
 
     return parse_and_run(parser, body, argv)
