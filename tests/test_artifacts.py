@@ -270,3 +270,14 @@ def test_validating_a_schema_does_not_import_dask():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.stdout.strip() == "False"
+
+
+def test_a_csv_rendered_in_pieces_on_threads_equals_one_piece(tmp_path, monkeypatch):
+    frame = pd.concat([_prices(40, "000001.SZ"), _prices(33, "510300.SH")], ignore_index=True)
+    frame["close"] = [1.0 + i / 7 for i in range(len(frame))]
+    frame["high"] = frame["close"] + 0.5
+    artifacts._write_csv(frame, tmp_path / "one.csv")
+    monkeypatch.setattr(artifacts, "_CSV_ROWS_PER_PIECE", 7)
+    artifacts._write_csv(frame, tmp_path / "pieces.csv")
+    assert (tmp_path / "pieces.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert (tmp_path / "one.csv").read_text().count("\n") == len(frame) + 1
