@@ -432,7 +432,8 @@ def _fast_read(jobs: list[tuple[Path, str]]) -> tuple[pd.DataFrame | None, list[
     careful = {code for code, table in zip(one_by_one, singles) if table is None}
     pieces += [(table, np.full(table.num_rows, code, dtype=np.int64))
                for code, table in zip(one_by_one, singles) if table is not None]
-    del contents
+    contents.clear()  # the raw bytes are not needed any more
+    groups.clear()
     if not pieces:
         return None, [jobs[code] for code in sorted(careful)]
 
