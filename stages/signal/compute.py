@@ -29,14 +29,15 @@ def compute_signals(prices: pd.DataFrame, config: TrendflowConfig) -> pd.DataFra
     """
     t0 = time.perf_counter()
     panel = to_panel(prices)
-    wide = compute_signal_arrays(panel, config)
-    frame = _to_long(wide, panel)
+    packed, packing = compute_packed_signals(panel, config)
+    frame = _to_long(packed, packing, panel, config)
     log.debug("compute_signals: %d rows in %.3fs", len(frame), time.perf_counter() - t0)
     return frame
 
 
-def compute_signal_arrays(panel: Panel, config: TrendflowConfig) -> dict[str, np.ndarray]:
-    """All signal columns as (dates x symbols) arrays on the calendar grid (NaN where no trade)."""
+def compute_packed_signals(panel: Panel, config: TrendflowConfig) -> tuple[dict[str, np.ndarray], ind.Packing]:
+    """Every per-symbol series (indicators, trend signal, volatility, momentum score, log return)
+    on the packed grid: each symbol's own trading days from row 0 (see `indicators.pack`)."""
     s = config.strategy
     packing = ind.packing_for(panel.tradable)
     high, low, close, volume = (ind.pack(getattr(panel, f), packing) for f in ("high", "low", "close", "volume"))
@@ -62,30 +63,48 @@ def compute_signal_arrays(panel: Panel, config: TrendflowConfig) -> dict[str, np
     score = momentum_score(close, log_ret, weights)
 
     packed = {
-        "trend_signal": signal.astype(float), "signal_strength": strength, "macd": macd_line, "macd_signal": macd_sig,
+        "close": close, "trend_signal": signal, "signal_strength": strength, "macd": macd_line, "macd_signal": macd_sig,
         "macd_hist": macd_hist, "kama": kama, "kama_slope": indicators.kama_slope, "adx": indicators.adx,
         "volume_ratio": volume_ratio, "atr": indicators.atr, "volatility": volatility, "momentum_score": score,
         "log_return": log_ret,
     }
-    wide = {name: ind.unpack(values, packing) for name, values in packed.items()}
-    wide["close"] = panel.close
-    wide["rank"] = rank_by_date(wide["momentum_score"])
+    return packed, packing
+
+
+def _calendar_columns(packed: dict[str, np.ndarray], packing: ind.Packing, config: TrendflowConfig) -> dict[str, np.ndarray]:
+    """The columns that compare symbols on the same date, computed on the calendar grid: the rank
+    of the momentum score among that day's symbols and the correlation cluster."""
+    rank = rank_by_date(ind.unpack(packed["momentum_score"], packing))
     c = config.clustering
-    wide["cluster"] = rolling_clusters(wide.pop("log_return"), c.correlation_window, c.update_frequency,
-                                       c.distance_threshold, c.linkage).astype(float)
-    return wide
+    cluster = rolling_clusters(ind.unpack(packed["log_return"], packing), c.correlation_window, c.update_frequency,
+                               c.distance_threshold, c.linkage)
+    return {"rank": rank, "cluster": cluster}
 
 
-def _to_long(wide: dict[str, np.ndarray], panel: Panel) -> pd.DataFrame:
-    rows, cols = np.nonzero(panel.tradable)
-    data = {"date": panel.dates[rows], "symbol": panel.symbols.to_numpy()[cols]}
-    for name in SIGNAL_COLUMNS[2:]:
-        if name == "eligible":
-            continue
-        data[name] = wide[name][rows, cols]
-    frame = pd.DataFrame(data)
-    frame["trend_signal"] = frame["trend_signal"].fillna(0).astype(np.int64)
-    frame["cluster"] = frame["cluster"].astype(np.int64)
-    frame["eligible"] = frame["momentum_score"].notna()
-    frame["symbol"] = frame["symbol"].astype(str)
-    return frame[SIGNAL_COLUMNS]
+_FLOAT_COLUMNS = [name for name in SIGNAL_COLUMNS[2:] if name not in ("trend_signal", "cluster", "eligible")]
+
+
+def _to_long(packed: dict[str, np.ndarray], packing: ind.Packing, panel: Panel, config: TrendflowConfig) -> pd.DataFrame:
+    """One row per (date, symbol) traded, sorted by date then symbol, gathered straight from the
+    packed grid (a traded cell's packed row = how many days that symbol had traded up to then).
+
+    The float columns are gathered into one 2-D block that becomes the frame's single float block,
+    so pandas never has to copy and consolidate a dozen separate columns."""
+    tradable = panel.tradable
+    rows, cols = np.nonzero(tradable)
+    n_sym = tradable.shape[1]
+    calendar_flat = rows * n_sym + cols
+    packed_row = np.cumsum(tradable, axis=0, dtype=np.int64)[rows, cols] - 1
+    packed_flat = packed_row * n_sym + cols
+    by_date = _calendar_columns(packed, packing, config)
+
+    block = np.empty((len(_FLOAT_COLUMNS), len(rows)))
+    for i, name in enumerate(_FLOAT_COLUMNS):
+        block[i] = by_date[name].ravel()[calendar_flat] if name in by_date else packed[name].ravel()[packed_flat]
+    frame = pd.DataFrame(block.T, columns=_FLOAT_COLUMNS, copy=False)
+    frame.insert(0, "date", panel.dates[rows])
+    frame.insert(1, "symbol", panel.symbols.astype("str").take(cols))
+    frame.insert(3, "trend_signal", packed["trend_signal"].ravel()[packed_flat].astype(np.int64))
+    frame["cluster"] = by_date["cluster"].ravel()[calendar_flat].astype(np.int64)
+    frame["eligible"] = ~np.isnan(frame["momentum_score"].to_numpy())
+    return frame
