@@ -159,3 +159,26 @@ def test_reruns_are_byte_identical(small_demo_dir, tmp_path):
         digests.append({f: hashlib.sha256((tmp_path / name / f).read_bytes()).hexdigest()
                         for f in ("prices.parquet", "signals_output.parquet", "signals_output.csv")})
     assert digests[0] == digests[1]
+
+
+# --------------------------------------------------------------------------- ADX on dead-flat sessions
+def test_adx_filters_equal_the_day_by_day_recursion_and_talib_on_flat_stretches():
+    """ADX runs as linear filters; a symbol whose TR or DI sum reaches zero (a price stuck flat,
+    e.g. a money-market ETF at issue) must take the day-by-day path that leaves ADX unchanged."""
+    talib = pytest.importorskip("talib")
+    rng = np.random.default_rng(11)
+    n, k = 700, 4
+    close = 10 * np.exp(np.cumsum(rng.normal(0, 0.01, (n, k)), axis=0))
+    high, low = close * (1 + rng.uniform(0, 0.01, (n, k))), close * (1 - rng.uniform(0, 0.01, (n, k)))
+    close[:60, 0] = high[:60, 0] = low[:60, 0] = 5.0          # flat from listing: DI sum is zero
+    close[200:500, 1] = high[200:500, 1] = low[200:500, 1] = close[199, 1]  # TR sum decays below 1e-8: ADX freezes
+    close[300:, 2] = high[300:, 2] = low[300:, 2] = np.nan     # packed tail of a shorter history
+    got = ind.adx(high, low, close, 14)
+    np.testing.assert_allclose(got, ind._adx_day_by_day(high, low, close, 14), rtol=1e-12, atol=1e-12)
+    for j in range(k):
+        traded = ~np.isnan(close[:, j])
+        ref = talib.ADX(high[traded, j], low[traded, j], close[traded, j], 14)
+        assert np.array_equal(np.isnan(got[traded, j]), np.isnan(ref))
+        # where ADX freezes depends on the day a decaying sum crosses 1e-8, which rounding can move by a day
+        tolerance = 1e-7 if j == 1 else 1e-9
+        np.testing.assert_allclose(got[traded, j][~np.isnan(ref)], ref[~np.isnan(ref)], rtol=tolerance, atol=tolerance)

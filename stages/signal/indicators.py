@@ -165,13 +165,54 @@ def directional_movement(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray,
     return plus, minus
 
 
+def wilder_sum(x: np.ndarray, period: int) -> np.ndarray:
+    """Wilder's running sum: S = sum of rows 1..period-1 at row period-1, then S_t = S_{t-1} - S_{t-1}/n + x_t
+    (one lfilter over all symbols); NaN before row period-1."""
+    out = np.full(x.shape, np.nan)
+    if period > x.shape[0]:
+        return out
+    seed = x[1:period].sum(axis=0)
+    out[period - 1] = seed
+    if period < x.shape[0]:
+        keep = 1.0 - 1.0 / period
+        out[period:], _ = lfilter([1.0], [1.0, -keep], x[period:], axis=0, zi=(keep * seed)[None, :])
+    return out
+
+
 def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> np.ndarray:
     """Wilder ADX as TA-Lib computes it; first value at row 2*period - 1.
 
     DM and TR sums start with rows 1..period-1, then S_t = S_{t-1} - S_{t-1}/n + x_t; DX =
     100 |+DI - -DI| / (+DI + -DI); ADX = mean of the first n DX, then Wilder-smoothed. When TR or
-    DI+ + DI- is zero TA-Lib leaves ADX unchanged that day, and so do we.
+    DI+ + DI- is zero TA-Lib leaves ADX unchanged that day, and so do we. The recursions are
+    linear, so they run as filters over all symbols at once; only a symbol with such a zero day
+    after the warm-up (a dead-flat session) takes the day-by-day path.
     """
+    first_out = 2 * period - 1
+    if close.shape[0] <= first_out:
+        return np.full(close.shape, np.nan)
+    plus_dm, minus_dm = directional_movement(high, low)
+    tr = true_range(high, low, close)
+    s_plus, s_minus, s_tr = wilder_sum(plus_dm, period), wilder_sum(minus_dm, period), wilder_sum(tr, period)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        plus_di = 100.0 * s_plus / s_tr
+        minus_di = 100.0 * s_minus / s_tr
+        di_sum = plus_di + minus_di
+        dx = 100.0 * np.abs(minus_di - plus_di) / di_sum
+    present = ~np.isnan(s_tr)
+    defined = (np.abs(s_tr) >= _TINY) & (np.abs(di_sum) >= _TINY)
+    seed = np.where(defined[period:first_out + 1], dx[period:first_out + 1], 0.0).sum(axis=0) / period
+    out = recursive_smooth(np.where(defined, dx, 0.0), 1.0 / period, seed, first_out)
+    out[~present] = np.nan
+    flat_day = (present & ~defined)[first_out + 1:].any(axis=0)
+    if flat_day.any():
+        out[:, flat_day] = _adx_day_by_day(high[:, flat_day], low[:, flat_day], close[:, flat_day], period)
+    return out
+
+
+def _adx_day_by_day(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
+    """The ADX recursion one day at a time (vectorised over symbols), for symbols whose ADX must
+    stay unchanged on some day."""
     n_rows, n_cols = close.shape
     out = np.full(close.shape, np.nan)
     first_out = 2 * period - 1
