@@ -106,6 +106,31 @@ def test_a_failure_writing_the_manifest_rolls_the_outputs_back(tmp_path, monkeyp
     assert _snapshot(tmp_path) == before
 
 
+def test_a_retired_file_goes_with_its_manifest_entry_only_when_the_run_commits(tmp_path, monkeypatch):
+    before = _first_run(tmp_path)
+    real = artifacts.atomic_write_bytes
+
+    def manifest_fails(path, data, **kwargs):
+        if Path(path).name == "manifest.json":
+            raise OSError("no space left on device")
+        real(path, data, **kwargs)
+
+    monkeypatch.setattr(artifacts, "atomic_write_bytes", manifest_fails)
+    with pytest.raises(OSError):
+        with stage_run("signal", tmp_path) as run:
+            run.write(_prices(5), "signals_output.parquet", PricesSchema, csv_twin=False)
+            run.retire("signals_output.csv")
+    assert _snapshot(tmp_path) == before  # the twin is back, byte for byte
+    monkeypatch.setattr(artifacts, "atomic_write_bytes", real)
+    with stage_run("signal", tmp_path) as run:
+        run.write(_prices(5), "signals_output.parquet", PricesSchema, csv_twin=False)
+        run.retire("signals_output.csv")
+    manifest = read_manifest(tmp_path)
+    assert not (tmp_path / "signals_output.csv").exists() and "signals_output.csv" not in manifest["artifacts"]
+    assert manifest["runs"]["signal"]["removed"] == ["signals_output.csv"]
+    assert read_artifact(tmp_path / "signals_output.parquet", PricesSchema).shape[0] == 5
+
+
 # --------------------------------------------------------------------------- manifest and hashes
 def test_the_manifest_records_each_output(tmp_path):
     inputs = tmp_path / "elsewhere.csv"

@@ -178,6 +178,10 @@ def test_stage_writes_validated_artifacts_and_daily_files(small_demo_dir, tmp_pa
     day = sorted(signals["date"].unique())[-10]
     as_of = pd.Timestamp(day).date()
     run_signal_stage(config, small_demo_dir, tmp_path / "daily", as_of_date=as_of)
+    # a daily run refreshes the Parquet only: the whole-history CSV twin of an earlier run would be stale
+    run_signal_stage(config, small_demo_dir, tmp_path / "full", as_of_date=as_of)
+    assert not (tmp_path / "full" / "signals_output.csv").exists()
+    assert not (tmp_path / "daily" / "signals_output.csv").exists()
     daily_sig = read_artifact(tmp_path / "daily" / f"signals_{as_of}.csv", DailySignalsSchema)
     scores = read_artifact(tmp_path / "daily" / f"scores_{as_of}.csv", DailyScoresSchema)
     expected = signals[signals["date"] == day]

@@ -376,6 +376,7 @@ class StageRun:
     inputs: dict[str, str] = field(default_factory=dict)
     written: dict[str, Path] = field(default_factory=dict)
     _pending: list[_Pending] = field(default_factory=list)
+    _retired: list[Path] = field(default_factory=list)
     _started: str = field(default_factory=lambda: _now())
     _t0: float = field(default_factory=time.perf_counter)
     _hasher: ThreadPoolExecutor | None = None
@@ -453,6 +454,13 @@ class StageRun:
         self._pending.append(_Pending(tmp, target, kind, text.count("\n")))
         return target
 
+    def retire(self, name: str) -> None:
+        """Remove `name` (and its manifest entry) when the run commits: for a file this run makes
+        stale without rewriting it, so the folder never holds one that disagrees with the rest."""
+        target = self.out_dir / name
+        if target.exists() or name in read_manifest(self.out_dir)["artifacts"]:
+            self._retired.append(target)
+
     def _stage(self, df: pd.DataFrame, target: Path, schema_name: str) -> None:
         tmp = _temp_path(target)
         try:
@@ -484,7 +492,13 @@ class StageRun:
             self.abort()
             raise
         placed: list[tuple[Path, Path | None]] = []  # (target, its previous content set aside)
+        set_aside: list[tuple[Path, Path]] = []  # retired files, restored if the commit fails
         try:
+            for target in self._retired:
+                if target.exists():
+                    aside = _temp_path(target)
+                    _replace(target, aside)
+                    set_aside.append((target, aside))
             for pending in self._pending:
                 previous = _temp_path(pending.target) if pending.target.exists() else None
                 if previous is not None:
@@ -502,14 +516,17 @@ class StageRun:
                     os.replace(previous, target)
                 else:
                     target.unlink(missing_ok=True)
+            for target, aside in reversed(set_aside):
+                os.replace(aside, target)
             self.abort()
             raise
-        for _, previous in placed:
+        for _, previous in placed + set_aside:
             if previous is not None:
                 previous.unlink(missing_ok=True)
         for pending in self._pending:
             self.written[pending.target.name] = pending.target
         self._pending.clear()
+        self._retired.clear()
         return dict(self.written)
 
     def _manifest_text(self) -> bytes:
@@ -518,6 +535,8 @@ class StageRun:
         self._stop_hashing()
         finished = _now()
         manifest = read_manifest(self.out_dir)
+        for target in self._retired:
+            manifest["artifacts"].pop(target.name, None)
         for pending, digest in zip(self._pending, digests):
             manifest["artifacts"][pending.target.name] = {
                 "stage": self.stage,
@@ -536,11 +555,14 @@ class StageRun:
             "seconds": round(time.perf_counter() - self._t0, 3),
             "outputs": sorted({p.target.name for p in self._pending}),
         }
+        if self._retired:
+            manifest["runs"][self.stage]["removed"] = sorted(t.name for t in self._retired)
         manifest["version"] = MANIFEST_VERSION
         return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
 
     def abort(self) -> None:
         self._stop_hashing()
+        self._retired.clear()
         for pending in self._pending:
             pending.tmp.unlink(missing_ok=True)
         self._pending.clear()

@@ -42,8 +42,14 @@ def run_signal_stage(
 
     with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
         run.write(prices, "prices.parquet", PricesSchema, csv_twin=False)
-        run.write(signals, "signals_output.parquet", SignalsSchema)
-        if as_of_date is not None:
+        if as_of_date is None:
+            run.write(signals, "signals_output.parquet", SignalsSchema)
+        else:
+            # The evening run's readable output is the day's two CSVs; re-rendering the whole history
+            # as CSV every night would cost more than everything else the run does. The trading stage
+            # reads the Parquet, and a whole-history twin left by an earlier run would now be stale.
+            run.write(signals, "signals_output.parquet", SignalsSchema, csv_twin=False)
+            run.retire("signals_output.csv")
             day = signals[signals["date"] == pd.Timestamp(as_of_date)]
             tag = as_of_date.isoformat()
             run.write(daily_signals(day), f"signals_{tag}.csv", DailySignalsSchema)
