@@ -155,6 +155,6 @@ def orders_frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
 
 
 def order_row(order: Order, market: Market) -> tuple:
-    """An order as a row of orders_{D}.csv (ORDER_COLUMNS)."""
+    """An order as a row of orders_{D}.csv (ORDER_COLUMNS); the estimated value rounded to 0.01, as a person reads it."""
     return (str(market.symbols[order.symbol]), order.side, order.shares, order.reason, order.signal_strength,
-            order.momentum_score, order.target_weight, order.reference_price, order.shares * order.reference_price)
+            order.momentum_score, order.target_weight, order.reference_price, round(order.shares * order.reference_price, 2))
