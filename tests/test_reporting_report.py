@@ -15,7 +15,7 @@ import pytest
 
 from schemas.reporting import PerformanceSummary, PerformanceSummaryCsvSchema
 from schemas.trading import EquityCurveSchema, PositionsSchema, TradeLogSchema
-from stages.common.artifacts import read_artifact, read_json_artifact, read_manifest, stage_run
+from stages.common.artifacts import StageRun, read_artifact, read_json_artifact, read_manifest, stage_run
 from stages.common.config import load_config
 from stages.common.errors import ArtifactMissingError, DataError, IntegrityError
 from stages.reporting import page, render_sweep_section, run_reporting_stage
@@ -238,6 +238,36 @@ def test_missing_or_edited_inputs_are_refused(demo_run, tmp_path):
     table.to_parquet(copy / "signals_output.parquet")
     with pytest.raises(IntegrityError, match="signals_output.parquet was changed"):
         run_reporting_stage(config, copy, tmp_path / "out")
+
+
+def test_inputs_hashed_once_are_recorded_as_stage_run_records_them(demo_run, tmp_path):
+    """signals_output and prices are hashed once (read beside the hashing) instead of StageRun.read's
+    verify-then-record: the manifest must still name and hash every input as StageRun.record_input
+    does, with --in the output folder or another one."""
+    out, config, symbol, _ = demo_run
+    run_reporting_stage(config, out, tmp_path, benchmark=symbol)
+    inputs = [out / n for n in ("equity_curve.parquet", "trade_log.csv", "positions.parquet", "signals_output.parquet",
+                                "prices.parquet")] + sorted(out.glob("orders_*.csv"))[-1:]
+    for folder in (out, tmp_path):
+        probe = StageRun("probe", folder)
+        for path in inputs:
+            probe.record_input(path)
+        assert read_manifest(folder)["artifacts"]["report.html"]["inputs"] == probe.inputs, folder
+
+
+@pytest.mark.parametrize("name, column, value", [("signals_output.parquet", "close", -1.0),
+                                                 ("prices.parquet", "close", -1.0)])
+def test_an_edited_input_is_refused_as_edited_even_when_it_no_longer_validates(demo_run, tmp_path, name, column, value):
+    """The hash is checked after the read; a read or schema error must not hide that the file was edited."""
+    out, config, symbol, _ = demo_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    table = pd.read_parquet(copy / name)
+    table.loc[0, column] = value
+    table.to_parquet(copy / name)
+    with pytest.raises(IntegrityError, match=f"{name} was changed"):
+        run_reporting_stage(config, copy, tmp_path / "out", benchmark=symbol)
+    assert not (tmp_path / "out" / "report.html").exists()
 
 
 def test_command_line_writes_the_report_and_reports_errors(demo_run, tmp_path, capsys):
