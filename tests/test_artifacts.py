@@ -89,8 +89,7 @@ def test_a_failure_while_moving_files_into_place_rolls_every_file_back(tmp_path,
     assert _snapshot(tmp_path) == before
 
 
-def test_a_failure_writing_the_manifest_rolls_the_outputs_back(tmp_path, monkeypatch):
-    before = _first_run(tmp_path)
+def _make_manifest_writes_fail(monkeypatch) -> None:
     real = artifacts.atomic_write_bytes
 
     def manifest_fails(path, data, **kwargs):
@@ -99,6 +98,11 @@ def test_a_failure_writing_the_manifest_rolls_the_outputs_back(tmp_path, monkeyp
         real(path, data, **kwargs)
 
     monkeypatch.setattr(artifacts, "atomic_write_bytes", manifest_fails)
+
+
+def test_a_failure_writing_the_manifest_rolls_the_outputs_back(tmp_path, monkeypatch):
+    before = _first_run(tmp_path)
+    _make_manifest_writes_fail(monkeypatch)
     with pytest.raises(OSError):
         with stage_run("signal", tmp_path) as run:
             run.write(_prices(5), "prices.parquet", PricesSchema)
@@ -108,20 +112,13 @@ def test_a_failure_writing_the_manifest_rolls_the_outputs_back(tmp_path, monkeyp
 
 def test_a_retired_file_goes_with_its_manifest_entry_only_when_the_run_commits(tmp_path, monkeypatch):
     before = _first_run(tmp_path)
-    real = artifacts.atomic_write_bytes
-
-    def manifest_fails(path, data, **kwargs):
-        if Path(path).name == "manifest.json":
-            raise OSError("no space left on device")
-        real(path, data, **kwargs)
-
-    monkeypatch.setattr(artifacts, "atomic_write_bytes", manifest_fails)
-    with pytest.raises(OSError):
-        with stage_run("signal", tmp_path) as run:
-            run.write(_prices(5), "signals_output.parquet", PricesSchema, csv_twin=False)
-            run.retire("signals_output.csv")
+    with monkeypatch.context() as failing:
+        _make_manifest_writes_fail(failing)
+        with pytest.raises(OSError):
+            with stage_run("signal", tmp_path) as run:
+                run.write(_prices(5), "signals_output.parquet", PricesSchema, csv_twin=False)
+                run.retire("signals_output.csv")
     assert _snapshot(tmp_path) == before  # the twin is back, byte for byte
-    monkeypatch.setattr(artifacts, "atomic_write_bytes", real)
     with stage_run("signal", tmp_path) as run:
         run.write(_prices(5), "signals_output.parquet", PricesSchema, csv_twin=False)
         run.retire("signals_output.csv")
