@@ -154,6 +154,17 @@ def test_same_inputs_give_byte_identical_outputs(demo_run, tmp_path):
         assert (tmp_path / name).read_bytes() == (out / name).read_bytes(), name
 
 
+def test_fixed_title_position_draws_what_automatic_placement_draws(demo_run, tmp_path, monkeypatch):
+    """charts.STYLE fixes axes.titley, which skips matplotlib's per-axes title placement (a tick-label
+    layout pass); with automatic placement the demo report is the very same bytes."""
+    from stages.reporting import charts
+
+    out, config, symbol, _ = demo_run
+    monkeypatch.setitem(charts.STYLE, "axes.titley", None)
+    run_reporting_stage(config, out, tmp_path, benchmark=symbol)
+    assert (tmp_path / "report.html").read_bytes() == (out / "report.html").read_bytes()
+
+
 def test_benchmark_from_a_price_file_equals_the_same_symbol_from_prices(demo_run, small_demo_dir, tmp_path):
     out, config, symbol, _ = demo_run
     file = next(p for p in Path(small_demo_dir).iterdir() if p.stem == symbol)
