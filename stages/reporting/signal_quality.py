@@ -152,7 +152,7 @@ def quantile_returns(score_ranks: np.ndarray, fwd: np.ndarray, quantiles: int = 
     k = ranked.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):  # on the whole grid, then the ranked entries (row-major)
         q = np.clip(np.ceil(score_ranks / k * quantiles), 1, quantiles)[ranked].astype(int)
-    bucket = np.nonzero(ranked)[0] * quantiles + q - 1
+    bucket = np.repeat(np.arange(len(k)), k.ravel()) * quantiles + q - 1  # date of each ranked entry, row-major
     size = len(score_ranks) * quantiles
     sums = np.bincount(bucket, weights=fwd[ranked], minlength=size).reshape(-1, quantiles)
     counts = np.bincount(bucket, minlength=size).reshape(-1, quantiles)
