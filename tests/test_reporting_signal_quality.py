@@ -150,6 +150,28 @@ def test_signal_quality_pairs_the_score_at_t_with_the_return_after_t():
     assert abs(summary["horizons"][0]["ic_mean"]) < 0.1
 
 
+def test_horizons_computed_side_by_side_come_back_in_the_order_asked():
+    """Horizons run on threads: each must equal its own single-horizon run, listed in the given order."""
+    rng = np.random.default_rng(9)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, (120, 15)), axis=0))
+    signals = _signals(close, rng.normal(size=close.shape), rng.integers(-1, 2, close.shape))
+    summary, ic = signal_quality(signals, horizons=[20, 1, 5])
+    assert [h["horizon_days"] for h in summary["horizons"]] == [20, 1, 5] and list(ic) == [20, 1, 5]
+    for figures in summary["horizons"]:
+        alone, alone_ic = signal_quality(signals, horizons=[figures["horizon_days"]])
+        assert _same_figures(alone["horizons"][0], figures)
+        assert alone_ic[figures["horizon_days"]].equals(ic[figures["horizon_days"]])
+
+
+def _same_figures(a: dict, b: dict) -> bool:
+    """Equal, NaN equal to NaN."""
+    def same(x, y):
+        if isinstance(x, list):
+            return len(x) == len(y) and all(same(u, v) for u, v in zip(x, y))
+        return x == y or (isinstance(x, float) and math.isnan(x) and math.isnan(y))
+    return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+
+
 def test_quintile_returns_by_hand():
     score = np.array([[1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10.0, 9, 8, 7, 6, 5, 4, 3, 2, 1]])
     fwd = np.array([[0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.4, 0.4, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])

@@ -7,6 +7,8 @@ ever feeds this report: no decision of the signal or trading stage reads it.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -197,19 +199,25 @@ def _buy_outcomes(starts: np.ndarray, fwd: np.ndarray) -> dict[str, float | int]
 def signal_quality(signals: pd.DataFrame, horizons: list[int] | tuple[int, ...] = (5, 20),
                    score: str = "momentum_score") -> tuple[dict, dict[int, pd.Series]]:
     """All signal-quality figures from signals_output (close, score and trend signal per date x symbol),
-    plus the daily rank-IC series per horizon (for the chart)."""
+    plus the daily rank-IC series per horizon (for the chart).
+
+    Horizons are independent and their work is large numpy calls (sorts, gathers, ufuncs) that release
+    the GIL, so they run on threads side by side; results are collected in horizon order."""
     panel = signal_panel(signals, score)
     starts = new_buy_signals(panel.trend)
-    horizons_out, ic_series = [], {}
-    for h in horizons:
-        fwd = forward_returns(panel.close, h)
-        score_ranks, fwd_ranks = paired_ranks(panel.score, fwd)
-        ic = rank_ic(score_ranks, fwd_ranks)
-        quintiles = quantile_returns(score_ranks, fwd)
-        horizons_out.append({"horizon_days": int(h), **ic_statistics(ic, h),
-                             "quintile_returns": [float(v) for v in quintiles],
-                             "top_minus_bottom": float(quintiles[-1] - quintiles[0]),
-                             **_buy_outcomes(starts, fwd)})
-        ic_series[int(h)] = pd.Series(ic, index=panel.dates, name=f"ic_{h}d")
-    summary = {"score": score, "symbols": len(panel.symbols), "dates": len(panel.dates), "horizons": horizons_out}
-    return summary, ic_series
+    with ThreadPoolExecutor(max_workers=max(1, min(len(horizons), os.cpu_count() or 1))) as pool:
+        results = list(pool.map(lambda h: _horizon_quality(panel, starts, int(h)), horizons))
+    summary = {"score": score, "symbols": len(panel.symbols), "dates": len(panel.dates),
+               "horizons": [figures for figures, _ in results]}
+    return summary, {figures["horizon_days"]: ic for figures, ic in results}
+
+
+def _horizon_quality(panel: SignalPanel, starts: np.ndarray, h: int) -> tuple[dict, pd.Series]:
+    """One horizon's figures (IC statistics, quintile means, buy outcomes) and its daily IC series."""
+    fwd = forward_returns(panel.close, h)
+    score_ranks, fwd_ranks = paired_ranks(panel.score, fwd)
+    ic = rank_ic(score_ranks, fwd_ranks)
+    quintiles = quantile_returns(score_ranks, fwd)
+    figures = {"horizon_days": h, **ic_statistics(ic, h), "quintile_returns": [float(v) for v in quintiles],
+               "top_minus_bottom": float(quintiles[-1] - quintiles[0]), **_buy_outcomes(starts, fwd)}
+    return figures, pd.Series(ic, index=panel.dates, name=f"ic_{h}d")
