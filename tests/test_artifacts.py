@@ -58,6 +58,25 @@ def test_an_exception_while_writing_the_second_output_leaves_everything_byte_ide
     assert _snapshot(tmp_path) == before  # no temp files either
 
 
+def test_a_failing_twin_written_beside_a_big_parquet_leaves_everything_byte_identical(tmp_path, monkeypatch):
+    """Large tables write their Parquet and CSV twin on two threads; a failure in one removes the other's temp file."""
+    before = _first_run(tmp_path)
+    real = artifacts._write_table
+
+    def csv_fails(df, path, kind):
+        if kind == ".csv":
+            raise OSError("disk full")
+        real(df, path, kind)
+
+    monkeypatch.setattr(artifacts, "_write_table", csv_fails)
+    big = pd.concat([_prices(400, f"{i:06d}.SZ") for i in range(300)], ignore_index=True)
+    assert len(big) >= artifacts._CSV_ROWS_PER_PIECE
+    with pytest.raises(OSError, match="disk full"):
+        with stage_run("signal", tmp_path, config_hash="c2") as run:
+            run.write(big, "signals_output.parquet", PricesSchema)
+    assert _snapshot(tmp_path) == before
+
+
 def test_an_exception_in_the_stage_body_commits_nothing(tmp_path):
     before = _first_run(tmp_path)
     with pytest.raises(RuntimeError):

@@ -252,9 +252,8 @@ def test_missing_or_edited_inputs_are_refused(demo_run, tmp_path):
 
 
 def test_inputs_hashed_once_are_recorded_as_stage_run_records_them(demo_run, tmp_path):
-    """signals_output and prices are hashed once (read beside the hashing) instead of StageRun.read's
-    verify-then-record: the manifest must still name and hash every input as StageRun.record_input
-    does, with --in the output folder or another one."""
+    """Inputs are hashed once, beside the read (StageRun.read / read_with): the manifest must still name
+    and hash every input as StageRun.record_input does, with --in the output folder or another one."""
     out, config, symbol, _ = demo_run
     run_reporting_stage(config, out, tmp_path, benchmark=symbol)
     inputs = [out / n for n in ("equity_curve.parquet", "trade_log.csv", "positions.parquet", "signals_output.parquet",

@@ -16,12 +16,13 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import pandera.pandas as pa
@@ -322,11 +323,13 @@ def read_artifact(
     return validate_frame(df, schema, str(path))
 
 
-def verify_against_manifest(path: Path) -> None:
+def verify_against_manifest(path: Path, digest: str | None = None) -> None:
+    """A file listed in its folder's manifest must still have the recorded sha256 (`digest`: the
+    file's sha256 when the caller has already taken it)."""
     entry = manifest_entry(path.parent, path.name)
     if entry is None:
         return
-    actual = sha256_file(path)
+    actual = digest if digest is not None else sha256_file(path)
     if actual != entry["sha256"]:
         raise IntegrityError(
             f"{path} was changed after stage '{entry['stage']}' wrote it "
@@ -380,6 +383,7 @@ class StageRun:
     _started: str = field(default_factory=lambda: _now())
     _t0: float = field(default_factory=time.perf_counter)
     _hasher: ThreadPoolExecutor | None = None
+    _hasher_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -387,10 +391,30 @@ class StageRun:
 
     # reading ---------------------------------------------------------------
     def read(self, path: str | Path, schema: type[pa.DataFrameModel], *, verify_hash: bool = True) -> pd.DataFrame:
+        """read_artifact, recorded as an input of this run; the file is hashed once, on a second
+        thread while it is read (hashlib releases the GIL), for both the manifest check and the record."""
         path = Path(path)
-        df = read_artifact(path, schema, verify_hash=verify_hash)
-        self.record_input(path)
-        return df
+        if not path.exists():
+            raise ArtifactMissingError(f"{path} does not exist (run the stage that writes it first)")
+        return self.read_with(path, lambda p: read_artifact(p, schema, verify_hash=False), verify_hash=verify_hash)
+
+    def read_with(self, path: str | Path, read: Callable[[Path], Any], *, verify_hash: bool = True) -> Any:
+        """`read(path)` for a reader of one's own (e.g. a few columns of a big Parquet), hash-checked
+        against the manifest and recorded like `read`. An edited file is refused as edited even when
+        it also fails to read."""
+        path = Path(path)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+            digest = pool.submit(sha256_file, path)
+            try:
+                result = read(path)
+            except Exception:
+                if verify_hash and digest.exception() is None:
+                    verify_against_manifest(path, digest.result())
+                raise
+            if verify_hash:
+                verify_against_manifest(path, digest.result())
+            self.inputs[self._input_key(path)] = digest.result()
+        return result
 
     def read_json(self, path: str | Path, model: type, *, verify_hash: bool = True) -> Any:
         path = Path(path)
@@ -402,11 +426,13 @@ class StageRun:
         """Note an input's sha256; a file in the output folder is named relative to it (the manifest
         then stays valid when the folder is moved), anything else by its path as given."""
         path = Path(path)
+        self.inputs[self._input_key(path)] = sha256_file(path)
+
+    def _input_key(self, path: Path) -> str:
         try:
-            key = path.resolve().relative_to(self.out_dir.resolve()).as_posix()
+            return path.resolve().relative_to(self.out_dir.resolve()).as_posix()
         except ValueError:
-            key = str(path)
-        self.inputs[key] = sha256_file(path)
+            return str(path)
 
     # writing ---------------------------------------------------------------
     def write(
@@ -420,9 +446,22 @@ class StageRun:
         """Validate `df` and stage it as `name` (.parquet or .csv); a Parquet file gets a CSV twin when asked."""
         target = self.out_dir / name
         validated = validate_frame(df, schema, name)
-        self._stage(validated, target, _schema_name(schema))
+        targets = [target]
         if target.suffix == ".parquet" and (self.csv_twins if csv_twin is None else csv_twin):
-            self._stage(validated, target.with_suffix(".csv"), _schema_name(schema))
+            targets.append(target.with_suffix(".csv"))
+        if len(targets) == 1 or len(validated) < _CSV_ROWS_PER_PIECE:
+            self._pending.extend(self._stage(validated, t, _schema_name(schema)) for t in targets)
+            return target
+        # the Parquet encoder is single-threaded: render the big twin beside it, not after it
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="artifact") as pool:
+            futures = [pool.submit(self._stage, validated, t, _schema_name(schema)) for t in targets]
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        if errors:
+            for future in futures:
+                if future.exception() is None:
+                    future.result().tmp.unlink(missing_ok=True)
+            raise errors[0]
+        self._pending.extend(f.result() for f in futures)
         return target
 
     def write_json(self, obj: Any, name: str, model: type | None = None) -> Path:
@@ -461,7 +500,8 @@ class StageRun:
         if target.exists() or name in read_manifest(self.out_dir)["artifacts"]:
             self._retired.append(target)
 
-    def _stage(self, df: pd.DataFrame, target: Path, schema_name: str) -> None:
+    def _stage(self, df: pd.DataFrame, target: Path, schema_name: str) -> _Pending:
+        """Write `df` to a temp file beside `target` (fsync'd) and start hashing it."""
         tmp = _temp_path(target)
         try:
             _write_table(df, tmp, target.suffix)
@@ -469,9 +509,11 @@ class StageRun:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        if self._hasher is None:
-            self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-        self._pending.append(_Pending(tmp, target, schema_name, len(df), self._hasher.submit(sha256_file, tmp)))
+        with self._hasher_lock:
+            if self._hasher is None:
+                self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+            digest = self._hasher.submit(sha256_file, tmp)
+        return _Pending(tmp, target, schema_name, len(df), digest)
 
     def _stop_hashing(self) -> None:
         if self._hasher is not None:

@@ -6,10 +6,8 @@ import logging
 import math
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -17,8 +15,8 @@ from schemas.config import TrendflowConfig
 from schemas.prices import PricesSchema
 from schemas.reporting import PerformanceSummary, PerformanceSummaryCsvSchema, SignalQualityInputSchema
 from schemas.trading import EquityCurveSchema, OrdersSchema, PositionsSchema, TradeLogSchema
-from stages.common.artifacts import StageRun, manifest_entry, sha256_file, stage_run, validate_frame
-from stages.common.errors import ArtifactMissingError, DataError, IntegrityError
+from stages.common.artifacts import StageRun, stage_run, validate_frame
+from stages.common.errors import ArtifactMissingError, DataError
 from stages.common.market_data import read_symbol_file
 from stages.common.stage import StageResult
 from stages.reporting.html import fmt
@@ -102,40 +100,7 @@ def _read_signals(run: StageRun, path: Path) -> pd.DataFrame | None:
             raise DataError(f"{path} cannot be read for signal quality: {exc}") from None
         return validate_frame(frame, SignalQualityInputSchema, str(path))
 
-    return _read_hashed(run, path, read)
-
-
-def _read_hashed(run: StageRun, path: Path, read: Callable[[Path], pd.DataFrame]) -> pd.DataFrame:
-    """read(path) while a second thread takes the file's sha256 (hashlib releases the GIL), then the
-    manifest check and the input record from that one digest. (StageRun.read hashes a file twice, to
-    verify and to record: ~0.25 s for a 500-symbol signals_output.parquet of ~100 MB.)"""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        digest = pool.submit(sha256_file, path)
-        try:
-            frame = read(path)
-        except Exception:
-            _verify_digest(path, digest.result())  # a file edited by hand is refused as edited, not as unreadable
-            raise
-        _verify_digest(path, digest.result())
-    run.inputs[_input_key(run, path)] = digest.result()
-    return frame
-
-
-def _verify_digest(path: Path, digest: str) -> None:
-    """verify_against_manifest, given the file's sha256."""
-    entry = manifest_entry(path.parent, path.name)
-    if entry is not None and digest != entry["sha256"]:
-        raise IntegrityError(f"{path} was changed after stage '{entry['stage']}' wrote it "
-                             f"(sha256 {digest[:12]}... != manifest {entry['sha256'][:12]}...); rerun that stage")
-
-
-def _input_key(run: StageRun, path: Path) -> str:
-    """The name StageRun.record_input gives an input (a test keeps the two in step): relative to the
-    output folder when inside it, else the path as given."""
-    try:
-        return path.resolve().relative_to(run.out_dir.resolve()).as_posix()
-    except ValueError:
-        return str(path)
+    return run.read_with(path, read)
 
 
 def _benchmark(spec: str, in_dir: Path, run: StageRun, curve: pd.DataFrame) -> Benchmark:
@@ -151,7 +116,7 @@ def _benchmark(spec: str, in_dir: Path, run: StageRun, curve: pd.DataFrame) -> B
         prices_path = in_dir / "prices.parquet"
         if not prices_path.exists():
             raise ArtifactMissingError(f"benchmark {spec!r} is not a file, and {prices_path} (to look the symbol up) does not exist")
-        frame = _read_hashed(run, prices_path, lambda p: pd.read_parquet(p, filters=[("symbol", "==", spec)]))
+        frame = run.read_with(prices_path, lambda p: pd.read_parquet(p, filters=[("symbol", "==", spec)]))
         if frame.empty:
             raise DataError(f"benchmark {spec!r} is neither an existing price file nor a symbol in {prices_path}")
         frame = validate_frame(frame.reset_index(drop=True), PricesSchema, f"{prices_path} (symbol {spec})")
