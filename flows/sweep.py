@@ -9,6 +9,8 @@ recorded one file each, so an interrupted sweep resumes without redoing them.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import contextlib
 import hashlib
 import json
 import logging
@@ -16,7 +18,7 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,7 +32,6 @@ from stages.common.config import load_config
 from stages.common.errors import ConfigError, TransientIOError
 from stages.common.market_data import load_market_data
 from stages.common.stage import resolve_data_source, resolve_out_dir
-from stages.signal import compute_signals
 from stages.sweep.grid import base_config_dict, combo_id, config_for, expand, load_grid
 from stages.sweep.runner import (SELECTION_METRICS, ResumeStore, backtest, evaluate, metrics_of, selection_score, stitch,
                                  walk_forward_windows)
@@ -114,6 +115,14 @@ class Progress:
 
 
 # --------------------------------------------------------------------------- the sweep
+def compute_signals(prices: pd.DataFrame, config) -> pd.DataFrame:
+    """stages.signal.compute_signals, imported on first use: Dask workers import this module but never
+    compute signals, and the signal stage's imports (scipy.signal) cost each worker about a second."""
+    from stages.signal import compute_signals as compute
+
+    return compute(prices, config)
+
+
 def prepare_signals(prices: pd.DataFrame, base: dict, combos: list[dict], state: Path) -> dict[str, str]:
     """Signals once per distinct signal setting, saved as Parquet for the workers; combo id -> signals file."""
     by_hash: dict[str, str] = {}
@@ -154,23 +163,26 @@ def run_sweep(grid_path: str, *, config_path: str | None = None, overrides: list
     prices_path = store.folder / "prices.parquet"
     if not prices_path.exists():
         prices.to_parquet(prices_path, index=False)
-    signal_paths = prepare_signals(prices, base, combos, store.folder)
     windows = walk_forward_windows(pd.DatetimeIndex(np.unique(prices["date"])), walk_forward) if walk_forward else []
     finished = set(store.done())
     pending = [c for c in combos if combo_id(c) not in finished]
     # Walk-forward training runs (every combination on every training span) go through the same
     # workers and resume store as the sweep itself; the test spans (one per window) run here after.
-    jobs = [(signal_paths[combo_id(c)], c, None) for c in pending]
-    jobs += [(signal_paths[combo_id(c)], c, w.train) for w in windows for c in combos if job_key(c, w.train) not in finished]
-    log.info("sweep: %d combinations, %d already done, %d to run; %d walk-forward training run(s) to do", len(combos),
-             len(combos) - len(pending), len(pending), len(jobs) - len(pending))
-    t0 = time.perf_counter()
-    if jobs:
-        if workers or dask_address:
-            _run_on_dask(jobs, str(prices_path), base, str(store.folder), workers, dask_address, progress)
-        else:
+    training = [(c, w.train) for w in windows for c in combos if job_key(c, w.train) not in finished]
+    on_dask = bool(workers or dask_address) and bool(pending or training)
+    with DaskBackend(workers, dask_address) if on_dask else contextlib.nullcontext() as backend:
+        # the cluster and the Prefect API start in the background while the signals are computed
+        signal_paths = prepare_signals(prices, base, combos, store.folder)
+        jobs = [(signal_paths[combo_id(c)], c, None) for c in pending]
+        jobs += [(signal_paths[combo_id(c)], c, span) for c, span in training]
+        log.info("sweep: %d combinations, %d already done, %d to run; %d walk-forward training run(s) to do", len(combos),
+                 len(combos) - len(pending), len(pending), len(training))
+        t0 = time.perf_counter()
+        if backend is not None:
+            _run_on_dask(jobs, str(prices_path), base, str(store.folder), backend, progress)
+        elif jobs:
             _run_locally(jobs, str(prices_path), base, str(store.folder), local_processes, progress)
-    seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
     records = store.done()
     rows = [records[combo_id(c)] for c in combos]
     results = results_frame(rows, list(grid), signal_paths)
@@ -217,28 +229,127 @@ def batches_of(jobs: list, n_batches: int) -> list[list]:
     return [ordered[a:b] for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
-def _run_on_dask(jobs, prices_path, base, state_dir, workers, address, progress) -> None:
+# Dask settings for the LocalCluster's worker processes. By default a worker's event loop wakes every
+# 10 ms to sample the running task's stack (the dashboard's profile), every 20 ms to time itself and
+# every 100 ms to read its memory; each wake-up takes the GIL from the batch in the worker's task
+# thread, and together they made each combination 15-20% slower than in a plain process.
+QUIET_WORKER = {"distributed": {"worker": {"profile": {"enabled": False}, "memory": {"monitor-interval": "1s"}},
+                                "admin": {"tick": {"interval": "1s"}, "system-monitor": {"interval": "5s"}}}}
+WORKER_PRELOAD = ["prefect.task_engine", __name__]  # imported by each worker process as it starts, not by its first task
+WORKER_START_TIMEOUT = 120  # seconds for the first worker process to come up
+
+
+class DaskBackend:
+    """What the Dask path runs on, started on entering and ready (`ready()`) only when first needed, so
+    that its start-up overlaps computing the signals:
+
+    - a LocalCluster of `workers` worker processes with one thread each (the trading loop is pure
+      Python: two batches in one process would share a GIL), QUIET_WORKER, importing the task code
+      while they start -- or an existing scheduler at `address`;
+    - one Prefect API for the flow and all its task runs: PREFECT_API_URL when set, else Prefect's
+      temporary server for this process, whose URL reaches the workers in each task's settings. (Left
+      to Prefect, every worker process started a temporary server of its own -- a uvicorn process on
+      the shared database, ~8 s of CPU each, competing with the batches -- and recorded its task runs
+      there rather than beside their flow run.) A remote cluster cannot reach a temporary server on
+      this machine: with `address` and no PREFECT_API_URL the workers still start their own.
+    """
+
+    def __init__(self, workers: int | None, address: str | None):
+        self.workers, self.address = workers, address
+        self._cluster = None
+        self._api: Future | None = None
+
+    def __enter__(self) -> "DaskBackend":
+        try:
+            if self.address is None:
+                import dask.config
+                from distributed import LocalCluster
+
+                # (a Nanny merges `config` over dask's settings one level deep only: it gets the whole tree)
+                self._cluster = LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                             config=dask.config.merge(dask.config.config, QUIET_WORKER),
+                                             preload=WORKER_PRELOAD)
+                self._cluster.scale(self.workers)  # returns at once: the worker processes start in the background
+                self.address = self._cluster.scheduler_address
+            # Importing Prefect's server (~3.5 s) then booting it (~5 s, in its own process) is the longest
+            # path to the first batch: the import runs here while the workers start, the boot while the
+            # signals are computed.
+            server = _temporary_prefect_server(reachable=self._cluster is not None)
+        except BaseException:
+            self.__exit__()
+            raise
+        if server is None:
+            self._api = Future()
+            self._api.set_result(None)
+        else:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="prefect-server")
+            self._api = pool.submit(lambda: server.start() or server.api_url)
+            pool.shutdown(wait=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._api is not None:
+            concurrent.futures.wait([self._api])  # never leave the server half-started
+        if self._cluster is not None:
+            self._cluster.close()
+
+    @contextlib.contextmanager
+    def ready(self):
+        """Waits for the API and the first worker; within, Prefect's settings name the API."""
+        url = self._api.result()
+        if self._cluster is not None:
+            try:
+                self._cluster.wait_for_workers(1, timeout=WORKER_START_TIMEOUT)
+            except TimeoutError as exc:  # a worker that cannot start is logged by distributed; never hang
+                raise RuntimeError(f"no Dask worker process started within {WORKER_START_TIMEOUT} s "
+                                   "(see distributed's errors above)") from exc
+        if url is None:
+            yield
+            return
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield
+
+
+def _temporary_prefect_server(reachable: bool):
+    """Prefect's temporary server for this process (not started yet) when the flow and the workers need
+    one; None when PREFECT_API_URL names a server (the workers receive it with each task's settings), or
+    the workers could not reach a server on this machine (`reachable` False), or Prefect forbids one."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value():
+        return None
+    if not reachable:
+        log.warning("no PREFECT_API_URL: each Dask worker starts a temporary Prefect server of its own; set "
+                    "PREFECT_API_URL to a server the workers can reach to see their task runs")
+        return None
+    if not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return None  # Prefect itself says what is missing
+    from prefect.server.api.server import SubprocessASGIServer
+
+    return SubprocessASGIServer()  # the one Prefect would start for this process (stopped at exit)
+
+
+def _run_on_dask(jobs, prices_path, base, state_dir, backend: DaskBackend, progress) -> None:
     """Batches of jobs as Prefect tasks on Dask workers; a failed batch is retried by Prefect (a batch
     skips the jobs it already recorded). Workers get file paths, never frames: each reads the prices and
-    its signal files once (cached per worker process)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from prefect import flow, task
+    its signal files once and keeps them, with the market arrays built from them, for its later batches."""
+    from prefect import flow, task  # imported while the Prefect server may still be booting
     from prefect.artifacts import create_table_artifact
+    from prefect.futures import as_completed as prefect_completed
     from prefect_dask import DaskTaskRunner
 
-    runner = DaskTaskRunner(address=address) if address else DaskTaskRunner(
-        cluster_class="distributed.LocalCluster", cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
     batch_task = task(evaluate_batch, name="sweep-combinations", retries=2, retry_delay_seconds=1)
     # A few batches per worker: enough to balance load, few enough that Prefect's per-task cost is small.
-    batches = batches_of(jobs, (workers or 4) * 4)
+    batches = batches_of(jobs, (backend.workers or 4) * 4)
 
-    @flow(name="trendflow_sweep", task_runner=runner)
+    @flow(name="trendflow_sweep", task_runner=DaskTaskRunner(address=backend.address))
     def sweep_flow() -> list[dict]:
         futures = [batch_task.submit(prices_path, batch, base, state_dir) for batch in batches]
         bar = Progress(len(jobs), progress)
         rows = []
-        from prefect.futures import as_completed as prefect_completed
-
         for future in prefect_completed(futures):
             for row in future.result():
                 rows.append(row)
@@ -250,7 +361,8 @@ def _run_on_dask(jobs, prices_path, base, state_dir, workers, address, progress)
                               description="best combinations by Sharpe")
         return rows
 
-    sweep_flow()
+    with backend.ready():
+        sweep_flow()
 
 
 def results_frame(rows: list[dict], keys: list[str], signal_paths: dict[str, str]) -> pd.DataFrame:
@@ -413,5 +525,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
-    logging.getLogger("prefect").setLevel(logging.INFO if args.log_level == "DEBUG" else logging.WARNING)
+    if args.workers or args.dask_address:
+        import distributed  # noqa: F401 -- sets its loggers' levels when imported: import it before quietening them
+    for noisy in ("prefect", "distributed"):  # their INFO lines (cluster start/stop, every task run) only with DEBUG
+        logging.getLogger(noisy).setLevel(logging.INFO if args.log_level == "DEBUG" else logging.WARNING)
     return run_command(body, args)

@@ -147,9 +147,50 @@ def test_sweep_on_a_local_dask_cluster_equals_the_local_result(grid_file, small_
     local = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path / "local"), progress=False, local_processes=1)
     with prefect_test_harness(server_startup_timeout=120):
         dask = sweep.run_sweep(str(grid_file), data=str(small_demo_dir), out=str(tmp_path / "dask"), workers=2, progress=False)
+        # every batch is a task run of the sweep's flow run on the flow's own API, and the table artifact is there
+        from prefect import get_client
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        with get_client(sync_client=True) as client:
+            task_runs = client.read_task_runs()
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sweep-best"])))
     cols = ["combo_id", "sharpe", "total_return", "max_drawdown", "closed_trades"]
     pd.testing.assert_frame_equal(local["results"][cols], dask["results"][cols])
     assert np.isfinite(dask["results"]["sharpe"]).all()
+    batches = [r for r in task_runs if r.name.startswith("sweep-combinations")]
+    assert len(batches) == 4 and all(r.state.is_completed() for r in batches)
+    assert len({r.flow_run_id for r in batches}) == 1 and artifacts[0].flow_run_id == batches[0].flow_run_id
+    best = json.loads(artifacts[0].data) if isinstance(artifacts[0].data, str) else artifacts[0].data
+    assert len(artifacts) == 1 and {r["combo_id"] for r in best} == set(dask["results"]["combo_id"])
+
+
+@pytest.mark.prefect
+def test_dask_workers_share_the_flows_prefect_api():
+    """Without PREFECT_API_URL, the flow and the workers of the LocalCluster use one temporary server (left
+    to Prefect, each worker process started its own); a configured server, or a remote cluster that could
+    not reach this machine, keeps Prefect's own settings."""
+    pytest.importorskip("prefect_dask")
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert sweep._temporary_prefect_server(reachable=True) is None
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert isinstance(sweep._temporary_prefect_server(reachable=True), SubprocessASGIServer)
+        assert sweep._temporary_prefect_server(reachable=False) is None
+
+
+@pytest.mark.slow
+def test_dask_workers_that_cannot_start_are_an_error_not_a_hang(monkeypatch):
+    pytest.importorskip("prefect_dask")
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setattr(sweep, "WORKER_PRELOAD", ["trendflow_no_such_module"])
+    monkeypatch.setattr(sweep, "WORKER_START_TIMEOUT", 5)
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # never contacted
+        with pytest.raises(RuntimeError, match="no Dask worker process started"):
+            with sweep.DaskBackend(1, None) as backend, backend.ready():
+                pass
 
 
 def test_resume_is_keyed_by_base_config_too(grid_file, small_demo_dir, tmp_path):
