@@ -1,4 +1,4 @@
-"""Long <-> wide: the stages compute on date x symbol arrays, vectorised over symbols.
+"""Long -> wide: the stages compute on date x symbol arrays, vectorised over symbols.
 
 A missing (date, symbol) cell means no trade that day (suspension or not yet listed). It stays
 NaN in the wide frame -- never forward-filled into a fake price -- and `tradable` says so.
@@ -49,12 +49,3 @@ def to_panel(prices: pd.DataFrame) -> Panel:
         grid.ravel()[flat] = prices[field].to_numpy(dtype=float)
         arrays[field] = grid
     return Panel(dates=pd.DatetimeIndex(dates, name="date"), symbols=pd.Index(symbols, name="symbol"), **arrays)
-
-
-def to_long(wide: dict[str, np.ndarray], dates: pd.DatetimeIndex, symbols: pd.Index, mask: np.ndarray) -> pd.DataFrame:
-    """Stack wide arrays back to long rows where `mask` is True, sorted by date then symbol."""
-    rows, cols = np.nonzero(mask)
-    out = {"date": dates[rows], "symbol": symbols[cols].astype(str)}
-    for name, grid in wide.items():
-        out[name] = grid[rows, cols]
-    return pd.DataFrame(out)
