@@ -393,9 +393,6 @@ class StageRun:
     def read(self, path: str | Path, schema: type[pa.DataFrameModel], *, verify_hash: bool = True) -> pd.DataFrame:
         """read_artifact, recorded as an input of this run; the file is hashed once, on a second
         thread while it is read (hashlib releases the GIL), for both the manifest check and the record."""
-        path = Path(path)
-        if not path.exists():
-            raise ArtifactMissingError(f"{path} does not exist (run the stage that writes it first)")
         return self.read_with(path, lambda p: read_artifact(p, schema, verify_hash=False), verify_hash=verify_hash)
 
     def read_with(self, path: str | Path, read: Callable[[Path], Any], *, verify_hash: bool = True) -> Any:
@@ -417,10 +414,8 @@ class StageRun:
         return result
 
     def read_json(self, path: str | Path, model: type, *, verify_hash: bool = True) -> Any:
-        path = Path(path)
-        obj = read_json_artifact(path, model, verify_hash=verify_hash)
-        self.record_input(path)
-        return obj
+        """read_json_artifact, hash-checked and recorded like `read`."""
+        return self.read_with(path, lambda p: read_json_artifact(p, model, verify_hash=False), verify_hash=verify_hash)
 
     def record_input(self, path: Path) -> None:
         """Note an input's sha256; a file in the output folder is named relative to it (the manifest
