@@ -214,13 +214,13 @@ def _write_table(df: pd.DataFrame, path: Path, kind: str) -> None:
         raise ValueError(f"unsupported artifact type: {path.name}")
 
 
-def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """zstd Parquet; dictionary encoding only where values repeat (dates, symbols, ints, flags):
-    on high-cardinality floats it costs time and saves nothing."""
+def _write_parquet(df: pd.DataFrame | Any, path: Path) -> None:
+    """zstd Parquet from a frame or an Arrow table; dictionary encoding only where values repeat
+    (dates, symbols, ints, flags): on high-cardinality floats it costs time and saves nothing."""
     import pyarrow as pa_arrow
     import pyarrow.parquet as pq
 
-    table = pa_arrow.Table.from_pandas(df, preserve_index=False)
+    table = df if isinstance(df, pa_arrow.Table) else pa_arrow.Table.from_pandas(df, preserve_index=False)
     repeated = [f.name for f in table.schema if not pa_arrow.types.is_floating(f.type)]
     pq.write_table(table, path, compression="zstd", use_dictionary=repeated or False)
 
@@ -459,6 +459,40 @@ class StageRun:
         self._pending.extend(f.result() for f in futures)
         return target
 
+    def write_extended(self, previous: Any, rows: pd.DataFrame, name: str, schema: type[pa.DataFrameModel]) -> Path:
+        """Stage Parquet `name` as the Arrow table `previous` followed by `rows`.
+
+        `previous` must be this folder's own artifact as read through `read_with` (so its sha256 was
+        checked against the manifest): its rows were validated when they were written and are
+        byte-for-byte the same, so only the new rows and the seam between them are validated here.
+        The file is the one `write` would make from the whole frame."""
+        import pyarrow as pa_arrow
+
+        seam = previous.slice(max(previous.num_rows - 1, 0)).to_pandas()
+        checked = validate_frame(pd.concat([seam, rows], ignore_index=True), schema, name).iloc[len(seam):]
+        try:
+            added = pa_arrow.Table.from_pandas(checked, preserve_index=False).cast(previous.schema)
+        except (pa_arrow.ArrowInvalid, ValueError) as exc:
+            raise SchemaError(f"{name}: the new rows do not match the columns of the existing file ({exc})") from None
+        table = pa_arrow.concat_tables([previous, added])
+        self._pending.append(self._stage(table, self.out_dir / name, _schema_name(schema), rows=table.num_rows))
+        return self.out_dir / name
+
+    def write_bytes(self, data: bytes, name: str, kind: str, rows: int) -> Path:
+        """Stage a binary artifact (e.g. signal_state.npz) with its reader's name as `kind`."""
+        target = self.out_dir / name
+        tmp = _temp_path(target)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._pending.append(_Pending(tmp, target, kind, rows))
+        return target
+
     def write_json(self, obj: Any, name: str, model: type | None = None) -> Path:
         """Stage a JSON artifact; with a pydantic model it is validated first."""
         from pydantic import ValidationError
@@ -495,8 +529,9 @@ class StageRun:
         if target.exists() or name in read_manifest(self.out_dir)["artifacts"]:
             self._retired.append(target)
 
-    def _stage(self, df: pd.DataFrame, target: Path, schema_name: str) -> _Pending:
-        """Write `df` to a temp file beside `target` (fsync'd) and start hashing it."""
+    def _stage(self, df: pd.DataFrame | Any, target: Path, schema_name: str, rows: int | None = None) -> _Pending:
+        """Write `df` (a frame, or an Arrow table for Parquet) to a temp file beside `target`
+        (fsync'd) and start hashing it."""
         tmp = _temp_path(target)
         try:
             _write_table(df, tmp, target.suffix)
@@ -508,7 +543,7 @@ class StageRun:
             if self._hasher is None:
                 self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
             digest = self._hasher.submit(sha256_file, tmp)
-        return _Pending(tmp, target, schema_name, len(df), digest)
+        return _Pending(tmp, target, schema_name, len(df) if rows is None else rows, digest)
 
     def _stop_hashing(self) -> None:
         if self._hasher is not None:

@@ -89,14 +89,21 @@ def _refresh_members(returns: np.ndarray, r: int, window: int) -> tuple[np.ndarr
 
 
 def rolling_clusters(
-    returns: np.ndarray, window: int, update_frequency: int, threshold: float, method: str = "average"
+    returns: np.ndarray, window: int, update_frequency: int, threshold: float, method: str = "average",
+    *, offset: int = 0, resume: tuple[int, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Cluster id per (day, symbol) on the calendar grid; -1 before the first refresh or when a
-    symbol lacks data. Refreshes on days window-1, window-1+f, ...; constant between refreshes."""
+    symbol lacks data. Refreshes on days window-1, window-1+f, ...; constant between refreshes.
+
+    Day numbers count from the first day of the whole calendar; `returns` starts at day `offset`.
+    A step passes `resume` = (first day to label, the ids in force before it): the rows of `returns`
+    before that day are history (at least window-1 of them) and only the days from it are returned."""
     n_days, n_sym = returns.shape
-    out = np.full((n_days, n_sym), -1, dtype=np.int64)
-    current = np.full(n_sym, -1, dtype=np.int64)
-    refresh_days = list(range(window - 1, n_days, update_frequency))
+    first_day, current = (offset, np.full(n_sym, -1, dtype=np.int64)) if resume is None else resume
+    emit = first_day - offset
+    out = np.empty((n_days - emit, n_sym), dtype=np.int64)
+    out[:] = current
+    refresh_days = [r - offset for r in range(window - 1, offset + n_days, update_frequency) if r >= first_day]
 
     def labels_at(r: int) -> tuple[np.ndarray, np.ndarray]:
         block, members = _refresh_members(returns, r, window)
@@ -114,10 +121,10 @@ def rolling_clusters(
             current = np.full(n_sym, -1, dtype=np.int64)
         else:
             current = stable_ids(labels, members, current)
-        out[r:r + update_frequency] = current
+        out[r - emit:r - emit + update_frequency] = current
         if log.isEnabledFor(logging.DEBUG):
             sizes = Counter(current[current >= 0].tolist())
-            log.debug("Clustering refresh at day %d: %d clusters, distribution: %s", r, len(sizes), dict(sorted(sizes.items())))
+            log.debug("Clustering refresh at day %d: %d clusters, distribution: %s", r + offset, len(sizes), dict(sorted(sizes.items())))
     if refresh_days:
         final = Counter(current[current >= 0].tolist())
         log.info("Clustering complete: %d clusters, distribution: %s (%d refreshes)", len(final), dict(sorted(final.items())), len(refresh_days))

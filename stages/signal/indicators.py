@@ -9,9 +9,12 @@ on the calendar grid (NaN where the symbol did not trade). Seeding follows TA-Li
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy.signal import lfilter
+
+from stages.signal.carry import Carry, record, stepping
 
 _TINY = 1e-8  # TA-Lib's TA_IS_ZERO tolerance
 
@@ -55,26 +58,37 @@ def shift(x: np.ndarray, n: int = 1) -> np.ndarray:
     return out
 
 
-def rolling_sum(x: np.ndarray, window: int) -> np.ndarray:
+def prefix_sum(x: np.ndarray, carry: Carry | None = None, key: str = "") -> np.ndarray:
+    """Row i = sum of rows < i (one row longer than x); a step continues from the recorded totals."""
+    if stepping(carry):
+        head = carry.before(key)
+        rest = np.cumsum(np.vstack([head[-1:], x[carry.rows:]]), axis=0)[1:]
+        out = np.vstack([head, rest])
+    else:
+        out = np.cumsum(np.vstack([np.zeros((1, x.shape[1])), x]), axis=0)
+    record(carry, key, out, prefix=True)
+    return out
+
+
+def rolling_sum(x: np.ndarray, window: int, carry: Carry | None = None, key: str = "") -> np.ndarray:
     """Sum over the last `window` rows; NaN until a full window and wherever the window holds a NaN."""
     out = np.full(x.shape, np.nan)
+    missing = np.isnan(x)
+    csum = prefix_sum(np.where(missing, 0.0, x), carry, f"{key}.sum")
+    cmiss = prefix_sum(missing.astype(float), carry, f"{key}.missing")
     if window > x.shape[0]:
         return out
-    missing = np.isnan(x)
-    zero_row = np.zeros((1, x.shape[1]))
-    csum = np.cumsum(np.vstack([zero_row, np.where(missing, 0.0, x)]), axis=0)
-    cmiss = np.cumsum(np.vstack([zero_row, missing]), axis=0)
     sums = csum[window:] - csum[:-window]
     out[window - 1:] = np.where(cmiss[window:] - cmiss[:-window] > 0, np.nan, sums)
     return out
 
 
-def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
-    return rolling_sum(x, window) / window
+def rolling_mean(x: np.ndarray, window: int, carry: Carry | None = None, key: str = "") -> np.ndarray:
+    return rolling_sum(x, window, carry, key) / window
 
 
-def recursive_smooth(x: np.ndarray, alpha: float, seed: np.ndarray, seed_row: int) -> np.ndarray:
-    """y[seed_row] = seed; y[t] = y[t-1] + alpha * (x[t] - y[t-1]) after it; NaN before.
+def linear_recursion(x: np.ndarray, gain: float, keep: float, seed: np.ndarray, seed_row: int) -> np.ndarray:
+    """y[seed_row] = seed; y[t] = gain * x[t] + keep * y[t-1] after it; NaN before.
 
     One scipy lfilter call over all symbols (the recursion runs in C). NaN rows at the bottom of
     a packed column only poison that column's own tail, which `unpack` discards.
@@ -85,40 +99,59 @@ def recursive_smooth(x: np.ndarray, alpha: float, seed: np.ndarray, seed_row: in
     out[seed_row] = seed
     rest = x[seed_row + 1:]
     if len(rest):
-        zi = ((1 - alpha) * seed)[None, :]
-        out[seed_row + 1:], _ = lfilter([alpha], [1.0, -(1 - alpha)], rest, axis=0, zi=zi)
+        out[seed_row + 1:], _ = lfilter([gain], [1.0, -keep], rest, axis=0, zi=(keep * seed)[None, :])
     return out
 
 
-def sma_seeded_ema(x: np.ndarray, period: int, start: int = 0) -> np.ndarray:
+def carried_recursion(
+    x: np.ndarray, gain: float, keep: float, seed: Callable[[], np.ndarray], seed_row: int,
+    carry: Carry | None = None, key: str = "",
+) -> np.ndarray:
+    """linear_recursion seeded by `seed()` at `seed_row` in a full run; a step continues from the
+    recorded values (the same lfilter arithmetic, so the same bits)."""
+    if stepping(carry):
+        tail = carry.before(key)
+        out = linear_recursion(x, gain, keep, tail[-1], carry.rows - 1)
+        out[:carry.rows] = tail
+    elif seed_row < x.shape[0]:
+        out = linear_recursion(x, gain, keep, seed(), seed_row)
+    else:
+        out = np.full(x.shape, np.nan)
+    record(carry, key, out)
+    return out
+
+
+def recursive_smooth(x: np.ndarray, alpha: float, seed: np.ndarray, seed_row: int) -> np.ndarray:
+    """y[seed_row] = seed; y[t] = y[t-1] + alpha * (x[t] - y[t-1]) after it; NaN before."""
+    return linear_recursion(x, alpha, 1 - alpha, seed, seed_row)
+
+
+def sma_seeded_ema(x: np.ndarray, period: int, start: int = 0, carry: Carry | None = None, key: str = "") -> np.ndarray:
     """TA-Lib EMA: seeded at row start+period-1 with the mean of x[start:start+period], k = 2/(period+1)."""
     seed_row = start + period - 1
-    if seed_row >= x.shape[0]:
-        return np.full(x.shape, np.nan)
-    seed = x[start:seed_row + 1].mean(axis=0)
-    return recursive_smooth(x, 2.0 / (period + 1), seed, seed_row)
+    alpha = 2.0 / (period + 1)
+    return carried_recursion(x, alpha, 1 - alpha, lambda: x[start:seed_row + 1].mean(axis=0), seed_row, carry, key)
 
 
 # --------------------------------------------------------------------------- indicators (packed arrays)
-def macd(close: np.ndarray, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def macd(
+    close: np.ndarray, fast: int = 12, slow: int = 26, signal: int = 9, carry: Carry | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MACD line, signal line and histogram, seeded as TA-Lib does.
 
     TA-Lib starts both EMAs at row slow-1: the slow one seeded with the mean of rows 0..slow-1,
     the fast one with the mean of the `fast` rows ending there. The signal EMA is seeded with the
     mean of the first `signal` MACD values; the first output is at row slow + signal - 2.
     """
-    slow_ema = sma_seeded_ema(close, slow)
-    fast_ema = sma_seeded_ema(close, fast, start=slow - fast)
+    slow_ema = sma_seeded_ema(close, slow, carry=carry, key="macd.slow")
+    fast_ema = sma_seeded_ema(close, fast, start=slow - fast, carry=carry, key="macd.fast")
     line = fast_ema - slow_ema
-    sig = np.full(close.shape, np.nan)
-    first = slow - 1
-    if first < close.shape[0]:
-        sig[first:] = sma_seeded_ema(line[first:], signal)
+    sig = sma_seeded_ema(line, signal, start=slow - 1, carry=carry, key="macd.signal")
     line = np.where(np.isnan(sig), np.nan, line)
     return line, sig, line - sig
 
 
-def kama(close: np.ndarray, er_window: int = 10, fast: int = 2, slow: int = 30) -> np.ndarray:
+def kama(close: np.ndarray, er_window: int = 10, fast: int = 2, slow: int = 30, carry: Carry | None = None) -> np.ndarray:
     """Kaufman adaptive moving average (TA-Lib KAMA): the first value at row er_window starts from close[er_window-1].
 
     ER = |close_t - close_{t-n}| / sum |close_i - close_{i-1}| over n days;
@@ -126,18 +159,23 @@ def kama(close: np.ndarray, er_window: int = 10, fast: int = 2, slow: int = 30) 
     """
     n_rows = close.shape[0]
     out = np.full(close.shape, np.nan)
-    if n_rows <= er_window:
-        return out
     change = np.abs(close - shift(close, er_window))
-    noise = rolling_sum(np.abs(np.diff(close, axis=0, prepend=np.nan)), er_window)
+    noise = rolling_sum(np.abs(np.diff(close, axis=0, prepend=np.nan)), er_window, carry, "kama.noise")
     with np.errstate(invalid="ignore", divide="ignore"):
         er = np.where(noise > _TINY, change / noise, 1.0)
     fast_sc, slow_sc = 2.0 / (fast + 1), 2.0 / (slow + 1)
     sc = (er * (fast_sc - slow_sc) + slow_sc) ** 2
-    value = close[er_window - 1].copy()
-    for t in range(er_window, n_rows):  # recursion over days, vectorised over symbols
-        value = value + sc[t] * (close[t] - value)
-        out[t] = value
+    if stepping(carry):
+        out[:carry.rows] = carry.before("kama")
+        first = carry.rows
+    else:
+        first = er_window
+    if first < n_rows:
+        value = out[first - 1].copy() if stepping(carry) else close[er_window - 1].copy()
+        for t in range(first, n_rows):  # recursion over days, vectorised over symbols
+            value = value + sc[t] * (close[t] - value)
+            out[t] = value
+    record(carry, "kama", out)
     return out
 
 
@@ -147,13 +185,11 @@ def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarr
     return np.fmax(high - low, np.fmax(np.abs(high - prev_close), np.abs(low - prev_close))) + 0 * prev_close
 
 
-def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> np.ndarray:
+def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14, carry: Carry | None = None) -> np.ndarray:
     """Wilder ATR: seeded at row `period` with the mean of TR rows 1..period, then (ATR(n-1) + TR)/n."""
     tr = true_range(high, low, close)
-    if period >= close.shape[0]:
-        return np.full(close.shape, np.nan)
-    seed = tr[1:period + 1].mean(axis=0)
-    return recursive_smooth(tr, 1.0 / period, seed, period)
+    alpha = 1.0 / period
+    return carried_recursion(tr, alpha, 1 - alpha, lambda: tr[1:period + 1].mean(axis=0), period, carry, "atr")
 
 
 def directional_movement(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,35 +201,28 @@ def directional_movement(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray,
     return plus, minus
 
 
-def wilder_sum(x: np.ndarray, period: int) -> np.ndarray:
-    """Wilder's running sum: S = sum of rows 1..period-1 at row period-1, then S_t = S_{t-1} - S_{t-1}/n + x_t
+def wilder_sum(x: np.ndarray, period: int, carry: Carry | None = None, key: str = "") -> np.ndarray:
+    """Wilder's running sum: S = sum of rows 1..period-1 at row period-1, then S_t = x_t + (1 - 1/n) S_{t-1}
     (one lfilter over all symbols); NaN before row period-1."""
-    out = np.full(x.shape, np.nan)
-    if period > x.shape[0]:
-        return out
-    seed = x[1:period].sum(axis=0)
-    out[period - 1] = seed
-    if period < x.shape[0]:
-        keep = 1.0 - 1.0 / period
-        out[period:], _ = lfilter([1.0], [1.0, -keep], x[period:], axis=0, zi=(keep * seed)[None, :])
-    return out
+    return carried_recursion(x, 1.0, 1.0 - 1.0 / period, lambda: x[1:period].sum(axis=0), period - 1, carry, key)
 
 
-def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) -> np.ndarray:
+def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14, carry: Carry | None = None) -> np.ndarray:
     """Wilder ADX as TA-Lib computes it; first value at row 2*period - 1.
 
     DM and TR sums start with rows 1..period-1, then S_t = S_{t-1} - S_{t-1}/n + x_t; DX =
     100 |+DI - -DI| / (+DI + -DI); ADX = mean of the first n DX, then Wilder-smoothed. When TR or
     DI+ + DI- is zero TA-Lib leaves ADX unchanged that day, and so do we. The recursions are
     linear, so they run as filters over all symbols at once; only a symbol with such a zero day
-    after the warm-up (a dead-flat session) takes the day-by-day path.
+    after the warm-up (a dead-flat session) takes the day-by-day path, which does the same
+    arithmetic on every other day. A step (a few new days) always goes day by day.
     """
     first_out = 2 * period - 1
-    if close.shape[0] <= first_out:
-        return np.full(close.shape, np.nan)
     plus_dm, minus_dm = directional_movement(high, low)
     tr = true_range(high, low, close)
-    s_plus, s_minus, s_tr = wilder_sum(plus_dm, period), wilder_sum(minus_dm, period), wilder_sum(tr, period)
+    s_plus = wilder_sum(plus_dm, period, carry, "adx.plus")
+    s_minus = wilder_sum(minus_dm, period, carry, "adx.minus")
+    s_tr = wilder_sum(tr, period, carry, "adx.tr")
     with np.errstate(invalid="ignore", divide="ignore"):
         plus_di = 100.0 * s_plus / s_tr
         minus_di = 100.0 * s_minus / s_tr
@@ -201,49 +230,49 @@ def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14) 
         dx = 100.0 * np.abs(minus_di - plus_di) / di_sum
     present = ~np.isnan(s_tr)
     defined = (np.abs(s_tr) >= _TINY) & (np.abs(di_sum) >= _TINY)
-    seed = np.where(defined[period:first_out + 1], dx[period:first_out + 1], 0.0).sum(axis=0) / period
-    out = recursive_smooth(np.where(defined, dx, 0.0), 1.0 / period, seed, first_out)
+    alpha = 1.0 / period
+    if stepping(carry):
+        tail = carry.before("adx")
+        out = _smooth_holding(dx, defined, tail[-1], carry.rows - 1, alpha)
+        out[:carry.rows] = tail
+    elif close.shape[0] <= first_out:
+        out = np.full(close.shape, np.nan)
+    else:
+        seed = np.where(defined[period:first_out + 1], dx[period:first_out + 1], 0.0).sum(axis=0) / period
+        out = recursive_smooth(np.where(defined, dx, 0.0), alpha, seed, first_out)
+        flat_day = (present & ~defined)[first_out + 1:].any(axis=0)
+        if flat_day.any():
+            out[:, flat_day] = _smooth_holding(dx[:, flat_day], defined[:, flat_day], seed[flat_day], first_out, alpha)
     out[~present] = np.nan
-    flat_day = (present & ~defined)[first_out + 1:].any(axis=0)
-    if flat_day.any():
-        out[:, flat_day] = _adx_day_by_day(high[:, flat_day], low[:, flat_day], close[:, flat_day], period)
+    record(carry, "adx", out)
+    return out
+
+
+def _smooth_holding(dx: np.ndarray, defined: np.ndarray, seed: np.ndarray, seed_row: int, alpha: float) -> np.ndarray:
+    """y = alpha dx + (1 - alpha) y_prev one day at a time, but y unchanged on a day dx is undefined:
+    the same products and sum as the filter in `linear_recursion`, so equal bits on every defined day."""
+    out = np.full(dx.shape, np.nan)
+    out[seed_row] = seed
+    value = seed
+    for t in range(seed_row + 1, dx.shape[0]):  # recursion over days, vectorised over symbols
+        value = np.where(defined[t], alpha * dx[t] + (1 - alpha) * value, value)
+        out[t] = value
     return out
 
 
 def _adx_day_by_day(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
-    """The ADX recursion one day at a time (vectorised over symbols), for symbols whose ADX must
-    stay unchanged on some day."""
-    n_rows, n_cols = close.shape
-    out = np.full(close.shape, np.nan)
+    """ADX with every symbol on the day-by-day path (a reference for the filter path in tests)."""
     first_out = 2 * period - 1
-    if n_rows <= first_out:
-        return out
     plus_dm, minus_dm = directional_movement(high, low)
     tr = true_range(high, low, close)
-    s_plus = plus_dm[1:period].sum(axis=0)
-    s_minus = minus_dm[1:period].sum(axis=0)
-    s_tr = tr[1:period].sum(axis=0)
-    sum_dx = np.zeros(n_cols)
-    value = np.full(n_cols, np.nan)
-    for t in range(period, n_rows):  # recursion over days, vectorised over symbols
-        s_plus = s_plus - s_plus / period + plus_dm[t]
-        s_minus = s_minus - s_minus / period + minus_dm[t]
-        s_tr = s_tr - s_tr / period + tr[t]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            plus_di = 100.0 * s_plus / s_tr
-            minus_di = 100.0 * s_minus / s_tr
-            di_sum = plus_di + minus_di
-            dx = 100.0 * np.abs(minus_di - plus_di) / di_sum
-        defined = (np.abs(s_tr) >= _TINY) & (np.abs(di_sum) >= _TINY)
-        if t < first_out:
-            sum_dx = sum_dx + np.where(defined, dx, 0.0)
-            continue
-        if t == first_out:
-            sum_dx = sum_dx + np.where(defined, dx, 0.0)
-            value = sum_dx / period
-        else:
-            value = np.where(defined, (value * (period - 1) + dx) / period, value)
-        out[t] = np.where(np.isnan(s_tr), np.nan, value)
+    s_plus, s_minus, s_tr = wilder_sum(plus_dm, period), wilder_sum(minus_dm, period), wilder_sum(tr, period)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        plus_di, minus_di = 100.0 * s_plus / s_tr, 100.0 * s_minus / s_tr
+        dx = 100.0 * np.abs(minus_di - plus_di) / (plus_di + minus_di)
+    defined = (np.abs(s_tr) >= _TINY) & (np.abs(plus_di + minus_di) >= _TINY)
+    seed = np.where(defined[period:first_out + 1], dx[period:first_out + 1], 0.0).sum(axis=0) / period
+    out = _smooth_holding(dx, defined, seed, first_out, 1.0 / period)
+    out[np.isnan(s_tr)] = np.nan
     return out
 
 
@@ -253,22 +282,24 @@ def log_returns(close: np.ndarray) -> np.ndarray:
         return np.log(close / shift(close))
 
 
-def ewma_volatility(returns: np.ndarray, lam: float = 0.94, periods_per_year: int = 252, min_periods: int = 20) -> np.ndarray:
+def ewma_volatility(
+    returns: np.ndarray, lam: float = 0.94, periods_per_year: int = 252, min_periods: int = 20, carry: Carry | None = None
+) -> np.ndarray:
     """Annualised RiskMetrics volatility: var_t = lam var_{t-1} + (1-lam) r_t^2, seeded with the
     mean square of the first `min_periods` returns (NaN before)."""
     r2 = returns ** 2
     seed_row = min_periods  # returns start at row 1
-    if seed_row >= returns.shape[0]:
-        return np.full(returns.shape, np.nan)
-    seed = r2[1:seed_row + 1].mean(axis=0)
-    var = recursive_smooth(r2, 1 - lam, seed, seed_row)
+    alpha = 1 - lam
+    var = carried_recursion(r2, alpha, 1 - alpha, lambda: r2[1:seed_row + 1].mean(axis=0), seed_row, carry, "ewma.var")
     return np.sqrt(var * periods_per_year)
 
 
-def rolling_std_volatility(returns: np.ndarray, window: int = 20, periods_per_year: int = 252) -> np.ndarray:
+def rolling_std_volatility(
+    returns: np.ndarray, window: int = 20, periods_per_year: int = 252, carry: Carry | None = None
+) -> np.ndarray:
     """Annualised sample standard deviation (ddof=1) of the last `window` returns."""
-    mean = rolling_mean(returns, window)
-    sq = rolling_mean(returns ** 2, window)
+    mean = rolling_mean(returns, window, carry, "std.returns")
+    sq = rolling_mean(returns ** 2, window, carry, "std.squares")
     var = np.maximum(sq - mean ** 2, 0.0) * window / (window - 1)
     return np.sqrt(var * periods_per_year)
 

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.signal.indicators import shift
+from stages.signal.carry import Carry
+from stages.signal.indicators import prefix_sum, shift
 
 
 class _PrefixSums:
     """Cumulative sums of x, x^2 and of missing values, so every window's rolling moments cost O(n)."""
 
-    def __init__(self, x: np.ndarray) -> None:
+    def __init__(self, x: np.ndarray, carry: Carry | None = None) -> None:
         missing = np.isnan(x)
         clean = np.where(missing, 0.0, x)
-        zero = np.zeros((1, x.shape[1]))
-        self.s1 = np.concatenate([zero, np.cumsum(clean, axis=0)])
-        self.s2 = np.concatenate([zero, np.cumsum(clean * clean, axis=0)])
-        self.miss = np.concatenate([zero, np.cumsum(missing, axis=0)])
+        self.s1 = prefix_sum(clean, carry, "momentum.sum")
+        self.s2 = prefix_sum(clean * clean, carry, "momentum.squares")
+        self.miss = prefix_sum(missing.astype(float), carry, "momentum.missing")
 
     def mean_and_var(self, window: int) -> tuple[np.ndarray, np.ndarray]:
         """Rolling mean and sample variance (ddof=1) of the last `window` rows; NaN unless all present."""
@@ -46,10 +46,12 @@ def window_momentum(close: np.ndarray, log_ret: np.ndarray, window: int, _sums: 
         return np.where(vol > 1e-12, ret / vol, np.nan)
 
 
-def momentum_score(close: np.ndarray, log_ret: np.ndarray, weights: dict[int, float]) -> np.ndarray:
+def momentum_score(
+    close: np.ndarray, log_ret: np.ndarray, weights: dict[int, float], carry: Carry | None = None
+) -> np.ndarray:
     """Weighted sum of window momenta; NaN unless every window is available."""
     total = sum(weights.values())
-    sums = _PrefixSums(log_ret)
+    sums = _PrefixSums(log_ret, carry)
     score = np.zeros(close.shape)
     for window, weight in sorted(weights.items()):
         score += (weight / total if total else 0.0) * window_momentum(close, log_ret, window, sums)

@@ -11,11 +11,12 @@ import pandas as pd
 from schemas.config import TrendflowConfig
 from schemas.prices import PricesSchema
 from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema
-from stages.common.artifacts import stage_run
-from stages.common.errors import DataError
+from stages.common.artifacts import StageRun, read_manifest, stage_run
+from stages.common.errors import DataError, IntegrityError
 from stages.common.market_data import load_market_data
 from stages.common.stage import StageResult, resolve_data_source
-from stages.signal.compute import compute_signals
+from stages.signal.compute import compute_signals_and_state, step_signals
+from stages.signal.state import STATE_NAME, SignalState, StateUnusable
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,11 @@ log = logging.getLogger(__name__)
 def run_signal_stage(
     config: TrendflowConfig, data_dir: str | Path | None, out_dir: str | Path, *, as_of_date: date | None = None
 ) -> StageResult:
-    """Write prices.parquet and signals_output.parquet (+csv); with `as_of_date` D use prices up to D
-    only and also write signals_D.csv and scores_D.csv."""
+    """Write prices.parquet, signals_output.parquet (+csv) and signal_state.npz; with `as_of_date` D
+    use prices up to D only and also write signals_D.csv and scores_D.csv.
+
+    A daily run whose folder holds the state of an earlier run on the same prices and config
+    computes only the days after it (bit-for-bit what a full run gives) and appends them."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     source = resolve_data_source(data_dir, config, out_dir)
@@ -37,10 +41,17 @@ def run_signal_stage(
     if as_of_date is not None and not (prices["date"] == pd.Timestamp(as_of_date)).any():
         last = prices["date"].max().date()
         raise DataError(f"--as-of-date {as_of_date}: no prices on that date in {source} (last date with prices: {last})")
-    signals = compute_signals(prices, config)
-    t_compute = time.perf_counter()
 
     with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
+        step = _step_from_saved_state(run, out_dir, prices, config) if as_of_date is not None else None
+        if step is None:
+            signals, state = compute_signals_and_state(prices, config)
+            n_rows = len(signals)
+        else:
+            previous, signals, state = step  # signals: the new days' rows only
+            n_rows = previous.num_rows + len(signals)
+        t_compute = time.perf_counter()
+
         run.write(prices, "prices.parquet", PricesSchema, csv_twin=False)
         if as_of_date is None:
             run.write(signals, "signals_output.parquet", SignalsSchema)
@@ -48,12 +59,16 @@ def run_signal_stage(
             # The evening run's readable output is the day's two CSVs; re-rendering the whole history
             # as CSV every night would cost more than everything else the run does. The trading stage
             # reads the Parquet, and a whole-history twin left by an earlier run would now be stale.
-            run.write(signals, "signals_output.parquet", SignalsSchema, csv_twin=False)
+            if step is None:
+                run.write(signals, "signals_output.parquet", SignalsSchema, csv_twin=False)
+            else:
+                run.write_extended(previous, signals, "signals_output.parquet", SignalsSchema)
             run.retire("signals_output.csv")
             day = signals[signals["date"] == pd.Timestamp(as_of_date)]
             tag = as_of_date.isoformat()
             run.write(daily_signals(day), f"signals_{tag}.csv", DailySignalsSchema)
             run.write(day[["date", "symbol", "momentum_score", "rank", "cluster"]], f"scores_{tag}.csv", DailyScoresSchema)
+        run.write_bytes(state.to_bytes(), STATE_NAME, "SignalState", rows=len(state.symbols))
     t_write = time.perf_counter()
 
     last_day = signals[signals["date"] == signals["date"].max()]
@@ -61,17 +76,53 @@ def run_signal_stage(
     buys, sells = int(counts.get(1, 0)), int(counts.get(-1, 0))
     log.info("Signal scan complete: Buy=%d, Sell=%d, Hold=%d (as of %s)", buys, sells, len(last_day) - buys - sells,
              last_day["date"].iat[0].date())
-    log.info("signal timings: load %.2fs, compute %.2fs, write %.2fs", t_load - t0, t_compute - t_load, t_write - t_compute)
+    log.info("signal timings: load %.2fs, compute %.2fs (%s), write %.2fs", t_load - t0, t_compute - t_load,
+             "whole history" if step is None else f"{signals['date'].nunique()} new day(s) from the saved state",
+             t_write - t_compute)
     return StageResult(
         stage="signal",
         outputs=dict(run.written),
-        rows={"prices": len(prices), "signals_output": len(signals)},
+        rows={"prices": len(prices), "signals_output": n_rows},
         seconds=time.perf_counter() - t0,
         summary={"symbols": int(prices["symbol"].nunique()), "last_date": str(last_day["date"].iat[0].date()),
                  "buy": buys, "sell": sells, "hold": len(last_day) - buys - sells, "skipped_symbols": market.skipped,
+                 "computed": "whole history" if step is None else "from saved state",
                  "timings": {"load": round(t_load - t0, 3), "compute": round(t_compute - t_load, 3),
                              "write": round(t_write - t_compute, 3)}},
     )
+
+
+def _step_from_saved_state(run: StageRun, out_dir: Path, prices: pd.DataFrame, config: TrendflowConfig):
+    """(previous signals table, the new days' rows, the new state) when the folder's signal state and
+    signals_output.parquet can carry these prices forward; None (and a log line saying why) when not."""
+    import pyarrow as pa_arrow
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    state_path, signals_path = out_dir / STATE_NAME, out_dir / "signals_output.parquet"
+    if not state_path.exists():
+        log.info("no %s in %s: computing the whole history", STATE_NAME, out_dir)
+        return None
+    inputs_before = dict(run.inputs)
+    try:
+        entries = read_manifest(out_dir)["artifacts"]
+        made_by = [entries.get(name, {}).get("started_at") for name in (STATE_NAME, signals_path.name)]
+        if None in made_by or made_by[0] != made_by[1]:
+            raise StateUnusable(f"{state_path} and {signals_path} were not written by the same run")
+        state = run.read_with(state_path, SignalState.load)
+        new_rows, after = step_signals(prices, config, state)
+        previous = run.read_with(signals_path, pq.read_table)
+        last = pc.max(previous.column("date")).as_py() if previous.num_rows else None
+        if previous.num_rows != int(state.counts.sum()) or pd.Timestamp(last) != state.last_date:
+            raise StateUnusable(f"{signals_path} ({previous.num_rows} rows up to {last}) does not end where the state does", damaged=True)
+    except (StateUnusable, IntegrityError, OSError, pa_arrow.ArrowException) as exc:
+        run.inputs.clear()
+        run.inputs.update(inputs_before)
+        damaged = getattr(exc, "damaged", True)
+        (log.warning if damaged else log.info)("signal state not used (%s): computing the whole history", exc)
+        return None
+    log.info("signal state of %s carried forward: %d new day(s)", state.last_date.date(), new_rows["date"].nunique())
+    return previous, new_rows, after
 
 
 def daily_signals(day: pd.DataFrame) -> pd.DataFrame:

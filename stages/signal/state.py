@@ -1,0 +1,115 @@
+"""signal_state.npz: where the signal computation stood at the end of a run, so the next evening's
+run can compute one new day instead of the whole history (see `carry`).
+
+The state is a cache, never a source of truth: it is used only when the prices up to its last day
+hash to the fingerprint it was made from, the config hash is the same and it was written by this
+version of trendflow. Anything else, a damaged or edited file included, means a full recompute
+(which gives the same numbers, just slower) and a log line saying why.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from stages.common.panel import OHLCV, Panel
+
+STATE_NAME = "signal_state.npz"
+STATE_FORMAT = 1
+_META = "meta"
+
+
+class StateUnusable(Exception):
+    """The saved state cannot carry this run forward (the message says why); recompute in full.
+
+    `damaged`: the file itself is broken (worth a warning), not merely out of date."""
+
+    def __init__(self, message: str, *, damaged: bool = False) -> None:
+        super().__init__(message)
+        self.damaged = damaged
+
+
+def _code_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("trendflow")
+    except Exception:  # running from a source tree that is not installed
+        return "unknown"
+
+
+def panel_fingerprints(panel: Panel, prefix_days: int | None = None) -> tuple[str, str | None]:
+    """sha256 of the panel's symbols and its OHLCV rows in date order: of all days, and of the
+    first `prefix_days` (one pass: the rows are hashed day-major, so the prefix is a prefix of the bytes)."""
+    digest = hashlib.sha256("\x1f".join(map(str, panel.symbols)).encode())
+    rows = np.empty((len(panel.dates), 1 + len(OHLCV) * len(panel.symbols)))
+    rows[:, 0] = panel.dates.asi8.view(np.float64)
+    rows[:, 1:] = np.stack([getattr(panel, f) for f in OHLCV], axis=-1).reshape(len(panel.dates), -1)
+    prefix = None
+    if prefix_days is not None:
+        digest.update(memoryview(rows[:prefix_days]))
+        prefix = digest.copy().hexdigest()
+        digest.update(memoryview(rows[prefix_days:]))
+    else:
+        digest.update(memoryview(rows))
+    return digest.hexdigest(), prefix
+
+
+@dataclass
+class SignalState:
+    """The carried rows of every packed series plus the calendar-side cluster state, as of `last_date`."""
+
+    last_date: pd.Timestamp
+    n_days: int                 # calendar days so far (day numbers drive the cluster refresh schedule)
+    symbols: list[str]
+    counts: np.ndarray          # trading days per symbol so far
+    fingerprint: str            # panel_fingerprints of the prices it was computed from
+    config_hash: str
+    rows: int                   # carried rows per series
+    arrays: dict[str, np.ndarray]
+    version: str = ""
+
+    def to_bytes(self) -> bytes:
+        meta = {"format": STATE_FORMAT, "version": self.version or _code_version(), "last_date": self.last_date.isoformat(),
+                "n_days": self.n_days, "fingerprint": self.fingerprint, "config_hash": self.config_hash, "rows": self.rows}
+        buffer = io.BytesIO()
+        np.savez(buffer, **{_META: np.array(json.dumps(meta, sort_keys=True)), "symbols": np.array(self.symbols, dtype=str),
+                            "counts": self.counts.astype(np.int64)},
+                 **{f"carry.{k}": v for k, v in sorted(self.arrays.items())})
+        return buffer.getvalue()
+
+    @classmethod
+    def load(cls, path: Path) -> SignalState:
+        """Read and check the file; StateUnusable names what is wrong."""
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                files = {name: npz[name] for name in npz.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise StateUnusable(f"{path} cannot be read ({exc})", damaged=True) from None
+        try:
+            meta = json.loads(str(files.pop(_META)))
+            symbols = [str(s) for s in files.pop("symbols")]
+            counts = files.pop("counts")
+            state = cls(last_date=pd.Timestamp(meta["last_date"]), n_days=int(meta["n_days"]), symbols=symbols,
+                        counts=counts, fingerprint=str(meta["fingerprint"]), config_hash=str(meta["config_hash"]),
+                        rows=int(meta["rows"]), arrays={k.removeprefix("carry."): v for k, v in files.items()},
+                        version=str(meta["version"]))
+            fmt = int(meta["format"])
+        except (KeyError, ValueError, TypeError) as exc:
+            raise StateUnusable(f"{path} is not a trendflow signal state ({type(exc).__name__}: {exc})", damaged=True) from None
+        if fmt != STATE_FORMAT or state.version != _code_version():
+            raise StateUnusable(f"{path} was written by another trendflow (format {fmt}, version {state.version})")
+        n = len(symbols)
+        if counts.shape != (n,) or counts.dtype.kind != "i":
+            raise StateUnusable(f"{path}: 'counts' should be {n} integers, found {counts.dtype} {counts.shape}", damaged=True)
+        for key, array in state.arrays.items():
+            if array.ndim != 2 or array.shape[1] != n or array.dtype != np.float64:
+                raise StateUnusable(f"{path}: carried series {key!r} should be float64 rows x {n} symbols, found {array.dtype} {array.shape}",
+                                    damaged=True)
+        return state
