@@ -1,5 +1,7 @@
 """Signal stage timings: full stage (load + compute + write) at 100 and 500 symbols x 10 years,
-and a daily run (--as-of-date, prices read back from a saved prices.parquet) for 100 symbols.
+and a daily run (--as-of-date, prices read back from a saved prices.parquet) for 100 symbols: the
+evening run, whose folder holds the previous evening's outputs and signal_state.npz, and the same
+run in an empty folder (the whole history recomputed).
 
 Each size runs in its own process, so the printed peak RSS is that size's own peak memory; wall
 times are measured without tracemalloc (it slows numpy-heavy code 2x). Targets (issue 3): 500 x
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,12 +65,24 @@ def one_size(n: int, repeat: int) -> None:
             print(f"{n:>4} x 10y  {label:<36} {seconds:7.3f} s  (CPU {cpu:.3f}; load {t['load']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})")
         if n <= 100:
             long_file = out / "a" / "prices.parquet"
-            last = pd.read_parquet(long_file, columns=["date"])["date"].max().date()
+            days = sorted(pd.read_parquet(long_file, columns=["date"])["date"].unique())
+            last, before = days[-1].date(), days[-2].date()
             for label, config in (("daily run, CSV twin", twins), ("daily run, no CSV twin", no_twins)):
-                seconds, result = best_of(repeat, lambda: run_signal_stage(config, long_file, out / "daily", as_of_date=last))
+                # the evening run: the folder holds the previous evening's outputs and signal state
+                yesterday = out / f"yesterday-{label[-4:]}"
+                run_signal_stage(config, long_file, yesterday, as_of_date=before)
+                tonight = [out / f"tonight-{label[-4:]}-{i}" for i in range(repeat + 1)]
+                for folder_i in tonight:
+                    shutil.copytree(yesterday, folder_i)
+                runs = iter(tonight)
+                seconds, result = best_of(repeat, lambda: run_signal_stage(config, long_file, next(runs), as_of_date=last))
+                assert result.summary["computed"] == "from saved state", result.summary["computed"]
                 t = result.summary["timings"]
-                cpu = cpu_of(lambda: run_signal_stage(config, long_file, out / "daily", as_of_date=last))
+                cpu = cpu_of(lambda: run_signal_stage(config, long_file, next(runs), as_of_date=last))
                 print(f"{n:>4}        {label:<36} {seconds:7.3f} s  (CPU {cpu:.3f}; load {t['load']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})")
+            seconds, result = best_of(repeat, lambda: run_signal_stage(no_twins, long_file, out / "cold", as_of_date=last))
+            t = result.summary["timings"]
+            print(f"{n:>4}        {'daily run, no saved state':<36} {seconds:7.3f} s  (load {t['load']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})")
     import os
 
     print(f"{n:>4} x 10y  load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")

@@ -215,17 +215,20 @@ def _write_table(df: pd.DataFrame, path: Path, kind: str) -> None:
 
 
 def _write_parquet(df: pd.DataFrame | Any, path: Path) -> None:
-    """zstd Parquet from a frame or an Arrow table; dictionary encoding only where values repeat
-    (dates, symbols, ints, flags): on high-cardinality floats it costs time and saves nothing."""
+    """LZ4 Parquet from a frame or an Arrow table; dictionary encoding only where values repeat
+    (dates, symbols, ints, flags): on high-cardinality floats it costs time and saves nothing.
+    LZ4 rather than zstd: float columns barely compress either way (+10% size) and writing is
+    about a third faster, which is most of a daily run's time."""
     import pyarrow as pa_arrow
     import pyarrow.parquet as pq
 
     table = df if isinstance(df, pa_arrow.Table) else pa_arrow.Table.from_pandas(df, preserve_index=False)
     repeated = [f.name for f in table.schema if not pa_arrow.types.is_floating(f.type)]
-    pq.write_table(table, path, compression="zstd", use_dictionary=repeated or False)
+    pq.write_table(table, path, compression="lz4", use_dictionary=repeated or False)
 
 
 _CSV_ROWS_PER_PIECE = 100_000
+_WRITER_THREADS = 2
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -384,6 +387,8 @@ class StageRun:
     _t0: float = field(default_factory=time.perf_counter)
     _hasher: ThreadPoolExecutor | None = None
     _hasher_lock: threading.Lock = field(default_factory=threading.Lock)
+    _writer: ThreadPoolExecutor | None = None
+    _staging: list[Future] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -438,25 +443,17 @@ class StageRun:
         *,
         csv_twin: bool | None = None,
     ) -> Path:
-        """Validate `df` and stage it as `name` (.parquet or .csv); a Parquet file gets a CSV twin when asked."""
+        """Validate `df` and stage it as `name` (.parquet or .csv); a Parquet file gets a CSV twin when asked.
+
+        The file is encoded in the background (see `_submit`): `df` must not be changed until the
+        run commits."""
         target = self.out_dir / name
         validated = validate_frame(df, schema, name)
         targets = [target]
         if target.suffix == ".parquet" and (self.csv_twins if csv_twin is None else csv_twin):
             targets.append(target.with_suffix(".csv"))
-        if len(targets) == 1 or len(validated) < _CSV_ROWS_PER_PIECE:
-            self._pending.extend(self._stage(validated, t, _schema_name(schema)) for t in targets)
-            return target
-        # the Parquet encoder is single-threaded: render the big twin beside it, not after it
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="artifact") as pool:
-            futures = [pool.submit(self._stage, validated, t, _schema_name(schema)) for t in targets]
-        errors = [f.exception() for f in futures if f.exception() is not None]
-        if errors:
-            for future in futures:
-                if future.exception() is None:
-                    future.result().tmp.unlink(missing_ok=True)
-            raise errors[0]
-        self._pending.extend(f.result() for f in futures)
+        for t in targets:
+            self._submit(validated, t, _schema_name(schema))
         return target
 
     def write_extended(self, previous: Any, rows: pd.DataFrame, name: str, schema: type[pa.DataFrameModel]) -> Path:
@@ -475,7 +472,7 @@ class StageRun:
         except (pa_arrow.ArrowInvalid, ValueError) as exc:
             raise SchemaError(f"{name}: the new rows do not match the columns of the existing file ({exc})") from None
         table = pa_arrow.concat_tables([previous, added])
-        self._pending.append(self._stage(table, self.out_dir / name, _schema_name(schema), rows=table.num_rows))
+        self._submit(table, self.out_dir / name, _schema_name(schema), rows=table.num_rows)
         return self.out_dir / name
 
     def write_bytes(self, data: bytes, name: str, kind: str, rows: int) -> Path:
@@ -545,6 +542,30 @@ class StageRun:
             digest = self._hasher.submit(sha256_file, tmp)
         return _Pending(tmp, target, schema_name, len(df) if rows is None else rows, digest)
 
+    def _submit(self, df: pd.DataFrame | Any, target: Path, schema_name: str, rows: int | None = None) -> None:
+        """Encode and fsync a table on the writer threads (the Parquet and CSV encoders release the
+        GIL): a stage's files are written side by side while it goes on. Failures surface at commit."""
+        with self._hasher_lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=_WRITER_THREADS, thread_name_prefix="artifact")
+        self._staging.append(self._writer.submit(self._stage, df, target, schema_name, rows))
+
+    def _collect(self) -> None:
+        """Wait for the files still being written; raise the first failure once all have finished
+        (every file that was written is then in `_pending`, so abort removes it)."""
+        futures, self._staging = self._staging, []
+        errors = []
+        for future in futures:
+            try:
+                self._pending.append(future.result())
+            except BaseException as exc:  # noqa: BLE001 -- re-raised below
+                errors.append(exc)
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+        if errors:
+            raise errors[0]
+
     def _stop_hashing(self) -> None:
         if self._hasher is not None:
             self._hasher.shutdown(wait=True)
@@ -559,6 +580,7 @@ class StageRun:
         folder and its manifest end up byte-identical to before the run.
         """
         try:
+            self._collect()
             text = self._manifest_text()
         except BaseException:
             self.abort()
@@ -633,6 +655,8 @@ class StageRun:
         return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
 
     def abort(self) -> None:
+        with contextlib.suppress(BaseException):
+            self._collect()
         self._stop_hashing()
         self._retired.clear()
         for pending in self._pending:

@@ -96,7 +96,6 @@ def _step_from_saved_state(run: StageRun, out_dir: Path, prices: pd.DataFrame, c
     """(previous signals table, the new days' rows, the new state) when the folder's signal state and
     signals_output.parquet can carry these prices forward; None (and a log line saying why) when not."""
     import pyarrow as pa_arrow
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     state_path, signals_path = out_dir / STATE_NAME, out_dir / "signals_output.parquet"
@@ -112,7 +111,7 @@ def _step_from_saved_state(run: StageRun, out_dir: Path, prices: pd.DataFrame, c
         state = run.read_with(state_path, SignalState.load)
         new_rows, after = step_signals(prices, config, state)
         previous = run.read_with(signals_path, pq.read_table)
-        last = pc.max(previous.column("date")).as_py() if previous.num_rows else None
+        last = previous.column("date")[-1].as_py() if previous.num_rows else None  # the file is sorted by date
         if previous.num_rows != int(state.counts.sum()) or pd.Timestamp(last) != state.last_date:
             raise StateUnusable(f"{signals_path} ({previous.num_rows} rows up to {last}) does not end where the state does", damaged=True)
     except (StateUnusable, IntegrityError, OSError, pa_arrow.ArrowException) as exc:
