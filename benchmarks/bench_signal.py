@@ -67,11 +67,11 @@ def one_size(n: int, repeat: int) -> None:
             long_file = out / "a" / "prices.parquet"
             days = sorted(pd.read_parquet(long_file, columns=["date"])["date"].unique())
             last, before = days[-1].date(), days[-2].date()
-            for label, config in (("daily run, CSV twin", twins), ("daily run, no CSV twin", no_twins)):
+            for label, config, sub in (("daily run, CSV twin", twins, "twin"), ("daily run, no CSV twin", no_twins, "plain")):
                 # the evening run: the folder holds the previous evening's outputs and signal state
-                yesterday = out / f"yesterday-{label[-4:]}"
+                yesterday = out / f"yesterday-{sub}"
                 run_signal_stage(config, long_file, yesterday, as_of_date=before)
-                tonight = [out / f"tonight-{label[-4:]}-{i}" for i in range(repeat + 1)]
+                tonight = [out / f"tonight-{sub}-{i}" for i in range(repeat + 1)]
                 for folder_i in tonight:
                     shutil.copytree(yesterday, folder_i)
                 runs = iter(tonight)
@@ -82,7 +82,7 @@ def one_size(n: int, repeat: int) -> None:
                 print(f"{n:>4}        {label:<36} {seconds:7.3f} s  (CPU {cpu:.3f}; load {t['load']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})")
             seconds, result = best_of(repeat, lambda: run_signal_stage(no_twins, long_file, out / "cold", as_of_date=last))
             t = result.summary["timings"]
-            print(f"{n:>4}        {'daily run, no saved state':<36} {seconds:7.3f} s  (load {t['load']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})")
+            print(f"{n:>4}        {'daily run, whole history recomputed':<36} {seconds:7.3f} s  (load {t['load']:.3f}, compute {t['compute']:.3f}, write {t['write']:.3f})")
     import os
 
     print(f"{n:>4} x 10y  load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")

@@ -442,13 +442,15 @@ class StageRun:
         schema: type[pa.DataFrameModel],
         *,
         csv_twin: bool | None = None,
+        already_validated: bool = False,
     ) -> Path:
         """Validate `df` and stage it as `name` (.parquet or .csv); a Parquet file gets a CSV twin when asked.
 
-        The file is encoded in the background (see `_submit`): `df` must not be changed until the
-        run commits."""
+        `already_validated=True`: `df` is what `validate_frame(..., schema)` returned to the caller, unchanged
+        since (e.g. the loader's prices), so the pandera pass is not repeated. The file is encoded in
+        the background (see `_submit`): `df` must not be changed until the run commits."""
         target = self.out_dir / name
-        validated = validate_frame(df, schema, name)
+        validated = df if already_validated else validate_frame(df, schema, name)
         targets = [target]
         if target.suffix == ".parquet" and (self.csv_twins if csv_twin is None else csv_twin):
             targets.append(target.with_suffix(".csv"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def run_signal_stage(
         raise DataError(f"--as-of-date {as_of_date}: no prices on that date in {source} (last date with prices: {last})")
 
     with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
+        # encoded on a writer thread while the signals are computed
+        run.write(prices, "prices.parquet", PricesSchema, csv_twin=False, already_validated=True)  # by load_market_data
         step = _step_from_saved_state(run, out_dir, prices, config) if as_of_date is not None else None
         if step is None:
             signals, state = compute_signals_and_state(prices, config)
@@ -52,7 +55,6 @@ def run_signal_stage(
             n_rows = previous.num_rows + len(signals)
         t_compute = time.perf_counter()
 
-        run.write(prices, "prices.parquet", PricesSchema, csv_twin=False)
         if as_of_date is None:
             run.write(signals, "signals_output.parquet", SignalsSchema)
         else:
@@ -109,8 +111,10 @@ def _step_from_saved_state(run: StageRun, out_dir: Path, prices: pd.DataFrame, c
         if None in made_by or made_by[0] != made_by[1]:
             raise StateUnusable(f"{state_path} and {signals_path} were not written by the same run")
         state = run.read_with(state_path, SignalState.load)
-        new_rows, after = step_signals(prices, config, state)
-        previous = run.read_with(signals_path, pq.read_table)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="previous-signals") as pool:
+            reading = pool.submit(run.read_with, signals_path, pq.read_table)  # decodes beside the step
+            new_rows, after = step_signals(prices, config, state)
+            previous = reading.result()
         last = previous.column("date")[-1].as_py() if previous.num_rows else None  # the file is sorted by date
         if previous.num_rows != int(state.counts.sum()) or pd.Timestamp(last) != state.last_date:
             raise StateUnusable(f"{signals_path} ({previous.num_rows} rows up to {last}) does not end where the state does", damaged=True)
