@@ -25,6 +25,7 @@ ARTIFACT_SCHEMAS: list[tuple[str, str]] = [
     (r"performance_summary\.json", "schemas.reporting:PerformanceSummary"),
     (r"performance_summary\.csv", "schemas.reporting:PerformanceSummaryCsvSchema"),
     (r"sweep_results" + _TABLE, "schemas.sweep:SweepResultsSchema"),
+    (r"signal_state\.npz", "stages.signal.state:SignalState"),  # checked by its own loader
 ]
 
 

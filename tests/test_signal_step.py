@@ -214,3 +214,35 @@ def test_write_extended_validates_the_new_rows_and_the_seam(evening, tmp_path):
             with stage_run("signal", yesterday) as run:
                 run.write_extended(previous, rows, "signals_output.parquet", SignalsSchema)
         assert (yesterday / "signals_output.parquet").read_bytes() == before
+
+
+def test_trendflow_validate_checks_the_state_file(evening, tmp_path, capsys):
+    from stages.common.validate import main
+
+    _, yesterday, _ = evening
+    assert main([str(yesterday / STATE_NAME)]) == 0
+    assert "SignalState" in capsys.readouterr().out
+    broken = tmp_path / STATE_NAME
+    broken.write_bytes(b"PK\x03\x04 truncated")
+    assert main([str(broken)]) == 1
+    assert "cannot be read" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("market", ["cn_etf", "us_etf"])
+def test_steps_on_real_prices_equal_a_full_recompute(market):
+    """Real quirks (listings, delistings, long suspensions, zero-volume and flat days)."""
+    from stages.common.market_data import load_market_data
+    from tests.conftest import shared_data_dir
+
+    prices = load_market_data(shared_data_dir(market)).prices
+    config = load_config()
+    dates = np.sort(prices["date"].unique())
+    start = len(dates) - 400
+    _, state = compute_signals_and_state(_upto(prices, dates[start]), config)
+    for end in (start + 1, start + 2, start + 25):
+        now = _upto(prices, dates[end])
+        rows, state = step_signals(now, config, state)
+        full, full_state = compute_signals_and_state(now, config)
+        expected = full[full["date"] > rows["date"].min() - pd.Timedelta(days=1)].reset_index(drop=True)
+        pd.testing.assert_frame_equal(rows.reset_index(drop=True), expected, check_exact=True)
+        _assert_same_state(state, full_state)

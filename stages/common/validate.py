@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.registry import schema_for
-from stages.common.artifacts import read_artifact, read_json_artifact
+from stages.common.artifacts import read_artifact, read_json_artifact, verify_against_manifest
 from stages.common.cli import parse_and_run
 from stages.common.errors import ArtifactMissingError, SchemaError, TrendflowError
 
@@ -23,6 +23,16 @@ def validate_file(path: Path, verify_hash: bool = True) -> str:
     schema = schema_for(path.name)
     if schema is None:
         raise SchemaError(f"{path}: not a known artifact name (see schemas/registry.py)")
+    if hasattr(schema, "load"):  # a binary artifact with its own checking reader (signal_state.npz)
+        from stages.signal.state import StateUnusable
+
+        if verify_hash:
+            verify_against_manifest(path)
+        try:
+            loaded = schema.load(path)
+        except StateUnusable as exc:
+            raise SchemaError(str(exc)) from None
+        return f"ok  {path}  ({schema.__name__}, {len(loaded.symbols)} symbols as of {loaded.last_date.date()})"
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         read_json_artifact(path, schema, verify_hash=verify_hash)
         return f"ok  {path}  ({schema.__name__})"
