@@ -249,13 +249,17 @@ def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14, 
 
 
 def _smooth_holding(dx: np.ndarray, defined: np.ndarray, seed: np.ndarray, seed_row: int, alpha: float) -> np.ndarray:
-    """y = alpha dx + (1 - alpha) y_prev one day at a time, but y unchanged on a day dx is undefined:
-    the same products and sum as the filter in `linear_recursion`, so equal bits on every defined day."""
+    """y = alpha dx + (1 - alpha) y_prev one day at a time, but y unchanged on a day dx is undefined.
+
+    Each day is one `linear_recursion` step, i.e. the very lfilter code the filter path runs (a
+    numpy re-implementation would round differently wherever the C code is compiled with fused
+    multiply-adds, e.g. on arm64), so defined days get the filter path's bits on every platform."""
     out = np.full(dx.shape, np.nan)
     out[seed_row] = seed
     value = seed
     for t in range(seed_row + 1, dx.shape[0]):  # recursion over days, vectorised over symbols
-        value = np.where(defined[t], alpha * dx[t] + (1 - alpha) * value, value)
+        step = linear_recursion(np.vstack([value, dx[t]]), alpha, 1 - alpha, value, 0)[1]
+        value = np.where(defined[t], step, value)
         out[t] = value
     return out
 
