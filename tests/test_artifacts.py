@@ -167,6 +167,18 @@ def test_the_manifest_records_each_output(tmp_path):
     # an input inside the output folder is named relative to it, so the folder can be moved
     assert manifest["artifacts"]["positions.csv"]["inputs"] == {"prices.parquet": entry["sha256"]}
     assert manifest["runs"]["trading"]["outputs"] == ["positions.csv"]
+    # the writers hash the bytes on their way to disk: every recorded digest is the file's own
+    for name, recorded in manifest["artifacts"].items():
+        assert recorded["sha256"] == sha256_file(tmp_path / "out" / name), name
+
+
+def test_digests_of_a_table_written_in_pieces_are_the_files_own(tmp_path):
+    # > one CSV piece: rendered on several threads, hashed in order
+    big = pd.concat([_prices(5_000, f"{510000 + i}.SH") for i in range(30)], ignore_index=True)
+    with stage_run("signal", tmp_path) as run:
+        run.write(big, "prices.parquet", PricesSchema)
+    for name, recorded in read_manifest(tmp_path)["artifacts"].items():
+        assert recorded["sha256"] == sha256_file(tmp_path / name), name
 
 
 def test_a_tampered_artifact_is_refused_on_read(tmp_path):

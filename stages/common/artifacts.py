@@ -205,16 +205,16 @@ def _csv_dtypes(schema: type[pa.DataFrameModel]) -> tuple[dict[str, Any], list[s
     return dtypes, dates
 
 
-def _write_table(df: pd.DataFrame, path: Path, kind: str) -> None:
+def _write_table(df: pd.DataFrame, path: Path, kind: str) -> str | None:
+    """Write the table and return the sha256 of the bytes written (taken on the way)."""
     if kind == ".parquet":
-        _write_parquet(df, path)
-    elif kind == ".csv":
-        _write_csv(df, path)
-    else:
-        raise ValueError(f"unsupported artifact type: {path.name}")
+        return _write_parquet(df, path)
+    if kind == ".csv":
+        return _write_csv(df, path)
+    raise ValueError(f"unsupported artifact type: {path.name}")
 
 
-def _write_parquet(df: pd.DataFrame | Any, path: Path) -> None:
+def _write_parquet(df: pd.DataFrame | Any, path: Path) -> str:
     """LZ4 Parquet from a frame or an Arrow table; dictionary encoding only where values repeat
     (dates, symbols, ints, flags): on high-cardinality floats it costs time and saves nothing.
     LZ4 rather than zstd: float columns barely compress either way (+10% size) and writing is
@@ -224,17 +224,37 @@ def _write_parquet(df: pd.DataFrame | Any, path: Path) -> None:
 
     table = df if isinstance(df, pa_arrow.Table) else pa_arrow.Table.from_pandas(df, preserve_index=False)
     repeated = [f.name for f in table.schema if not pa_arrow.types.is_floating(f.type)]
-    pq.write_table(table, path, compression="lz4", use_dictionary=repeated or False)
+    with open(path, "wb") as fh:
+        sink = _HashingFile(fh)
+        pq.write_table(table, sink, compression="lz4", use_dictionary=repeated or False)
+    return sink.digest.hexdigest()
+
+
+class _HashingFile(io.RawIOBase):
+    """A write-only file that hashes what passes through it (the encoder writes page by page), so a
+    large artifact is not read back just to take its sha256."""
+
+    def __init__(self, fh: Any) -> None:
+        super().__init__()
+        self._fh = fh
+        self.digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        return self._fh.write(data)
 
 
 _CSV_ROWS_PER_PIECE = 100_000
 _WRITER_THREADS = 2
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
+def _write_csv(df: pd.DataFrame, path: Path) -> str:
     """CSV twin via pyarrow's writer: dates as YYYY-MM-DD (ISO date-times when not midnight), strings
     quoted. Large tables are rendered in fixed row ranges on a few threads and written in order, so
-    the bytes are the same as one single-threaded write."""
+    the bytes are the same as one single-threaded write. Returns the sha256 of the bytes written."""
     import pyarrow as pa_arrow
     import pyarrow.compute as pc
     import pyarrow.csv as pa_csv
@@ -256,13 +276,18 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
         pa_csv.write_csv(part, sink, write_options=pa_csv.WriteOptions(include_header=piece == 0, quoting_style="needed"))
         return sink.getvalue()
 
+    digest = hashlib.sha256()
     with open(path, "wb") as fh:
         if pieces == 1:
-            fh.write(render(0))
-            return
+            rendered = render(0)
+            digest.update(rendered)
+            fh.write(rendered)
+            return digest.hexdigest()
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
             for rendered in pool.map(render, range(pieces)):
+                digest.update(rendered)
                 fh.write(rendered)
+    return digest.hexdigest()
 
 
 def _read_table(path: Path, schema: type[pa.DataFrameModel]) -> pd.DataFrame:
@@ -365,10 +390,10 @@ class _Pending:
     target: Path
     schema: str
     rows: int
-    digest: Future | None = None  # sha256 of tmp, computed in the background while the stage goes on
+    digest: str | None = None  # sha256 of tmp, when the writer took it on the way
 
     def sha256(self) -> str:
-        return self.digest.result() if self.digest is not None else sha256_file(self.tmp)
+        return self.digest if self.digest is not None else sha256_file(self.tmp)
 
 
 @dataclass
@@ -385,8 +410,7 @@ class StageRun:
     _retired: list[Path] = field(default_factory=list)
     _started: str = field(default_factory=lambda: _now())
     _t0: float = field(default_factory=time.perf_counter)
-    _hasher: ThreadPoolExecutor | None = None
-    _hasher_lock: threading.Lock = field(default_factory=threading.Lock)
+    _writer_lock: threading.Lock = field(default_factory=threading.Lock)
     _writer: ThreadPoolExecutor | None = None
     _staging: list[Future] = field(default_factory=list)
 
@@ -530,24 +554,20 @@ class StageRun:
 
     def _stage(self, df: pd.DataFrame | Any, target: Path, schema_name: str, rows: int | None = None) -> _Pending:
         """Write `df` (a frame, or an Arrow table for Parquet) to a temp file beside `target`
-        (fsync'd) and start hashing it."""
+        (fsync'd); the sha256 is taken while the bytes are written."""
         tmp = _temp_path(target)
         try:
-            _write_table(df, tmp, target.suffix)
+            digest = _write_table(df, tmp, target.suffix)
             _fsync(tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        with self._hasher_lock:
-            if self._hasher is None:
-                self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-            digest = self._hasher.submit(sha256_file, tmp)
         return _Pending(tmp, target, schema_name, len(df) if rows is None else rows, digest)
 
     def _submit(self, df: pd.DataFrame | Any, target: Path, schema_name: str, rows: int | None = None) -> None:
         """Encode and fsync a table on the writer threads (the Parquet and CSV encoders release the
         GIL): a stage's files are written side by side while it goes on. Failures surface at commit."""
-        with self._hasher_lock:
+        with self._writer_lock:
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(max_workers=_WRITER_THREADS, thread_name_prefix="artifact")
         self._staging.append(self._writer.submit(self._stage, df, target, schema_name, rows))
@@ -567,11 +587,6 @@ class StageRun:
             self._writer = None
         if errors:
             raise errors[0]
-
-    def _stop_hashing(self) -> None:
-        if self._hasher is not None:
-            self._hasher.shutdown(wait=True)
-            self._hasher = None
 
     # commit ------------------------------------------------------------------
     def commit(self) -> dict[str, Path]:
@@ -628,7 +643,6 @@ class StageRun:
     def _manifest_text(self) -> bytes:
         """The folder's manifest with this run's outputs (sha256 as staged) and run record added."""
         digests = [pending.sha256() for pending in self._pending]
-        self._stop_hashing()
         finished = _now()
         manifest = read_manifest(self.out_dir)
         for target in self._retired:
@@ -659,7 +673,6 @@ class StageRun:
     def abort(self) -> None:
         with contextlib.suppress(BaseException):
             self._collect()
-        self._stop_hashing()
         self._retired.clear()
         for pending in self._pending:
             pending.tmp.unlink(missing_ok=True)
