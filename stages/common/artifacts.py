@@ -1,10 +1,10 @@
 """Artifact I/O: the one place that knows how tables become files and files become tables.
 
 Every artifact is validated by its pandera schema when written and when read. A stage writes
-its outputs inside a `StageRun`: each file goes to a temp file in the target folder (fsync'd),
-and only when the whole stage succeeds are all of them renamed into place and recorded in
-`manifest.json` (stage, schema, rows, sha256, config hash, input hashes, start/end times).
-A failure anywhere leaves every previous artifact untouched.
+its outputs inside a `StageRun`: each file goes to a temp file in the target folder (encoded on a
+writer thread, hashed on its way to disk, fsync'd), and only when the whole stage succeeds are all
+of them renamed into place and recorded in `manifest.json` (stage, schema, rows, sha256, config
+hash, input hashes, start/end times). A failure anywhere leaves every previous artifact untouched.
 """
 from __future__ import annotations
 
@@ -205,7 +205,7 @@ def _csv_dtypes(schema: type[pa.DataFrameModel]) -> tuple[dict[str, Any], list[s
     return dtypes, dates
 
 
-def _write_table(df: pd.DataFrame, path: Path, kind: str) -> str | None:
+def _write_table(df: pd.DataFrame, path: Path, kind: str) -> str:
     """Write the table and return the sha256 of the bytes written (taken on the way)."""
     if kind == ".parquet":
         return _write_parquet(df, path)
