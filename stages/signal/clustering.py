@@ -6,8 +6,8 @@ hierarchical linkage, cut at `distance_threshold`. A refresh on day r uses the r
 Ids are stable: each new cluster takes the id of the old cluster it overlaps most.
 
 The refreshes are independent until the id matching, so the correlation + linkage work runs on a
-small thread pool (numpy and scipy's linkage release the GIL); the id matching then runs in
-refresh order.
+small thread pool; the id matching then runs in refresh order. Only the correlation products release
+the GIL (scipy 1.17's linkage holds it: measured no faster on two threads), so the pool saves ~10%.
 """
 from __future__ import annotations
 
