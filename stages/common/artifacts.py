@@ -503,24 +503,12 @@ class StageRun:
 
     def write_bytes(self, data: bytes, name: str, kind: str, rows: int) -> Path:
         """Stage a binary artifact (e.g. signal_state.npz) with its reader's name as `kind`."""
-        target = self.out_dir / name
-        tmp = _temp_path(target)
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self._pending.append(_Pending(tmp, target, kind, rows))
-        return target
+        return self._stage_file(name, lambda tmp: tmp.write_bytes(data), kind, rows)
 
     def write_json(self, obj: Any, name: str, model: type | None = None) -> Path:
         """Stage a JSON artifact; with a pydantic model it is validated first."""
         from pydantic import ValidationError
 
-        target = self.out_dir / name
         if model is not None:
             try:
                 obj = model.model_validate(obj) if not isinstance(obj, model) else obj
@@ -530,19 +518,23 @@ class StageRun:
         else:
             payload = obj
         text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-        tmp = _temp_path(target)
-        tmp.write_text(text, encoding="utf-8")
-        _fsync(tmp)
-        self._pending.append(_Pending(tmp, target, getattr(model, "__name__", "json"), 1))
-        return target
+        return self._stage_file(name, lambda tmp: tmp.write_text(text, encoding="utf-8"), getattr(model, "__name__", "json"), 1)
 
     def write_text(self, text: str, name: str, kind: str = "text") -> Path:
         """Stage a non-tabular file (e.g. report.html)."""
+        return self._stage_file(name, lambda tmp: tmp.write_text(text, encoding="utf-8"), kind, text.count("\n"))
+
+    def _stage_file(self, name: str, write: Callable[[Path], Any], kind: str, rows: int) -> Path:
+        """Stage a small non-table file written by `write(tmp)` (fsync'd; the temp file goes on failure)."""
         target = self.out_dir / name
         tmp = _temp_path(target)
-        tmp.write_text(text, encoding="utf-8")
-        _fsync(tmp)
-        self._pending.append(_Pending(tmp, target, kind, text.count("\n")))
+        try:
+            write(tmp)
+            _fsync(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._pending.append(_Pending(tmp, target, kind, rows))
         return target
 
     def retire(self, name: str) -> None:
