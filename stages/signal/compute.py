@@ -114,7 +114,7 @@ def _state_after(panel: Panel, config: TrendflowConfig, carry: Carry, returns: n
                  counts: np.ndarray, fingerprint: str) -> SignalState:
     window = config.clustering.correlation_window
     arrays = dict(carry.kept)
-    arrays["calendar.returns"] = returns[-(window - 1):] if window > 1 else returns[:0]
+    arrays["calendar.returns"] = returns[-(window - 1):]  # a refresh needs window-1 days before the new one
     arrays["calendar.ids"] = cluster[-1:].astype(np.float64)
     return SignalState(last_date=panel.dates[-1], n_days=len(panel.dates), symbols=list(map(str, panel.symbols)),
                        counts=counts.astype(np.int64), fingerprint=fingerprint, config_hash=config.config_hash(),

@@ -218,18 +218,7 @@ def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14, 
     arithmetic on every other day. A step (a few new days) always goes day by day.
     """
     first_out = 2 * period - 1
-    plus_dm, minus_dm = directional_movement(high, low)
-    tr = true_range(high, low, close)
-    s_plus = wilder_sum(plus_dm, period, carry, "adx.plus")
-    s_minus = wilder_sum(minus_dm, period, carry, "adx.minus")
-    s_tr = wilder_sum(tr, period, carry, "adx.tr")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        plus_di = 100.0 * s_plus / s_tr
-        minus_di = 100.0 * s_minus / s_tr
-        di_sum = plus_di + minus_di
-        dx = 100.0 * np.abs(minus_di - plus_di) / di_sum
-    present = ~np.isnan(s_tr)
-    defined = (np.abs(s_tr) >= _TINY) & (np.abs(di_sum) >= _TINY)
+    dx, defined, present = _directional_index(high, low, close, period, carry)
     alpha = 1.0 / period
     if stepping(carry):
         tail = carry.before("adx")
@@ -238,7 +227,7 @@ def adx(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 14, 
     elif close.shape[0] <= first_out:
         out = np.full(close.shape, np.nan)
     else:
-        seed = np.where(defined[period:first_out + 1], dx[period:first_out + 1], 0.0).sum(axis=0) / period
+        seed = _adx_seed(dx, defined, period)
         out = recursive_smooth(np.where(defined, dx, 0.0), alpha, seed, first_out)
         flat_day = (present & ~defined)[first_out + 1:].any(axis=0)
         if flat_day.any():
@@ -264,19 +253,36 @@ def _smooth_holding(dx: np.ndarray, defined: np.ndarray, seed: np.ndarray, seed_
     return out
 
 
-def _adx_day_by_day(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
-    """ADX with every symbol on the day-by-day path (a reference for the filter path in tests)."""
-    first_out = 2 * period - 1
+def _directional_index(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int, carry: Carry | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DX from the Wilder sums of +DM, -DM and TR; where it is defined (TR and DI+ + DI- not
+    zero); where the sums exist at all (from row period-1 of a symbol's own days)."""
     plus_dm, minus_dm = directional_movement(high, low)
     tr = true_range(high, low, close)
-    s_plus, s_minus, s_tr = wilder_sum(plus_dm, period), wilder_sum(minus_dm, period), wilder_sum(tr, period)
+    s_plus = wilder_sum(plus_dm, period, carry, "adx.plus")
+    s_minus = wilder_sum(minus_dm, period, carry, "adx.minus")
+    s_tr = wilder_sum(tr, period, carry, "adx.tr")
     with np.errstate(invalid="ignore", divide="ignore"):
-        plus_di, minus_di = 100.0 * s_plus / s_tr, 100.0 * s_minus / s_tr
-        dx = 100.0 * np.abs(minus_di - plus_di) / (plus_di + minus_di)
-    defined = (np.abs(s_tr) >= _TINY) & (np.abs(plus_di + minus_di) >= _TINY)
-    seed = np.where(defined[period:first_out + 1], dx[period:first_out + 1], 0.0).sum(axis=0) / period
-    out = _smooth_holding(dx, defined, seed, first_out, 1.0 / period)
-    out[np.isnan(s_tr)] = np.nan
+        plus_di = 100.0 * s_plus / s_tr
+        minus_di = 100.0 * s_minus / s_tr
+        di_sum = plus_di + minus_di
+        dx = 100.0 * np.abs(minus_di - plus_di) / di_sum
+    defined = (np.abs(s_tr) >= _TINY) & (np.abs(di_sum) >= _TINY)
+    return dx, defined, ~np.isnan(s_tr)
+
+
+def _adx_seed(dx: np.ndarray, defined: np.ndarray, period: int) -> np.ndarray:
+    """The first ADX (row 2*period-1): the mean of the first `period` DX, an undefined one counting 0."""
+    first_out = 2 * period - 1
+    return np.where(defined[period:first_out + 1], dx[period:first_out + 1], 0.0).sum(axis=0) / period
+
+
+def _adx_day_by_day(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
+    """ADX with every symbol on the day-by-day path (a reference for the filter path in tests)."""
+    dx, defined, present = _directional_index(high, low, close, period)
+    out = _smooth_holding(dx, defined, _adx_seed(dx, defined, period), 2 * period - 1, 1.0 / period)
+    out[~present] = np.nan
     return out
 
 
