@@ -17,7 +17,7 @@ if not exist "%PY%" (
     echo setting up "%ROOT%\.venv" ^(one time^) ... 1>&2
     py -3 -m venv "%ROOT%\.venv" || python -m venv "%ROOT%\.venv" || exit /b 2
     "%PY%" -m pip install --quiet --upgrade pip || exit /b 2
-    "%PY%" -m pip install --quiet -c "%ROOT%\constraints.txt" -e "%ROOT%[test,dask,ibkr]" || exit /b 2
+    "%PY%" -m pip install --quiet -c "%ROOT%\constraints.txt" -e "%ROOT%[test,dask,ibkr,data]" || exit /b 2
 )
 cd /d "%ROOT%"
 rem Arguments go to trendflow untouched via %* (a shift loop would split --stages signal,trading and

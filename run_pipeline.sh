@@ -19,14 +19,18 @@ export PREFECT_HOME="${PREFECT_HOME:-$ROOT/.prefect}"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PREFECT_LOGGING_LEVEL="${PREFECT_LOGGING_LEVEL:-WARNING}"
 
-if [ ! -x "$PY" ] || ! "$PY" -c "import flows, stages, schemas, pytest" 2>/dev/null; then
+# (Re)install when the venv is missing or the pinned set changed since it was installed.
+STAMP="$VENV/.trendflow-pins"
+PINS="$(cat "$ROOT/constraints.txt" "$ROOT/pyproject.toml" | cksum)"
+if [ ! -x "$PY" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$PINS" ]; then
     echo "setting up $VENV (one time) ..." >&2
     PYTHON="${PYTHON:-python3}"
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
         || { echo "error: Python >= 3.11 is required (set PYTHON=/path/to/python3.11)" >&2; exit 2; }
-    "$PYTHON" -m venv "$VENV"
+    [ -x "$PY" ] || "$PYTHON" -m venv "$VENV"
     "$PY" -m pip install --quiet --upgrade pip
-    "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,dask,ibkr]"
+    "$PY" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,dask,ibkr,data]"
+    echo "$PINS" > "$STAMP"
 fi
 
 cd "$ROOT"
