@@ -114,6 +114,7 @@ class RiskConfig(_Section):
     circuit_breaker_threshold: float = Field(-0.10, lt=0, gt=-1, description="no new buys while the market index is this far below its recent peak")
     circuit_breaker_lookback: int = Field(60, ge=1, description="days over which the recent peak is taken")
     exit_on_sell_signal: bool = Field(False, description="also exit a holding on a -1 trend signal")
+    reentry_cooldown_days: int = Field(0, ge=0, description="trading days after a risk exit before the symbol may be bought again (0 = from the next decision)")
 
 
 class PositionSizingConfig(_Section):

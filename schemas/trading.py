@@ -208,6 +208,8 @@ class PortfolioSnapshot(BaseModel):
     breaker_on: bool = Field(description="market circuit breaker on at this close (no new buys decided)")
     market_drawdown: float = Field(le=0, description="market index vs its recent peak at this close")
     cluster_assignments: dict[str, int] = Field(description="cluster of every symbol traded at this close")
+    risk_exits: dict[str, int] = Field(default_factory=dict, description="trading_day_index of the risk exit of each "
+                                       "symbol still in its re-entry cooldown (risk.reentry_cooldown_days)")
     metadata: SnapshotMetadata
 
     @model_validator(mode="after")

@@ -83,6 +83,11 @@ def check_accounting(out: Path, config) -> int:
     traded = trades["quantity"] * trades["price"]
     np.testing.assert_allclose(trades["commission"], np.maximum(ex.commission_rate * traded, ex.commission_minimum), rtol=1e-12)
     assert (trades["quantity"] % ex.lot_size == 0).all() and (trades["quantity"] > 0).all()
+    # a risk exit is never bought back by the same decision (the re-buy bug: SELL atr_stop + BUY rebalance)
+    exits = trades[trades["reason"].isin(["atr_stop", "time_stop", "sell_signal"])]
+    bought = trades[trades["side"] == "BUY"]
+    undone = exits.merge(bought, on=["decision_date", "symbol"])
+    assert undone.empty, f"risk exits bought back in the same decision: {undone.head(3).to_dict('records')}"
     # sells before buys within each day
     sell_after_buy = trades.groupby("date")["side"].apply(lambda s: bool(((s == "SELL") & (s == "BUY").cummax()).any()))
     assert not sell_after_buy.any()

@@ -130,6 +130,64 @@ def test_stop_overrides_rank():
     assert sells(record) == [("B", "atr_stop")] and buys(record) == []
 
 
+def test_a_risk_exit_is_not_bought_back_in_the_same_decision_at_default_settings():
+    # the reference case at the default rebalance_threshold (0.02), default costs and lots: holdings
+    # {A, B, C}, B's stop is hit, N=3, M=4 -> sell B in full, hold A and C (topped up to target), no buy of B
+    # (B still ranks 2nd with trend 1; it used to get a `rebalance` BUY of target - old holding)
+    market = hand_market([[10.0, 10.0, 10.0], [10.1, 8.0, 10.2], [10.1, 8.1, 10.2]], score=[[3, 2, 1]] * 3, atr=0.1)
+    config = cfg("scoring.buy_top_n=3", "scoring.hold_until_rank=4", "scoring.rebalance_frequency=1")
+    assert config.position_sizing.rebalance_threshold == 0.02 and config.risk.reentry_cooldown_days == 0
+    state = fresh_state(3, config)
+    for i in range(3):
+        hold(state, i, 1000, 10.0, stop=9.5)
+    record = step(state, market.day(1), config)
+    assert sells(record) == [("B", "atr_stop")]
+    assert [o for o in record.orders if o.side == "SELL"][0].shares == 1000
+    assert buys(record) == [("A", "rebalance"), ("C", "rebalance")]
+    filled = step(state, market.day(2), config)  # the orders of day 1 fill at day 2's open
+    assert [(SYMBOLS[f.symbol], f.side) for f in filled.fills] == [("B", "SELL"), ("A", "BUY"), ("C", "BUY")]
+    assert state.shares[1] == 0
+    # re-entry needs a later decision: day 2's decision may buy B again (cooldown 0)
+    assert ("B", "new_entry") in buys(filled)
+
+
+@pytest.mark.parametrize("exit_rule", ["time_stop", "sell_signal"])
+def test_time_stop_and_sell_signal_exits_are_not_bought_back_either(exit_rule):
+    signal = [[1, 1, 1], [1, -1 if exit_rule == "sell_signal" else 1, 1]]
+    market = hand_market([[10.0] * 3, [10.0, 9.0, 10.0]], score=[[3, 2, 1]] * 2, signal=signal, atr=1.0)
+    config = cfg("scoring.buy_top_n=3", "scoring.hold_until_rank=4", "scoring.rebalance_frequency=1",
+                 "risk.exit_on_sell_signal=true")
+    state = fresh_state(3, config)
+    for i in range(3):
+        hold(state, i, 1000, 10.0, days=100 if exit_rule == "time_stop" else 1)
+    if exit_rule == "time_stop":
+        state.days_held[[0, 2]] = 1
+    record = step(state, market.day(1), config)
+    assert sells(record) == [("B", exit_rule)] and "B" not in [s for s, _ in buys(record)]
+
+
+def test_reentry_cooldown_days_blocks_buys_for_that_many_trading_days_after_a_risk_exit():
+    close = [[10.0, 10.0], [10.0, 8.0]] + [[10.0, 10.0]] * 4
+    market = hand_market(close, score=[[2, 1]] * 6, atr=0.1)
+
+    def b_entries(cooldown: int) -> list[int]:
+        config = frictionless("scoring.buy_top_n=2", "scoring.hold_until_rank=2", "scoring.rebalance_frequency=1",
+                              f"risk.reentry_cooldown_days={cooldown}")
+        state = fresh_state(2, config)
+        hold(state, 0, 1000, 10.0)
+        hold(state, 1, 1000, 10.0, stop=9.5)
+        state.cash = 100_000.0
+        days = []
+        for t in range(1, 6):
+            if ("B", "new_entry") in buys(step(state, market.day(t), config)):
+                days.append(t)
+        return days
+
+    assert b_entries(0)[0] == 2  # exited at the close of day 1, bought again at the next decision
+    assert b_entries(2)[0] == 4  # days 2 and 3 are within the cooldown
+    assert b_entries(10) == []
+
+
 def test_cluster_cap_keeps_the_better_ranked_member_and_fills_from_another_cluster():
     # A (2.0, c0), B (1.0, c0, held), C (0.5, c1); one per cluster, N=2, M=3, max 2 -> {A, C}; B sold
     assert select([2.0, 1.0, 0.5], held="B", n=2, m=3, clusters=[0, 0, 1], cap=1, max_positions=2, bonus=0.05) == (

@@ -32,6 +32,7 @@ from stages.trading.rules import (
     inertia_ranking,
     is_rebalance_day,
     lot_shares,
+    reentry_blocked,
     resize_needed,
     risk_exit_reason,
     select_targets,
@@ -43,6 +44,7 @@ from stages.trading.rules import (
 )
 
 NOT_HELD = np.datetime64("NaT", "D")
+NO_EXIT = -(2**62)  # exit_day of a symbol never exited by a risk rule
 
 
 @dataclass
@@ -75,7 +77,8 @@ class Fill:
 @dataclass
 class PortfolioState:
     """Cash, holdings as arrays over the universe (shares 0 = not held), orders waiting for the next
-    session, and the counters the rules need. What a snapshot saves, exactly."""
+    session, and the counters the rules need. What a snapshot saves, exactly. `exit_day` is the
+    day_index of each symbol's last risk exit (NO_EXIT if none), for the re-entry cooldown."""
 
     cash: float
     shares: np.ndarray
@@ -86,6 +89,7 @@ class PortfolioState:
     last_close: np.ndarray
     days_held: np.ndarray
     cluster: np.ndarray
+    exit_day: np.ndarray
     pending: list[Order] = field(default_factory=list)
     day_index: int = 0
     peak_equity: float = 0.0
@@ -135,7 +139,7 @@ def empty_state(n_symbols: int, cash: float) -> PortfolioState:
         cash=float(cash), shares=np.zeros(n_symbols, dtype=np.int64), entry_date=np.full(n_symbols, NOT_HELD),
         entry_price=nan(), highest_close=nan(), stop_level=nan(), last_close=nan(),
         days_held=np.zeros(n_symbols, dtype=np.int64), cluster=np.full(n_symbols, -1, dtype=np.int64),
-        peak_equity=float(cash),
+        exit_day=np.full(n_symbols, NO_EXIT, dtype=np.int64), peak_equity=float(cash),
     )
 
 
@@ -225,21 +229,26 @@ def decide_by_signals(state: PortfolioState, day: Day, config: TrendflowConfig, 
     exiting = atr_stop | time_stop | sell_signal_hits(day.trend_signal[idx], config)
     orders = [make_order(day, i, "SELL", int(state.shares[i]), risk_exit_reason(a, b), 0.0)
               for i, a, b in zip(idx[exiting].tolist(), atr_stop[exiting].tolist(), time_stop[exiting].tolist())]
+    state.exit_day[idx[exiting]] = state.day_index
     if not is_rebalance_day(state.day_index, config):
         return orders
     active = held & ~busy
     active[idx[exiting]] = False
-    return orders + rebalance(state, day, config, active)
+    blocked = busy | reentry_blocked(state.exit_day, state.day_index, config)
+    return orders + rebalance(state, day, config, active, blocked)
 
 
-def rebalance(state: PortfolioState, day: Day, config: TrendflowConfig, active: np.ndarray) -> list[Order]:
+def rebalance(state: PortfolioState, day: Day, config: TrendflowConfig, active: np.ndarray,
+              blocked: np.ndarray) -> list[Order]:
     """Selection (buffer zone, cluster cap, position limit, breaker) -> target weights -> orders:
-    sells of dropped holdings, resizes of kept ones, new entries; sells before buys, buys in rank order."""
+    sells of dropped holdings, resizes of kept ones, new entries; sells before buys, buys in rank order.
+    `active` = holdings taking part (not exiting, no sell pending); `blocked` symbols (a sell pending,
+    or a risk exit within the re-entry cooldown) keep their rank but are not bought."""
     score = np.where(day.tradable, day.momentum_score, np.nan)
     ranking = inertia_ranking(score, active, config.scoring.inertia_bonus)
     cluster = np.where(active & ~np.isfinite(score), state.cluster, day.cluster).astype(np.int64)
     unranked_held = active & ~np.isfinite(score)
-    buyable = buy_candidates(day.trend_signal, day.tradable, day.breaker_on)
+    buyable = buy_candidates(day.trend_signal, day.tradable, day.breaker_on) & ~blocked
     selection = select_targets(ranking, active, unranked_held, buyable, cluster, config)
 
     sells = [make_order(day, i, "SELL", int(state.shares[i]), selection.sell[i], 0.0) for i in sorted(selection.sell)]
@@ -247,7 +256,7 @@ def rebalance(state: PortfolioState, day: Day, config: TrendflowConfig, active: 
     weights = target_weights(day.volatility[members], cluster[members], config)
     equity = state.equity()
     want = lot_shares(weights * equity, day.close[members], config.execution.lot_size)
-    have = state.shares[members]
+    have = np.where(active[members], state.shares[members], 0)  # an exiting holding is sized as not held
     priority = np.full(len(state.shares), -1)  # buys go in rank order (unranked holdings first)
     priority[ranking] = np.arange(len(ranking))
     resize_sells: list[Order] = []

@@ -51,6 +51,14 @@ def risk_exit_reason(atr_stop: bool, time_stop: bool) -> str:
     return "atr_stop" if atr_stop else "time_stop" if time_stop else "sell_signal"
 
 
+def reentry_blocked(exit_day: np.ndarray, day_index: int, config: TrendflowConfig) -> np.ndarray:
+    """Requires: the day_index of each symbol's last risk exit, today's day_index. Decides: which
+    symbols may not be bought today -- those exited by a risk rule today or within the last
+    `risk.reentry_cooldown_days` trading days (0: re-entry from the next decision on). A risk exit is
+    never undone by a buy in the same decision, whatever the ranking."""
+    return day_index - exit_day <= config.risk.reentry_cooldown_days
+
+
 # --------------------------------------------------------------------------- selection
 def is_rebalance_day(day_index: int, config: TrendflowConfig) -> bool:
     """Requires: trading days since the portfolio started. Decides: rebalance on day 0 and every

@@ -76,6 +76,8 @@ def to_snapshot(state: PortfolioState, market: Market, t: int, config: Trendflow
         breaker_on=state.breaker_on,
         market_drawdown=state.market_drawdown,
         cluster_assignments={str(syms[i]): int(market.cluster[t, i]) for i in traded},
+        risk_exits={str(syms[i]): int(state.exit_day[i]) for i in np.flatnonzero(
+            state.day_index - state.exit_day <= config.risk.reentry_cooldown_days)},
         metadata=SnapshotMetadata(trading_config_hash=trading_config_hash(config), mode=mode,
                                   fill_price=config.execution.fill_price, lot_size=config.execution.lot_size),
     )
@@ -92,7 +94,7 @@ def from_snapshot(snapshot: PortfolioSnapshot, market: Market, config: Trendflow
         raise SnapshotError(f"{source} was saved in {meta.mode} mode, this run is in {mode} mode "
                             "(--weights decides the mode): use the matching mode or --fresh")
     index = market.symbol_index()
-    unknown = sorted({*snapshot.holdings, *(o.symbol for o in snapshot.pending_orders)} - set(index))
+    unknown = sorted({*snapshot.holdings, *(o.symbol for o in snapshot.pending_orders), *snapshot.risk_exits} - set(index))
     if unknown:
         raise SnapshotError(f"{source} holds symbols that are not in prices.parquet: {unknown[:10]}")
     state = empty_state(len(market.symbols), snapshot.cash)
@@ -107,6 +109,8 @@ def from_snapshot(snapshot: PortfolioSnapshot, market: Market, config: Trendflow
         signal_strength=_nan_if_none(o.signal_strength), momentum_score=_nan_if_none(o.momentum_score),
         target_weight=o.target_weight, reference_price=o.reference_price, decided=pd.Timestamp(o.decision_date),
     ) for o in snapshot.pending_orders]
+    for symbol, exit_day in snapshot.risk_exits.items():
+        state.exit_day[index[symbol]] = exit_day
     state.day_index = snapshot.trading_day_index
     state.peak_equity = snapshot.peak_equity
     state.breaker_on, state.market_drawdown = snapshot.breaker_on, snapshot.market_drawdown
