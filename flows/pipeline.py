@@ -239,7 +239,7 @@ def _parser(prog: str, daily: bool) -> argparse.ArgumentParser:
         if daily else "Run the pipeline (signal -> trading -> reporting) as a Prefect flow"))
     add_common_arguments(parser)
     parser.add_argument("--data", help="price folder or long file (default: config data.source, else the demo universe)")
-    parser.add_argument("--out", help="output folder (default: config output.folder = v4_trace_outputs)")
+    parser.add_argument("--out", "--output-dir", help="output folder (default: config output.folder = v4_trace_outputs)")
     parser.add_argument("--stages", help="comma-separated subset of signal,trading,reporting (default: all; daily: signal,trading; "
                              "'' with --execute: only send the existing orders_{D}.csv)")
     if not daily:
@@ -249,6 +249,8 @@ def _parser(prog: str, daily: bool) -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true", help="daily mode: start from cash instead of the previous snapshot")
     parser.add_argument("--execute", choices=["paper"], help="daily mode: send the day's orders to the paper broker as a last step")
     parser.add_argument("--profile", default="balanced", help="risk profile for --execute: conservative | balanced | aggressive | FILE")
+    parser.add_argument("--no-dry-run", dest="no_dry_run", action="store_true",
+                        help="accepted for signal_pipeline's habit: runs always write their files (see `trendflow trade --dry-run`)")
     parser.add_argument("--retry-delay", type=float, default=5.0, help="seconds between retries of a transient fault")
     return parser
 

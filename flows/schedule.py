@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog or "trendflow serve", description=__doc__)
     add_common_arguments(parser)
     parser.add_argument("--data", help="price folder (default: config data.source, else the demo universe)")
-    parser.add_argument("--out", help="output folder (default: config output.folder)")
+    parser.add_argument("--out", "--output-dir", help="output folder (default: config output.folder)")
     parser.add_argument("--cron", default=DEFAULT_CRON, help=f"cron expression (default '{DEFAULT_CRON}': weekdays 15:30)")
     parser.add_argument("--timezone", default=DEFAULT_TIMEZONE, help=f"time zone of the cron (default {DEFAULT_TIMEZONE})")
     parser.add_argument("--calendar", default=DEFAULT_CALENDAR, help="exchange calendar for skipping holidays (default XSHG; e.g. XNYS)")

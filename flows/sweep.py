@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     add_common_arguments(parser)
     parser.add_argument("--grid", required=True, help="JSON: config key -> list of values or {start, stop, step}")
     parser.add_argument("--data", help="price folder (default: config data.source, else the demo universe)")
-    parser.add_argument("--out", help="output folder (default: config output.folder)")
+    parser.add_argument("--out", "--output-dir", help="output folder (default: config output.folder)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, help="start a dask LocalCluster with N workers (Prefect tasks on Dask)")
     where.add_argument("--dask-address", help="run on an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")

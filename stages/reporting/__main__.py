@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                                      description="Reporting stage: performance_summary.json (+csv) and report.html")
     add_common_arguments(parser)
     parser.add_argument("--in", dest="in_dir", metavar="DIR", help="folder with the trading artifacts (default: --out)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: config output.folder)")
+    parser.add_argument("--out", "--output-dir", metavar="DIR", help="output folder (default: config output.folder)")
     parser.add_argument("--benchmark", metavar="SYMBOL_OR_FILE", help="a symbol in prices.parquet or a price file (default: config reporting.benchmark)")
 
     def body(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     )
     add_common_arguments(parser)
     parser.add_argument("--data", help="folder of per-symbol price files or one long file (default: config data.source, else the demo universe)")
-    parser.add_argument("--out", help="output folder (default: config output.folder)")
+    parser.add_argument("--out", "--output-dir", help="output folder (default: config output.folder)")
     parser.add_argument("--as-of-date", type=date.fromisoformat, metavar="YYYY-MM-DD",
                         help="daily run: use prices up to this date; also write signals_D.csv and scores_D.csv")
 

@@ -25,7 +25,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add_common_arguments(parser)
     parser.add_argument("--in", dest="in_dir", metavar="DIR",
                         help="folder with prices.parquet + signals_output.parquet (default: --out)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: config output.folder)")
+    parser.add_argument("--out", "--output-dir", metavar="DIR", help="output folder (default: config output.folder)")
     parser.add_argument("--weights", metavar="FILE",
                         help="external target weights instead of the signal rules: wide date x symbol, Parquet or CSV")
     parser.add_argument("--as-of-date", type=_day, metavar="YYYY-MM-DD",
@@ -36,7 +36,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                        help="daily run: snapshot of the previous trading day (default: <out>/portfolio_<prev>.json)")
     start.add_argument("--fresh", action="store_true", default=False,
                        help="daily run: start from cash (execution.initial_cash) instead of a snapshot")
-    parser.add_argument("--dry-run", action="store_true", default=False, help="print the orders and write nothing")
+    parser.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False,
+                        help="print the orders and write nothing (--no-dry-run, the default, writes the files)")
     return parser
 
 

@@ -87,7 +87,7 @@ def risk_main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog or "trendflow risk", description="Show or reset the persisted circuit breaker")
     add_common_arguments(parser)
     parser.add_argument("action", choices=["show", "reset-breaker"])
-    parser.add_argument("--out", help="artifact folder holding execution/trendflow.db (default: config output.folder)")
+    parser.add_argument("--out", "--output-dir", help="artifact folder holding execution/trendflow.db (default: config output.folder)")
     parser.add_argument("--db", help="execution database path")
     parser.add_argument("--by", help="who resets the breaker (recorded in the audit log); required for reset-breaker")
 
@@ -117,7 +117,7 @@ def risk_main(argv: list[str] | None = None, prog: str | None = None) -> int:
 def status_main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog or "trendflow status", description="Terminal dashboard of the execution state")
     add_common_arguments(parser)
-    parser.add_argument("--out", help="artifact folder holding execution/trendflow.db (default: config output.folder)")
+    parser.add_argument("--out", "--output-dir", help="artifact folder holding execution/trendflow.db (default: config output.folder)")
     parser.add_argument("--db", help="execution database path")
     parser.add_argument("--date", type=date.fromisoformat, default=None, help="day for the execution counts (default: latest)")
 
