@@ -73,3 +73,56 @@ def test_a_folder_checks_every_artifact_in_it(artifacts_dir, capsys, tmp_path):
     empty.mkdir()
     assert main(["validate", str(empty)]) == 2
     assert "no artifact files in this folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- a folder against its manifest
+def _folder_failures(folder, capsys) -> tuple[int, list[str]]:
+    code = main(["validate", str(folder)])
+    return code, [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+
+
+def test_a_folder_fails_when_a_listed_file_is_missing(artifacts_dir, capsys):
+    (artifacts_dir / "prices.csv").unlink()
+    code, failures = _folder_failures(artifacts_dir, capsys)
+    assert code == 1
+    assert failures == [f"FAIL {artifacts_dir / 'prices.csv'}: listed in manifest.json (stage 'signal') but missing"]
+
+
+def test_a_folder_fails_when_a_file_has_another_size_or_the_same_size_and_other_bytes(artifacts_dir, capsys):
+    html = artifacts_dir / "report.html"
+    with stage_run("reporting", artifacts_dir) as run:
+        run.write_text("<html>report</html>\n", "report.html")
+    assert main(["validate", str(artifacts_dir)]) == 0
+    assert f"ok  {html}  (sha256 as in manifest.json)" in capsys.readouterr().out
+    html.write_text("<html>REPORT</html>\n")  # same size, other bytes: only the sha256 can tell
+    code, failures = _folder_failures(artifacts_dir, capsys)
+    assert code == 1 and len(failures) == 1 and "was changed after stage 'reporting' wrote it" in failures[0]
+    html.write_text("<html>a longer report</html>\n")
+    code, failures = _folder_failures(artifacts_dir, capsys)
+    assert code == 1 and failures[0].startswith(f"FAIL {html}: 29 bytes, but manifest.json records 20")
+
+
+def test_a_folder_fails_on_an_artifact_the_manifest_does_not_list_and_on_leftover_temp_files(artifacts_dir, capsys):
+    (artifacts_dir / "trade_log.csv").write_text("date,symbol\n")
+    (artifacts_dir / ".prices.csv.abc123.tmp").write_bytes(b"half a file")
+    code, failures = _folder_failures(artifacts_dir, capsys)
+    assert code == 1 and len(failures) == 2
+    assert failures[0].startswith(f"FAIL {artifacts_dir / '.prices.csv.abc123.tmp'}: left by an interrupted write")
+    assert failures[1].startswith(f"FAIL {artifacts_dir / 'trade_log.csv'}: not listed in manifest.json")
+
+
+def test_a_folder_says_which_stage_is_not_current_after_its_input_was_rewritten(artifacts_dir, capsys):
+    from stages.common.artifacts import read_artifact
+
+    with stage_run("trading", artifacts_dir) as run:
+        run.read(artifacts_dir / "prices.parquet", PricesSchema)
+        run.write_text("made from prices\n", "report.html")
+    assert main(["validate", str(artifacts_dir)]) == 0
+    assert "not current" not in capsys.readouterr().out
+    prices = read_artifact(artifacts_dir / "prices.parquet", PricesSchema)
+    with stage_run("signal", artifacts_dir) as run:  # a new signal run; trading has not run since
+        run.write(prices.assign(close=1.05), "prices.parquet", PricesSchema)
+    assert main(["validate", str(artifacts_dir)]) == 0  # every file matches the manifest ...
+    out = capsys.readouterr().out
+    assert (f"note {artifacts_dir}: stage 'trading' is not current: report.html was made from an earlier prices.parquet "
+            "(rewritten by stage 'signal' since); rerun stage 'trading'") in out  # ... which says what is stale

@@ -66,6 +66,7 @@ _pandas_only_model_types()
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+STAGING_NAME = ".staging"
 _MAX_BAD_ROWS_SHOWN = 5
 
 
@@ -319,6 +320,30 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise IntegrityError(f"{path} is not a trendflow manifest")
     data.setdefault("runs", {})
     return data
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temp files and staging folders a killed writer left in `folder` (none after a clean run)."""
+    folder = Path(folder)
+    found = sorted(p for p in folder.glob(".*.tmp") if p.is_file())
+    staging = folder / STAGING_NAME
+    if staging.is_dir():
+        found += sorted(staging.iterdir())
+    return found
+
+
+def stale_stages(artifacts: dict[str, Any]) -> dict[str, str]:
+    """Stages whose outputs were made from an input another stage has rewritten since (e.g. trading
+    after a run killed between its signal and trading stages): stage -> why, from the manifest alone."""
+    stale: dict[str, str] = {}
+    for name, entry in sorted(artifacts.items()):
+        for source, digest in sorted((entry.get("inputs") or {}).items()):
+            current = artifacts.get(source)
+            if current is None or current.get("stage") == entry.get("stage") or current.get("sha256") == digest:
+                continue
+            stale.setdefault(entry.get("stage"), f"{name} was made from an earlier {source} (rewritten by stage "
+                                                 f"'{current.get('stage')}' since); rerun stage '{entry.get('stage')}'")
+    return stale
 
 
 def manifest_entry(folder: Path, name: str) -> dict[str, Any] | None:
@@ -644,6 +669,7 @@ class StageRun:
                 "stage": self.stage,
                 "schema": pending.schema,
                 "rows": pending.rows,
+                "bytes": pending.tmp.stat().st_size,
                 "sha256": digest,
                 "config_hash": self.config_hash,
                 "inputs": dict(sorted(self.inputs.items())),
