@@ -46,6 +46,20 @@ class Metrics(BaseModel):
     worst_month: Number
     best_year: Number
     worst_year: Number
+    skew: Number = Field(description="skewness of daily returns (bias-adjusted)")
+    kurtosis: Number = Field(description="excess kurtosis of daily returns (0 = normal)")
+    daily_var_95: Number = Field(description="historical daily value at risk, 95%: the 5th percentile of daily returns")
+    daily_cvar_95: Number = Field(description="historical daily CVaR, 95%: mean of the worst 5% of daily returns")
+    tail_ratio: Number = Field(description="|95th percentile| / |5th percentile| of daily returns")
+    omega: Number = Field(description="sum of gains above the risk-free rate / sum of shortfalls below it")
+    win_rate_days: Number = Field(description="share of up sessions among sessions that moved")
+    win_rate_months: Number = Field(description="share of up calendar months among months that moved")
+    probabilistic_sharpe: Number = Field(description="probability that the true Sharpe ratio is above 0 (PSR)")
+    return_mtd: Number
+    return_ytd: Number
+    return_1y: Number
+    return_3y: Number = Field(description="annualised")
+    return_5y: Number = Field(description="annualised")
     number_of_fills: int = Field(ge=0)
     closed_trades: int = Field(ge=0, description="round trips: flat -> position -> flat")
     open_trades: int = Field(ge=0, description="positions still open at the last close")

@@ -311,3 +311,85 @@ def test_every_metric_fits_the_summary_model(sample):
         m = _metrics(curve, bench=bench)
         assert set(m) == set(Metrics.model_fields)
         Metrics(**{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()})
+
+
+# --------------------------------------------------------------------------- tails, win rates, trailing, PSR
+def test_tail_and_distribution_metrics_equal_empyrical_and_quantstats(sample):
+    empyrical = pytest.importorskip("empyrical")
+    qs = pytest.importorskip("quantstats")
+    curve, r, _ = sample
+    annual_rf = 0.03
+    rf = per_period_rate(annual_rf, 252)
+    m = _metrics(curve, rf=annual_rf)
+    expected = {
+        "skew": qs.stats.skew(r),
+        "kurtosis": qs.stats.kurtosis(r),
+        "daily_var_95": empyrical.value_at_risk(r, cutoff=0.05),
+        "daily_cvar_95": empyrical.conditional_value_at_risk(r, cutoff=0.05),
+        "tail_ratio": empyrical.tail_ratio(r),
+        "omega": empyrical.omega_ratio(r, risk_free=rf),
+        "win_rate_days": qs.stats.win_rate(r),
+        "win_rate_months": qs.stats.win_rate(r, aggregate="ME"),
+        "probabilistic_sharpe": qs.stats.probabilistic_sharpe_ratio(r, rf=annual_rf, periods=252),
+    }
+    for name, value in expected.items():
+        assert m[name] == pytest.approx(float(value), **TOL), name
+    # quantstats' historical CVaR is the mean of returns at or below the interpolated 5th percentile:
+    # the same tail as empyrical's up to the interpolation point
+    assert m["daily_cvar_95"] == pytest.approx(qs.stats.conditional_value_at_risk(r, method="historical"), rel=0.03)
+    assert m["daily_cvar_95"] < m["daily_var_95"] < 0
+
+
+def test_psr_with_a_risk_free_rate_equals_quantstats_and_the_formula_by_hand():
+    qs = pytest.importorskip("quantstats")
+    from statistics import NormalDist
+
+    from stages.reporting.metrics import probabilistic_sharpe_ratio
+
+    r = pd.Series([0.01, -0.02, 0.015, 0.03, -0.005, 0.002, 0.011, -0.012], index=pd.bdate_range("2024-01-01", periods=8))
+    rf = per_period_rate(0.02, 252)
+    assert probabilistic_sharpe_ratio(r, rf) == pytest.approx(qs.stats.probabilistic_sharpe_ratio(r, rf=0.02, periods=252), **TOL)
+    x = r.to_numpy() - rf  # by hand: sample moments with the bias adjustments pandas uses
+    n, mean, sd = len(x), x.mean(), x.std(ddof=1)
+    sr = mean / sd
+    m2, m3, m4 = (((x - mean) ** k).mean() for k in (2, 3, 4))
+    g1 = m3 / m2 ** 1.5 * math.sqrt(n * (n - 1)) / (n - 2)
+    g2 = ((n + 1) * (m4 / m2 ** 2) - 3 * (n - 1)) * (n - 1) / ((n - 2) * (n - 3))
+    z = (sr - 0.1) * math.sqrt(n - 1) / math.sqrt(1 - g1 * sr + (g2 + 3 - 1) / 4 * sr ** 2)
+    assert probabilistic_sharpe_ratio(r, rf, benchmark_sharpe=0.1) == pytest.approx(NormalDist().cdf(z), **TOL)
+
+
+def test_trailing_returns_by_hand():
+    from stages.reporting.metrics import trailing_return
+
+    dates = pd.bdate_range("2020-12-28", "2024-03-15")
+    r = pd.Series(0.0, index=dates)
+    r[pd.Timestamp("2021-03-15")] = 0.5     # 3 years ago to the day: outside every window
+    r[pd.Timestamp("2021-03-16")] = 0.10    # inside 3Y only
+    r[pd.Timestamp("2023-03-16")] = 0.20    # inside 1Y and 3Y
+    r[pd.Timestamp("2023-12-29")] = 0.30    # the previous year's last session: inside 1Y, not YTD
+    r[pd.Timestamp("2024-01-02")] = -0.10   # YTD, not MTD
+    r[pd.Timestamp("2024-03-01")] = 0.05    # MTD
+    assert trailing_return(r, "MTD") == pytest.approx(0.05, **TOL)
+    assert trailing_return(r, "YTD") == pytest.approx(0.9 * 1.05 - 1, **TOL)
+    assert trailing_return(r, "1Y") == pytest.approx(1.2 * 1.3 * 0.9 * 1.05 - 1, **TOL)
+    assert trailing_return(r, "3Y") == pytest.approx((1.1 * 1.2 * 1.3 * 0.9 * 1.05) ** (1 / 3) - 1, **TOL)
+    assert math.isnan(trailing_return(r, "5Y"))  # 3.2 years of history
+
+
+def test_rolling_sortino_and_beta_equal_empyrical(sample):
+    empyrical = pytest.importorskip("empyrical")
+    from stages.reporting.metrics import rolling_beta, rolling_sortino
+
+    _, r, b = sample
+    window = 63
+    ours = rolling_sortino(r, window, 0.0, 252)
+    theirs = np.asarray(empyrical.roll_sortino_ratio(r, window=window), dtype=float)
+    assert ours.iloc[: window - 1].isna().all()
+    np.testing.assert_allclose(ours.to_numpy()[window - 1:], theirs, rtol=1e-9)
+    beta_ours = rolling_beta(r, b, window)
+    beta_theirs = np.asarray(empyrical.roll_beta(r, b, window=window), dtype=float)
+    np.testing.assert_allclose(beta_ours.to_numpy()[window - 1:], beta_theirs, rtol=1e-9)
+    late = b.copy()
+    late.iloc[:100] = np.nan  # a benchmark that starts late: windows count its sessions only
+    assert rolling_beta(r, late, window).first_valid_index() == r.index[100 + window - 1]

@@ -125,9 +125,13 @@ def _line(ax, s: pd.Series, **kwargs):
 
 
 @_styled
-def equity_chart(wealth: pd.Series, benchmark: pd.Series | None, benchmark_label: str | None) -> str:
-    """Growth of 1 for the strategy (and the benchmark, rebased to the strategy on its first date), log y."""
+def equity_chart(wealth: pd.Series, benchmark: pd.Series | None, benchmark_label: str | None,
+                 drawdowns: list[tuple[np.datetime64, np.datetime64]] = ()) -> str:
+    """Growth of 1 for the strategy (and the benchmark, rebased to the strategy on its first date), log y;
+    `drawdowns` (peak, recovery-or-last-close) spans are shaded."""
     fig, (ax,) = _figure(1, 3.6)
+    for k, (start, end) in enumerate(drawdowns):
+        ax.axvspan(start, end, color=RED, alpha=0.09, lw=0, label="top drawdowns" if k == 0 else None)
     _line(ax, wealth, color=BLUE, lw=1.4, label="strategy")
     if benchmark is not None:
         _line(ax, benchmark, color=GREY, lw=1.1, label=benchmark_label or "benchmark")
@@ -140,9 +144,36 @@ def equity_chart(wealth: pd.Series, benchmark: pd.Series | None, benchmark_label
     ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_ylabel("value of 1 invested (log scale)")
     ax.set_title("Equity vs benchmark" if benchmark is not None else "Equity (no benchmark)")
-    ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=2, borderaxespad=0.1)
+    ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=3, borderaxespad=0.1)
     _dates(ax, wealth.index[0], wealth.index[-1])
     return render_svg(fig, "equity")
+
+
+@_styled
+def histogram_chart(r: pd.Series, var: float, cvar: float, bins: int = 60) -> str:
+    """Daily returns as a density histogram, the normal density with the same mean and standard deviation
+    over it (fat tails show as bars beyond the curve), and the historical VaR/CVaR 95% as lines."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH, 2.8))
+        ax = fig.subplots()
+    fig.subplots_adjust(left=0.8 / WIDTH, right=1 - 0.15 / WIDTH, top=1 - 0.32 / 2.8, bottom=0.4 / 2.8)
+    x = r.to_numpy(dtype=float)
+    mean, sd = float(x.mean()), float(x.std(ddof=1))
+    reach = max(abs(float(np.percentile(x, 0.5)) - mean), abs(float(np.percentile(x, 99.5)) - mean), 4 * sd)
+    density, edges = np.histogram(np.clip(x, mean - reach, mean + reach), bins=bins, range=(mean - reach, mean + reach), density=True)
+    ax.stairs(density, edges, fill=True, color=BLUE, alpha=0.45, label="daily returns")
+    grid = np.linspace(mean - reach, mean + reach, 200)
+    ax.plot(grid, np.exp(-0.5 * ((grid - mean) / sd) ** 2) / (sd * np.sqrt(2 * np.pi)), color="black", lw=1.1,
+            label="normal, same mean and std")
+    ax.axvline(var, color=ORANGE, lw=1.1, ls="--", label=f"VaR 95% {var:.2%}")
+    ax.axvline(cvar, color=RED, lw=1.1, ls=":", label=f"CVaR 95% {cvar:.2%}")
+    ax.set_xlim(mean - reach, mean + reach)
+    ax.xaxis.set_major_formatter(mticker.PercentFormatter(1.0, decimals=1))
+    ax.set_yticks([])
+    ax.set_ylabel("density")
+    ax.set_title("Distribution of daily returns (outliers beyond the axis are piled at its ends)")
+    ax.legend(loc="upper left", fontsize=7.5)
+    return render_svg(fig, "histogram")
 
 
 @_styled
@@ -161,19 +192,37 @@ def underwater_chart(drawdown: pd.Series) -> str:
 
 
 @_styled
-def rolling_chart(sharpe: pd.Series, volatility: pd.Series, window: int) -> str:
-    """Rolling Sharpe (top) and rolling annualised volatility (bottom) over `window` sessions."""
-    fig, (top, bottom) = _figure(2, 4.2)
-    _line(top, sharpe, color=BLUE, lw=1.0)
+def rolling_chart(sharpe: pd.Series, volatility: pd.Series, window: int, sortino: pd.Series | None = None,
+                  beta: pd.Series | None = None, benchmark_label: str | None = None) -> str:
+    """Rolling Sharpe and Sortino (top), annualised volatility, and beta to the benchmark when there is
+    one (bottom), over `window` sessions."""
+    has_beta = beta is not None and beta.notna().any()
+    fig, axes = _figure(3 if has_beta else 2, 6.2 if has_beta else 4.2)
+    top, middle = axes[0], axes[1]
+    _line(top, sharpe, color=BLUE, lw=1.0, label="Sharpe")
+    if sortino is not None:
+        # Sortino's denominator nears 0 in calm windows: clip the drawing (not the numbers) to keep Sharpe readable
+        finite = sharpe.to_numpy(dtype=float)
+        finite = finite[np.isfinite(finite)]
+        limit = 3 * float(np.max(np.abs(finite))) if len(finite) else 10.0
+        _line(top, sortino.clip(-limit, limit), color=GREEN, lw=0.9, alpha=0.8, label="Sortino")
+        top.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=2, borderaxespad=0.1)
     top.axhline(0, color="black", lw=0.6)
-    top.set_ylabel("Sharpe (annualised)")
-    top.set_title(f"Rolling {window}-session (~{window / 21:.0f}-month) Sharpe ratio")
-    _line(bottom, volatility, color=ORANGE, lw=1.0)
-    bottom.set_ylim(bottom=0)
-    _percent(bottom)
-    bottom.set_ylabel("volatility (p.a.)")
-    bottom.set_title(f"Rolling {window}-session volatility")
-    _dates(bottom, sharpe.index[0], sharpe.index[-1])
+    top.set_ylabel("ratio (annualised)")
+    top.set_title(f"Rolling {window}-session (~{window / 21:.0f}-month) Sharpe" + (" and Sortino" if sortino is not None else ""))
+    _line(middle, volatility, color=ORANGE, lw=1.0)
+    middle.set_ylim(bottom=0)
+    _percent(middle)
+    middle.set_ylabel("volatility (p.a.)")
+    middle.set_title(f"Rolling {window}-session volatility")
+    if has_beta:
+        bottom = axes[2]
+        _line(bottom, beta.dropna(), color=GREY, lw=1.0)
+        bottom.axhline(1, color="black", lw=0.5, ls=":")
+        bottom.axhline(0, color="black", lw=0.6)
+        bottom.set_ylabel("beta")
+        bottom.set_title(f"Rolling {window}-session beta to {benchmark_label or 'the benchmark'}")
+    _dates(axes[-1], sharpe.index[0], sharpe.index[-1])
     return render_svg(fig, "rolling")
 
 

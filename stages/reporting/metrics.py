@@ -88,6 +88,123 @@ def period_returns(r: pd.Series, freq: str) -> pd.Series:
     return (1.0 + r).resample(freq).prod() - 1.0
 
 
+# --------------------------------------------------------------------------- distribution and tails
+def skewness(r: pd.Series) -> float:
+    """Sample skewness, bias-adjusted (Fisher-Pearson G1, as pandas and quantstats): < 0 = a longer left tail."""
+    return float(r.skew()) if len(r) > 2 else NAN
+
+
+def excess_kurtosis(r: pd.Series) -> float:
+    """Sample excess kurtosis, bias-adjusted (G2, as pandas and quantstats): 0 for a normal distribution,
+    > 0 = fatter tails."""
+    return float(r.kurt()) if len(r) > 3 else NAN
+
+
+def value_at_risk(r: pd.Series, cutoff: float = 0.05) -> float:
+    """Historical daily VaR: the `cutoff` percentile of daily returns (linear interpolation, as numpy and
+    empyrical); at 95% confidence, a day worse than this comes one session in twenty."""
+    return float(np.percentile(r.to_numpy(), 100 * cutoff)) if len(r) else NAN
+
+
+def conditional_value_at_risk(r: pd.Series, cutoff: float = 0.05) -> float:
+    """Historical daily CVaR (expected shortfall): the mean of the worst floor((n - 1) x cutoff) + 1 daily
+    returns (empyrical's definition): the average day in the worst `cutoff` of days."""
+    x = r.to_numpy()
+    if not len(x):
+        return NAN
+    k = int((len(x) - 1) * cutoff)
+    return float(np.mean(np.partition(x, k)[: k + 1]))
+
+
+def tail_ratio(r: pd.Series) -> float:
+    """|95th percentile| / |5th percentile| of daily returns: > 1 = the good days are larger than the bad."""
+    if not len(r):
+        return NAN
+    low = abs(float(np.percentile(r.to_numpy(), 5)))
+    return abs(float(np.percentile(r.to_numpy(), 95))) / low if low > 0 else NAN
+
+
+def omega_ratio(r: pd.Series, rf: float) -> float:
+    """sum(max(r - rf, 0)) / sum(max(rf - r, 0)): gains above the risk-free rate per unit of shortfall below it
+    (threshold 0 above rf, as empyrical's default); undefined without a shortfall."""
+    excess = r.to_numpy() - rf
+    losses = -float(excess[excess < 0].sum())
+    return float(excess[excess > 0].sum()) / losses if losses > 0 else NAN
+
+
+def win_rate_of_periods(r: pd.Series, freq: str | None = None) -> float:
+    """Share of up periods among periods that moved (quantstats' win rate): sessions (freq None) or calendar
+    periods ('ME' = months) compounded; flat periods (all cash) are left out."""
+    x = (period_returns(r, freq) if freq else r).to_numpy()
+    moved = x[x != 0]
+    return float((moved > 0).mean()) if len(moved) else NAN
+
+
+def trailing_return(r: pd.Series, period: str) -> float:
+    """Compounded return over the sessions after a cut-off before the last close: 'MTD'/'YTD' = since the last
+    close of the previous month/year, '1Y', '3Y', '5Y' = since the same calendar day 1/3/5 years earlier,
+    annualised for 3Y and 5Y ((1 + R)^(1/years) - 1). NaN when the history does not reach the cut-off."""
+    if not len(r):
+        return NAN
+    end = r.index[-1]
+    if period == "MTD":
+        cut, years = pd.Timestamp(end.year, end.month, 1), None
+    elif period == "YTD":
+        cut, years = pd.Timestamp(end.year, 1, 1), None
+    else:
+        years = int(period.removesuffix("Y"))
+        cut = end - pd.DateOffset(years=years) + pd.Timedelta(days=1)
+        if r.index[0] >= cut:
+            return NAN  # the history starts inside the window
+    grown = float(np.prod(1.0 + r[r.index >= cut].to_numpy())) - 1.0
+    return (1.0 + grown) ** (1.0 / years) - 1.0 if years and years > 1 else grown
+
+
+TRAILING_PERIODS = ["MTD", "YTD", "1Y", "3Y", "5Y"]
+
+
+def probabilistic_sharpe_ratio(r: pd.Series, rf: float = 0.0, benchmark_sharpe: float = 0.0) -> float:
+    """PSR (Bailey & Lopez de Prado 2012): the probability that the true per-session Sharpe ratio exceeds
+    `benchmark_sharpe` (per session, not annualised), given n sessions, skewness g3 and kurtosis g4:
+    Phi((SR - SR*) sqrt(n - 1) / sqrt(1 - g3 SR + (g4 - 1) / 4 SR^2)), SR = mean / std of r - rf; g3, g4 as
+    `skewness` and 3 + `excess_kurtosis` (quantstats' probabilistic_sharpe_ratio for SR* = 0)."""
+    if len(r) < 4:
+        return NAN
+    excess = r - rf
+    sd = float(excess.std(ddof=1))
+    if not sd > 0:
+        return NAN
+    sr = float(excess.mean()) / sd
+    g3, g4 = float(excess.skew()), float(excess.kurt()) + 3.0
+    var = 1.0 - g3 * sr + (g4 - 1.0) / 4.0 * sr * sr
+    if not var > 0:
+        return NAN
+    return _normal_cdf((sr - benchmark_sharpe) * math.sqrt(len(r) - 1) / math.sqrt(var))
+
+
+def _normal_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+# --------------------------------------------------------------------------- rolling
+def rolling_sortino(r: pd.Series, window: int, rf: float, ppy: int) -> pd.Series:
+    """Sortino over each trailing `window` sessions (the same formula as `sortino_ratio`; empyrical's
+    roll_sortino_ratio); NaN for the first window - 1 sessions and where the window has no shortfall."""
+    excess = r - rf
+    downside = np.sqrt(np.minimum(excess, 0.0).pow(2).rolling(window).mean())
+    return (excess.rolling(window).mean() * math.sqrt(ppy) / downside.where(downside > 0)).rename("rolling_sortino")
+
+
+def rolling_beta(r: pd.Series, b: pd.Series, window: int) -> pd.Series:
+    """cov(r, b) / var(b) over each trailing `window` sessions where the benchmark has a return (empyrical's
+    roll_beta); NaN until a full window."""
+    b = b.reindex(r.index)
+    both = b.notna()
+    rs, bs = r[both], b[both]
+    slope = rs.rolling(window).cov(bs) / bs.rolling(window).var()
+    return slope.reindex(r.index).rename("rolling_beta")
+
+
 # --------------------------------------------------------------------------- drawdowns
 def drawdown_series(r: pd.Series) -> pd.Series:
     """W_t / max(1, W_0, ..., W_t) - 1 with W_t = prod_{s<=t}(1 + r_s): the fall from the running peak,
@@ -311,6 +428,7 @@ def compute_metrics(
     years = period_returns(r, "YE") if n else r
     m.update(best_day=_max(r), worst_day=_min(r), best_month=_max(months), worst_month=_min(months),
              best_year=_max(years), worst_year=_min(years))
+    m.update(distribution_metrics(r, rf))
 
     trips = round_trips(trade_log, sessions)
     m.update(
@@ -335,6 +453,19 @@ def compute_metrics(
     )
     m.update(benchmark_metrics(r, benchmark_returns, rf, ppy))
     return m
+
+
+def distribution_metrics(r: pd.Series, rf: float) -> dict[str, float]:
+    """The tear sheet's tail, win-rate, trailing-return and PSR figures of daily returns `r`."""
+    out = {
+        "skew": skewness(r), "kurtosis": excess_kurtosis(r),
+        "daily_var_95": value_at_risk(r, 0.05), "daily_cvar_95": conditional_value_at_risk(r, 0.05),
+        "tail_ratio": tail_ratio(r), "omega": omega_ratio(r, rf),
+        "win_rate_days": win_rate_of_periods(r), "win_rate_months": win_rate_of_periods(r, "ME") if len(r) else NAN,
+        "probabilistic_sharpe": probabilistic_sharpe_ratio(r, rf),
+    }
+    out.update({f"return_{p.lower()}": trailing_return(r, p) for p in TRAILING_PERIODS})
+    return out
 
 
 BENCHMARK_KEYS = ["benchmark_days", "benchmark_total_return", "benchmark_cagr", "benchmark_annual_volatility",

@@ -1,6 +1,7 @@
 """report.html: the tear sheet, assembled from metrics, tables and charts (pure: frames in, HTML out)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +10,8 @@ import pandas as pd
 from schemas.config import TrendflowConfig
 from stages.reporting import charts
 from stages.reporting.html import cards, chart, fmt, heat_table, note, page, section, table
-from stages.reporting.metrics import drawdown_episodes, drawdown_series, per_period_rate, period_returns, round_trips, strategy_returns
+from stages.reporting.metrics import (TRAILING_PERIODS, drawdown_episodes, drawdown_series, per_period_rate, period_returns,
+                                      rolling_beta, rolling_sortino, round_trips, strategy_returns, trailing_return)
 
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -38,6 +40,12 @@ RETURN_ROWS = [("total_return", "benchmark_total_return", "Total return", "pct")
                ("best_day", None, "Best day", "pct"), ("worst_day", None, "Worst day", "pct"),
                ("best_month", None, "Best month", "pct"), ("worst_month", None, "Worst month", "pct"),
                ("best_year", None, "Best calendar year", "pct"), ("worst_year", None, "Worst calendar year", "pct")]
+TAIL_ROWS = [("skew", "Skew", "num"), ("kurtosis", "Excess kurtosis", "num"), ("daily_var_95", "Daily VaR 95% (historical)", "pct"),
+             ("daily_cvar_95", "Daily CVaR 95% (historical)", "pct"), ("tail_ratio", "Tail ratio (95th / 5th pct)", "num"),
+             ("omega", "Omega ratio", "num"), ("win_rate_days", "Up sessions", "pct1"), ("win_rate_months", "Up months", "pct1"),
+             ("probabilistic_sharpe", "PSR: P(true Sharpe > 0)", "pct1")]
+TRAILING_LABELS = [("return_mtd", "Month to date"), ("return_ytd", "Year to date"), ("return_1y", "1 year"),
+                   ("return_3y", "3 years (p.a.)"), ("return_5y", "5 years (p.a.)")]
 DRAWDOWN_ROWS = [("max_drawdown_peak", "Max drawdown: peak", "date"), ("max_drawdown_trough", "Max drawdown: trough", "date"),
                  ("max_drawdown_recovery", "Max drawdown: recovered", "date"),
                  ("max_drawdown_days", "Max drawdown: sessions peak to recovery", "int"),
@@ -56,33 +64,35 @@ TRADING_ROWS = [("number_of_fills", "Fills", "int"), ("closed_trades", "Closed t
                 ("final_equity", "Final equity", "money"), ("first_trade_date", "First fill", "date")]
 
 
+@dataclass(frozen=True)
+class Section:
+    """One section of the page, in the order of `SECTIONS`: `body(inp, r)` (r = the daily returns) gives its
+    HTML parts, or None to leave the section (and its link) out -- e.g. when its input is absent."""
+
+    anchor: str
+    nav: str
+    title: str
+    body: Callable[["ReportInputs", pd.Series], list[str] | str | None]
+
+
 def render_report(inp: ReportInputs) -> str:
-    """The whole page. Every section is there whatever the inputs; what cannot be shown says why."""
+    """The whole page: headline cards, notes, then every section of `SECTIONS`."""
     m, rp = inp.metrics, inp.config.reporting
     r = strategy_returns(inp.curve)
     has_bench = inp.benchmark_returns is not None
-    sections = [_headline(m, has_bench)] + [note(n) for n in inp.notes]
-    sections.append(section("performance", "Performance", *_performance_charts(inp, r)))
-    sections.append(section("monthly", "Monthly returns", _monthly_table(r)))
-    rolling = _rolling(r, rp.rolling_window_days, per_period_rate(rp.risk_free_rate, rp.periods_per_year), rp.periods_per_year)
-    sections.append(section("risk", "Rolling risk", rolling))
-    sections.append(section("exposure", "Exposure, holdings and turnover", *_exposure_charts(inp.curve)))
-    sections.append(section("metrics", "Metrics", _metric_tables(m, has_bench, inp.benchmark_label)))
-    sections.append(section("years", "Yearly returns and drawdowns",
-                            '<div class="grid2"><div><h3>Calendar years</h3>' + _yearly_table(r, inp.benchmark_returns, rp.periods_per_year)
-                            + "</div><div><h3>Top 5 drawdowns</h3>" + _drawdown_table(r) + "</div></div>"))
-    sections.append(section("trades", "Trades", _trade_tables(inp.trades, r.index)))
-    sections.append(section("holdings", "Latest holdings and orders", _holdings(inp.positions, inp.curve),
-                            _orders(inp.orders, inp.orders_date)))
-    sections.append(section("signal-quality", "Signal quality", _signal_quality(inp.quality, inp.ic_series)))
+    parts = [_headline(m, has_bench)] + [note(n) for n in inp.notes]
+    nav = []
+    for s in SECTIONS:
+        body = s.body(inp, r)
+        if body is None:
+            continue
+        parts.append(section(s.anchor, s.title, *([body] if isinstance(body, str) else body)))
+        nav.append((s.anchor, s.nav))
     initial = m["start_equity"]
     subtitle = (f"{m['start_date']} to {m['end_date']} · {m['trading_days']:,} session{'s' if m['trading_days'] != 1 else ''} · starting equity {fmt(initial, 'money')}"
                 + (f" · benchmark {inp.benchmark_label}" if has_bench else " · no benchmark")
                 + f" · risk-free rate {rp.risk_free_rate:.2%} p.a. · config {inp.config.config_hash()[:12]}")
-    nav = [("performance", "Performance"), ("monthly", "Monthly"), ("risk", "Rolling risk"), ("exposure", "Exposure"),
-           ("metrics", "Metrics"), ("years", "Years & drawdowns"), ("trades", "Trades"), ("holdings", "Holdings & orders"),
-           ("signal-quality", "Signal quality")]
-    return page("trendflow performance report", subtitle, sections, nav)
+    return page("trendflow performance report", subtitle, parts, nav)
 
 
 def _headline(m: dict, has_bench: bool) -> str:
@@ -110,8 +120,12 @@ def _performance_charts(inp: ReportInputs, r: pd.Series) -> list[str]:
         first = b.first_valid_index()
         bench = (1.0 + b).cumprod() * (wealth[first] if first is not None else 1.0)
         label = inp.benchmark_label if first == r.index[0] else f"{inp.benchmark_label} (from {first.date()}, rebased)"
-    return [chart(charts.equity_chart(wealth, bench, label), "equity",
-                  "Growth of 1 for the strategy" + (" and the benchmark" if bench is not None else "") + ", log scale"),
+    episodes = drawdown_episodes(r).head(5)
+    spans = [(r.index[0].to_datetime64() if pd.isna(e.peak) else e.peak.to_datetime64(),
+              (r.index[-1] if pd.isna(e.recovery) else e.recovery).to_datetime64()) for e in episodes.itertuples()]
+    return [chart(charts.equity_chart(wealth, bench, label, spans), "equity",
+                  "Growth of 1 for the strategy" + (" and the benchmark" if bench is not None else "")
+                  + ", log scale; the five deepest drawdowns shaded from peak to recovery"),
             chart(charts.underwater_chart(drawdown_series(r)), "underwater", "Drawdown from the running peak")]
 
 
@@ -129,15 +143,50 @@ def _monthly_table(r: pd.Series) -> str:
             + heat_table(grid, "pct1", centre=0.0, corner="", extra=extra.reindex(grid.index)))
 
 
-def _rolling(r: pd.Series, window: int, rf: float, ppy: int) -> str:
+def _rolling(inp: ReportInputs, r: pd.Series) -> str:
+    rp = inp.config.reporting
+    window, ppy = rp.rolling_window_days, rp.periods_per_year
+    rf = per_period_rate(rp.risk_free_rate, ppy)
     if len(r) < window + 1:
         return f'<p class="sub">n/a: the rolling window is {window} sessions and the history has {len(r)}.</p>'
     excess = r - rf
     sd = excess.rolling(window).std()
     sharpe = (excess.rolling(window).mean() / sd.where(sd > 0)) * np.sqrt(ppy)
     vol = r.rolling(window).std() * np.sqrt(ppy)
-    return chart(charts.rolling_chart(sharpe.dropna(), vol.dropna(), window), "rolling",
-                 f"Rolling {window}-session Sharpe ratio and volatility")
+    sortino = rolling_sortino(r, window, rf, ppy)
+    beta = rolling_beta(r, inp.benchmark_returns, window) if inp.benchmark_returns is not None else None
+    start = sharpe.first_valid_index()
+    return chart(charts.rolling_chart(sharpe[start:], vol[start:], window, sortino[start:],
+                                      beta[start:] if beta is not None else None, inp.benchmark_label), "rolling",
+                 f"Rolling {window}-session Sharpe, Sortino, volatility" + (" and beta" if beta is not None else ""))
+
+
+def _distribution(inp: ReportInputs, r: pd.Series) -> list[str]:
+    """The daily-return histogram beside the tail statistics and the trailing returns."""
+    m = inp.metrics
+    if len(r) < 20:
+        return ['<p class="sub">n/a: fewer than 20 sessions.</p>']
+    tails = _text_table(pd.DataFrame([{"statistic": name, "value": fmt(m[key], kind)} for key, name, kind in TAIL_ROWS]))
+    trailing = {"period": [label for _, label in TRAILING_LABELS], "strategy": [fmt(m[key], "pct") for key, _ in TRAILING_LABELS]}
+    if inp.benchmark_returns is not None:
+        b = inp.benchmark_returns.reindex(r.index).dropna()
+        trailing[inp.benchmark_label or "benchmark"] = [fmt(trailing_return(b, p), "pct") for p in TRAILING_PERIODS]
+    active = r[r.index >= _first_active(inp)]
+    histogram = (chart(charts.histogram_chart(active, m["daily_var_95"], m["daily_cvar_95"]), "histogram",
+                       "Histogram of daily returns with a normal curve")
+                 if len(active) >= 20 and active.std() > 0 else '<p class="sub">n/a: fewer than 20 sessions invested.</p>')
+    return [histogram,
+            '<div class="grid2"><div><h3>Tails and consistency</h3>' + tails
+            + '<p class="sub">Historical VaR/CVaR: the 5th percentile of daily returns and the mean of the worst 5%. '
+              "PSR: the probability that the true Sharpe ratio is above 0, given the history's length, skew and kurtosis "
+              "(Bailey &amp; L&oacute;pez de Prado 2012). Win rates count only sessions/months that moved.</p>"
+              "</div><div><h3>Trailing returns</h3>" + _text_table(pd.DataFrame(trailing))
+            + '<p class="sub">To the last close; 3Y and 5Y annualised; n/a when the history is shorter.</p></div></div>']
+
+
+def _first_active(inp: ReportInputs) -> pd.Timestamp:
+    """The first fill's date (sessions before it are all cash and would pile up at 0 in the histogram)."""
+    return inp.trades["date"].min() if len(inp.trades) else inp.curve["date"].iloc[0]
 
 
 def _exposure_charts(curve: pd.DataFrame) -> list[str]:
@@ -298,3 +347,26 @@ def _signal_quality(q: dict | None, ic_series: dict[int, pd.Series]) -> str:
                     "Forward return by score quintile and rolling rank IC")
             + "<h3>Mean forward return by momentum-score quintile (equal weight per date)</h3>"
             + table(quint, {c: "pct" for c in quint.columns if c != "quintile"}))
+
+
+def _years_and_drawdowns(inp: ReportInputs, r: pd.Series) -> str:
+    return ('<div class="grid2"><div><h3>Calendar years</h3>'
+            + _yearly_table(r, inp.benchmark_returns, inp.config.reporting.periods_per_year)
+            + "</div><div><h3>Top 5 drawdowns</h3>" + _drawdown_table(r) + "</div></div>")
+
+
+# The page, top to bottom: add a section by writing its body function and listing it here.
+SECTIONS: list[Section] = [
+    Section("performance", "Performance", "Performance", _performance_charts),
+    Section("monthly", "Monthly", "Monthly returns", lambda inp, r: _monthly_table(r)),
+    Section("distribution", "Distribution", "Return distribution, tails and trailing returns", _distribution),
+    Section("risk", "Rolling risk", "Rolling risk", _rolling),
+    Section("exposure", "Exposure", "Exposure, holdings and turnover", lambda inp, r: _exposure_charts(inp.curve)),
+    Section("metrics", "Metrics", "Metrics", lambda inp, r: _metric_tables(inp.metrics, inp.benchmark_returns is not None,
+                                                                          inp.benchmark_label)),
+    Section("years", "Years & drawdowns", "Yearly returns and drawdowns", _years_and_drawdowns),
+    Section("trades", "Trades", "Trades", lambda inp, r: _trade_tables(inp.trades, r.index)),
+    Section("holdings", "Holdings & orders", "Latest holdings and orders",
+            lambda inp, r: [_holdings(inp.positions, inp.curve), _orders(inp.orders, inp.orders_date)]),
+    Section("signal-quality", "Signal quality", "Signal quality", lambda inp, r: _signal_quality(inp.quality, inp.ic_series)),
+]
