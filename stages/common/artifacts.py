@@ -1,10 +1,11 @@
 """Artifact I/O: the one place that knows how tables become files and files become tables.
 
 Every artifact is validated by its pandera schema when written and when read. A stage writes
-its outputs inside a `StageRun`: each file goes to a temp file in the target folder (encoded on a
-writer thread, hashed on its way to disk, fsync'd), and only when the whole stage succeeds are all
-of them renamed into place and recorded in `manifest.json` (stage, schema, rows, sha256, config
-hash, input hashes, start/end times). A failure anywhere leaves every previous artifact untouched.
+its outputs inside a `StageRun`: each file goes to the run's own staging folder
+`<out>/.staging/<run>/` (encoded on a writer thread, hashed on its way to disk, fsync'd), and only
+when the whole stage succeeds is the generation published (see `StageRun.commit`): the new manifest
+(stage, schema, rows, bytes, sha256, config hash, input hashes, start/end times) is the commit
+point. A failure anywhere -- an exception or a killed process -- leaves the previous generation.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import io
 import json
 import logging
 import os
+import secrets
+import shutil
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -155,9 +157,30 @@ def sha256_file(path: Path) -> str:
 
 
 def _temp_path(target: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    return Path(name)
+    """A new empty hidden temp file beside `target`, created with the user's umask (mkstemp would
+    make every artifact mode 0600)."""
+    for _ in range(100):
+        path = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"cannot create a temp file beside {target}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in `folder` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _fsync(path: Path) -> None:
@@ -438,6 +461,8 @@ class StageRun:
     _writer_lock: threading.Lock = field(default_factory=threading.Lock)
     _writer: ThreadPoolExecutor | None = None
     _staging: list[Future] = field(default_factory=list)
+    _generation: Path | None = None  # <out>/.staging/<run>/, made on the first write
+    _staged_count: int = 0
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -552,7 +577,7 @@ class StageRun:
     def _stage_file(self, name: str, write: Callable[[Path], Any], kind: str, rows: int) -> Path:
         """Stage a small non-table file written by `write(tmp)` (fsync'd; the temp file goes on failure)."""
         target = self.out_dir / name
-        tmp = _temp_path(target)
+        tmp = self._staged_path(target)
         try:
             write(tmp)
             _fsync(tmp)
@@ -572,7 +597,7 @@ class StageRun:
     def _stage(self, df: pd.DataFrame | Any, target: Path, schema_name: str, rows: int | None = None) -> _Pending:
         """Write `df` (a frame, or an Arrow table for Parquet) to a temp file beside `target`
         (fsync'd); the sha256 is taken while the bytes are written."""
-        tmp = _temp_path(target)
+        tmp = self._staged_path(target)
         try:
             digest = _write_table(df, tmp, target.suffix)
             _fsync(tmp)
@@ -580,6 +605,21 @@ class StageRun:
             tmp.unlink(missing_ok=True)
             raise
         return _Pending(tmp, target, schema_name, len(df) if rows is None else rows, digest)
+
+    def _staged_path(self, target: Path) -> Path:
+        """A new file in this run's generation folder for `target` (numbered: a name written twice
+        gets two files; the later one wins, as it did when files were renamed in order)."""
+        with self._writer_lock:
+            if self._generation is None:
+                root = self.out_dir / STAGING_NAME
+                root.mkdir(exist_ok=True)
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+                self._generation = root / f"{self.stage}-{stamp}-{os.getpid()}-{secrets.token_hex(3)}"
+                self._generation.mkdir()
+            self._staged_count += 1
+            path = self._generation / f"{self._staged_count:04d}-{target.name}"
+        path.touch(exist_ok=False)
+        return path
 
     def _submit(self, df: pd.DataFrame | Any, target: Path, schema_name: str, rows: int | None = None) -> None:
         """Encode and fsync a table on the writer threads (the Parquet and CSV encoders release the
@@ -607,11 +647,12 @@ class StageRun:
 
     # commit ------------------------------------------------------------------
     def commit(self) -> dict[str, Path]:
-        """Move every staged file into place, then record them in the manifest -- all or nothing.
+        """Publish every staged file and the new manifest as one generation -- all or nothing.
 
-        Each previous file is first set aside (renamed) so that a failure part-way (a target locked
-        by another program, a full disk while writing the manifest) puts every file back: the
-        folder and its manifest end up byte-identical to before the run.
+        See `publish_generation`: a journal is written first, each previous file is kept (hard
+        link) in the generation folder, the new files are renamed into place, and the manifest's
+        rename is the commit point. An exception before it puts every previous file back; a killed
+        process is finished or rolled back the same way by `recover` in the next command.
         """
         try:
             self._collect()
@@ -619,42 +660,23 @@ class StageRun:
         except BaseException:
             self.abort()
             raise
-        placed: list[tuple[Path, Path | None]] = []  # (target, its previous content set aside)
-        set_aside: list[tuple[Path, Path]] = []  # retired files, restored if the commit fails
+        if self._generation is None:  # nothing staged (e.g. a run that only retires files)
+            self._staged_path(self.out_dir / MANIFEST_NAME).unlink()
+        places = [(p.tmp.name, p.target.name) for p in self._pending]
+        retire = [t.name for t in self._retired]
         try:
-            for target in self._retired:
-                if target.exists():
-                    aside = _temp_path(target)
-                    _replace(target, aside)
-                    set_aside.append((target, aside))
-            for pending in self._pending:
-                previous = _temp_path(pending.target) if pending.target.exists() else None
-                if previous is not None:
-                    try:
-                        _replace(pending.target, previous)
-                    except BaseException:
-                        previous.unlink(missing_ok=True)
-                        raise
-                placed.append((pending.target, previous))
-                _replace(pending.tmp, pending.target)
-            atomic_write_bytes(manifest_path(self.out_dir), text)
+            publish_generation(self.out_dir, self._generation, places, retire, text)
         except BaseException:
-            for target, previous in reversed(placed):
-                if previous is not None:
-                    os.replace(previous, target)
-                else:
-                    target.unlink(missing_ok=True)
-            for target, aside in reversed(set_aside):
-                os.replace(aside, target)
+            with contextlib.suppress(BaseException):
+                _roll_back(self.out_dir, self._generation)
             self.abort()
             raise
-        for _, previous in placed + set_aside:
-            if previous is not None:
-                previous.unlink(missing_ok=True)
+        _remove_generation(self._generation)
         for pending in self._pending:
             self.written[pending.target.name] = pending.target
         self._pending.clear()
         self._retired.clear()
+        self._generation = None
         return dict(self.written)
 
     def _manifest_text(self) -> bytes:
@@ -695,6 +717,9 @@ class StageRun:
         for pending in self._pending:
             pending.tmp.unlink(missing_ok=True)
         self._pending.clear()
+        if self._generation is not None:
+            _remove_generation(self._generation)
+            self._generation = None
 
 
 @contextlib.contextmanager
@@ -711,3 +736,120 @@ def stage_run(stage: str, out_dir: str | Path, *, config_hash: str | None = None
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# --------------------------------------------------------------------------- generations
+_JOURNAL = "journal.json"
+_PREVIOUS = "previous"
+
+
+def publish_generation(folder: Path, generation: Path, places: list[tuple[str, str]], retire: list[str],
+                       manifest: bytes) -> None:
+    """Make the staged files in `generation` (`places`: staged file name -> artifact name) and
+    `manifest` the folder's current set; remove the `retire`d artifacts.
+
+    Steps, each safe to be killed after: (1) the new manifest and a journal (what goes where, which
+    names existed, the new manifest's sha256) are written into the generation folder; (2) every
+    previous file that will be replaced or retired is hard-linked into `previous/`; (3) retired
+    files are removed and new ones renamed over the old names (each rename atomic, so a file is
+    always whole); (4) the new manifest is renamed over manifest.json: the commit point.
+    Until (4) the old manifest describes the old files, kept in `previous/`; `recover` puts them
+    back. After (4) `recover` finishes the renames."""
+    staged_manifest = generation / MANIFEST_NAME
+    atomic_write_bytes(staged_manifest, manifest)
+    names = list(dict.fromkeys([name for _, name in places] + retire))
+    existed = [name for name in names if (folder / name).exists()]
+    journal = {"manifest_sha256": hashlib.sha256(manifest).hexdigest(), "place": places, "retire": retire,
+               "existed": existed}
+    atomic_write_bytes(generation / _JOURNAL, json.dumps(journal, indent=1).encode())
+    previous = generation / _PREVIOUS
+    previous.mkdir()
+    for name in existed:
+        _keep_previous(folder / name, previous / name)
+    _fsync_dir(previous)
+    for name in retire:
+        (folder / name).unlink(missing_ok=True)
+    for staged, name in places:
+        _replace(generation / staged, folder / name)
+    _replace(staged_manifest, manifest_path(folder))
+    _fsync_dir(folder)
+
+
+def _keep_previous(path: Path, kept: Path) -> None:
+    """A second name for the previous file (a hard link: no copy, and the file stays in place for
+    readers); a copy where the file system has no hard links."""
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copy2(path, kept)
+
+
+def _read_journal(generation: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((generation / _JOURNAL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _roll_back(folder: Path, generation: Path) -> None:
+    """Put back the previous generation: kept files over their names, names that did not exist removed."""
+    journal = _read_journal(generation)
+    if journal is None:  # killed before the journal: nothing in the folder was touched
+        return
+    previous = generation / _PREVIOUS
+    for name in dict.fromkeys([name for _, name in journal["place"]] + journal["retire"]):
+        kept = previous / name
+        if kept.exists():
+            os.replace(kept, folder / name)
+        elif name not in journal["existed"]:
+            (folder / name).unlink(missing_ok=True)
+    _fsync_dir(folder)
+
+
+def _roll_forward(folder: Path, generation: Path, journal: dict[str, Any]) -> None:
+    """Finish a commit whose manifest was published: the remaining renames and removals."""
+    placed = {name for _, name in journal["place"]}
+    for name in journal["retire"]:
+        if name not in placed:
+            (folder / name).unlink(missing_ok=True)
+    for staged, name in journal["place"]:
+        if (generation / staged).exists():
+            os.replace(generation / staged, folder / name)
+    _fsync_dir(folder)
+
+
+def _remove_generation(generation: Path) -> None:
+    shutil.rmtree(generation, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        generation.parent.rmdir()  # .staging/, when no other generation is in it
+
+
+def recover(folder: str | Path) -> list[str]:
+    """Finish or undo what a killed writer left in `folder`; returns one line per repair.
+
+    A generation whose journal names the published manifest is rolled forward, any other is rolled
+    back; stray temp files are removed. Only call it while holding the folder's write lock (a live
+    writer's generation must not be touched)."""
+    folder = Path(folder)
+    done: list[str] = []
+    root = folder / STAGING_NAME
+    if root.is_dir():
+        for generation in sorted(p for p in root.iterdir() if p.is_dir()):
+            journal = _read_journal(generation)
+            published = manifest_path(folder)
+            current = sha256_file(published) if published.exists() else None
+            if journal is not None and journal.get("manifest_sha256") == current:
+                _roll_forward(folder, generation, journal)
+                done.append(f"{folder}: finished the commit of {generation.name} (its writer stopped after publishing)")
+            else:
+                _roll_back(folder, generation)
+                done.append(f"{folder}: rolled back the unfinished commit of {generation.name} (previous files kept)")
+            _remove_generation(generation)
+        for stray in [p for p in root.iterdir() if not p.is_dir()] if root.is_dir() else []:
+            stray.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            root.rmdir()
+    for stray in folder.glob(".*.tmp"):
+        stray.unlink(missing_ok=True)
+        done.append(f"{folder}: removed the temp file {stray.name} of an interrupted write")
+    return done
