@@ -8,15 +8,57 @@ on the calendar grid (NaN where the symbol did not trade). Seeding follows TA-Li
 """
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from scipy.signal import lfilter
 
 from stages.signal.carry import Carry, record, stepping
 
 _TINY = 1e-8  # TA-Lib's TA_IS_ZERO tolerance
+
+
+def _load_lfilter() -> Callable:
+    """scipy.signal.lfilter's own C routine, loaded without importing the scipy.signal package.
+
+    `import scipy.signal` pulls in scipy.stats, interpolate, optimize, spatial and more (0.9-3 s
+    per process, the largest import of the signal command) for one function. For a denominator of
+    two or more taps lfilter is exactly `_sigtools._linear_filter(atleast_1d(b), atleast_1d(a),
+    asarray(x), axis, asarray(zi))`, so calling that extension directly gives the same bits. When
+    scipy.signal is already loaded, or this scipy lays out its files otherwise, the public lfilter
+    is used."""
+    if "scipy.signal" not in sys.modules:
+        try:
+            import scipy
+
+            folder = Path(scipy.__file__).parent / "signal"
+            path = next(folder / f"_sigtools{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                        if (folder / f"_sigtools{suffix}").exists())
+            spec = importlib.util.spec_from_file_location("scipy.signal._sigtools", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            core = module._linear_filter
+        except (ImportError, StopIteration, AttributeError, OSError):
+            pass
+        else:
+            def lfilter(b, a, x, axis: int = -1, zi=None):
+                b, a = np.atleast_1d(b), np.atleast_1d(a)
+                if len(a) < 2:
+                    raise ValueError("this lfilter is for recursive filters (len(a) >= 2)")
+                x = np.asarray(x)
+                return core(b, a, x, axis) if zi is None else core(b, a, x, axis, np.asarray(zi))
+
+            return lfilter
+    from scipy.signal import lfilter
+
+    return lfilter
+
+
+lfilter = _load_lfilter()
 
 
 @dataclass(frozen=True)
