@@ -25,6 +25,7 @@ from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from stages.common.artifacts import verify_against_manifest  # noqa: E402
 from stages.common.cli import add_common_arguments, run_command, setup_logging  # noqa: E402
 from stages.common.config import load_config  # noqa: E402
+from stages.common.lineage import plan_stages  # noqa: E402
 from stages.common.errors import ArtifactMissingError, ConfigError, TransientIOError, TrendflowError  # noqa: E402
 from stages.common.stage import StageResult, resolve_out_dir  # noqa: E402
 
@@ -181,6 +182,9 @@ def trend_pipeline(
     config = _config(config_path, overrides)  # fail fast on a bad config, before any stage
     out_dir = resolve_out_dir(out, config)
     chosen = [s for s in ALL_STAGES if s in (stages if stages is not None else default_stages(mode))]
+    chosen, notes = plan_stages(chosen, out_dir, config)  # --stages means "at least these"
+    for note in notes:
+        log.info(note)
     if mode == "daily" and as_of_date is None:
         from flows.schedule import is_trading_day, today_in
 

@@ -180,19 +180,27 @@ class TrendflowConfig(_Section):
     def config_hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
-    def signal_parameters(self) -> dict:
-        """The values that change the signal stage's outputs (and nothing else)."""
+    def parameters(self, keys: tuple[str, ...]) -> dict:
+        """The values at `keys` (config paths 'section' or 'section.key'), keyed by path."""
         dumped = self.model_dump(mode="json")
         picked = {}
-        for path in SIGNAL_KEYS:
+        for path in keys:
             section, _, key = path.partition(".")
             picked[path] = dumped[section] if not key else dumped[section][key]
         return picked
 
+    def parameters_hash(self, keys: tuple[str, ...]) -> str:
+        """sha256 of the values at `keys`: equal exactly when every one of those values is."""
+        payload = json.dumps(self.parameters(keys), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def signal_parameters(self) -> dict:
+        """The values that change the signal stage's outputs (and nothing else)."""
+        return self.parameters(SIGNAL_KEYS)
+
     def signal_hash(self) -> str:
         """Key under which signal-stage outputs can be reused (parameter sweeps, reruns)."""
-        payload = json.dumps(self.signal_parameters(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(payload.encode()).hexdigest()
+        return self.parameters_hash(SIGNAL_KEYS)
 
 
 # Config paths the signal stage reads; a whole section when no key is given.
@@ -209,3 +217,24 @@ SIGNAL_KEYS = (
     "position_sizing.ewma_lambda",
     "position_sizing.volatility_window",
 )
+
+# Config paths that change trading decisions (a snapshot resumes, and trading artifacts stay fresh,
+# only under the same values).
+TRADING_KEYS = (
+    "data.market_index_symbol",
+    "scoring.buy_top_n",
+    "scoring.hold_until_rank",
+    "scoring.inertia_bonus",
+    "scoring.rebalance_frequency",
+    "clustering.max_positions_per_cluster",
+    "risk",
+    "position_sizing.max_positions",
+    "position_sizing.max_position_size",
+    "position_sizing.max_cluster_size",
+    "position_sizing.max_total_exposure",
+    "position_sizing.rebalance_threshold",
+    "execution",
+)
+
+# Config paths the reporting stage reads (besides the trading artifacts it reports on).
+REPORTING_KEYS = ("reporting",)

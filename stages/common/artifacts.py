@@ -452,6 +452,7 @@ class StageRun:
     out_dir: Path
     config_hash: str | None = None
     csv_twins: bool = True
+    lineage: Any = None  # stages.common.lineage.Lineage: refuses stale inputs, records each output's lineage
     inputs: dict[str, str] = field(default_factory=dict)
     written: dict[str, Path] = field(default_factory=dict)
     _pending: list[_Pending] = field(default_factory=list)
@@ -479,6 +480,8 @@ class StageRun:
         against the manifest and recorded like `read`. An edited file is refused as edited even when
         it also fails to read."""
         path = Path(path)
+        if verify_hash and self.lineage is not None:
+            self.lineage.check_input(path)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
             digest = pool.submit(sha256_file, path)
             try:
@@ -698,6 +701,8 @@ class StageRun:
                 "started_at": self._started,
                 "finished_at": finished,
             }
+            if self.lineage is not None:
+                manifest["artifacts"][pending.target.name]["lineage"] = self.lineage.record(pending.target.name)
         manifest["runs"][self.stage] = {
             "config_hash": self.config_hash,
             "started_at": self._started,
@@ -723,9 +728,10 @@ class StageRun:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, out_dir: str | Path, *, config_hash: str | None = None, csv_twins: bool = True) -> Iterator[StageRun]:
+def stage_run(stage: str, out_dir: str | Path, *, config_hash: str | None = None, csv_twins: bool = True,
+              lineage: Any = None) -> Iterator[StageRun]:
     """`with stage_run("signal", out) as run: run.write(...)` -- all outputs land together or not at all."""
-    run = StageRun(stage=stage, out_dir=Path(out_dir), config_hash=config_hash, csv_twins=csv_twins)
+    run = StageRun(stage=stage, out_dir=Path(out_dir), config_hash=config_hash, csv_twins=csv_twins, lineage=lineage)
     try:
         yield run
     except BaseException:

@@ -17,6 +17,7 @@ from schemas.reporting import PerformanceSummary, PerformanceSummaryCsvSchema, S
 from schemas.trading import EquityCurveSchema, OrdersSchema, PositionsSchema, TradeLogSchema
 from stages.common.artifacts import StageRun, stage_run, validate_frame
 from stages.common.errors import ArtifactMissingError, DataError
+from stages.common.lineage import Lineage
 from stages.common.market_data import read_symbol_file
 from stages.common.stage import StageResult
 from stages.reporting.html import fmt
@@ -45,7 +46,8 @@ def run_reporting_stage(config: TrendflowConfig, in_dir: str | Path | None, out_
     in_dir = Path(in_dir) if in_dir is not None else out_dir
     benchmark = benchmark or config.reporting.benchmark
     rp = config.reporting
-    with stage_run("reporting", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
+    with stage_run("reporting", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
+                   lineage=Lineage("reporting", config)) as run:
         curve = run.read(in_dir / "equity_curve.parquet", EquityCurveSchema)
         if curve.empty:
             raise DataError(f"{in_dir / 'equity_curve.parquet'} has no rows: nothing to report")

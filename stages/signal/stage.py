@@ -14,6 +14,7 @@ from schemas.prices import PricesSchema
 from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema
 from stages.common.artifacts import StageRun, read_manifest, stage_run
 from stages.common.errors import DataError, IntegrityError
+from stages.common.lineage import Lineage
 from stages.common.market_data import load_market_data
 from stages.common.stage import StageResult, resolve_data_source
 from stages.signal.compute import compute_signals_and_state, step_signals
@@ -43,7 +44,8 @@ def run_signal_stage(
         last = prices["date"].max().date()
         raise DataError(f"--as-of-date {as_of_date}: no prices on that date in {source} (last date with prices: {last})")
 
-    with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
+    with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
+                   lineage=Lineage("signal", config)) as run:
         # encoded on a writer thread while the signals are computed
         run.write(prices, "prices.parquet", PricesSchema, csv_twin=False, already_validated=True)  # by load_market_data
         step = _step_from_saved_state(run, out_dir, prices, config) if as_of_date is not None else None

@@ -8,7 +8,6 @@ the other mode, or holds symbols the prices do not know. `--fresh` starts from c
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import date
 from pathlib import Path
@@ -16,39 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemas.config import TrendflowConfig
+from schemas.config import TRADING_KEYS, TrendflowConfig
 from schemas.trading import SNAPSHOT_VERSION, Holding, PendingOrder, PortfolioSnapshot, SnapshotMetadata
 from stages.common.artifacts import read_json_artifact
 from stages.common.errors import ArtifactMissingError, IntegrityError, SchemaError, SnapshotError
 from stages.trading.engine import Order, PortfolioState, empty_state
 from stages.trading.market import Market
 
-# Config keys that change trading decisions; a whole section when no key is given.
-TRADING_KEYS = (
-    "data.market_index_symbol",
-    "scoring.buy_top_n",
-    "scoring.hold_until_rank",
-    "scoring.inertia_bonus",
-    "scoring.rebalance_frequency",
-    "clustering.max_positions_per_cluster",
-    "risk",
-    "position_sizing.max_positions",
-    "position_sizing.max_position_size",
-    "position_sizing.max_cluster_size",
-    "position_sizing.max_total_exposure",
-    "position_sizing.rebalance_threshold",
-    "execution",
-)
-
 
 def trading_config_hash(config: TrendflowConfig) -> str:
     """sha256 of the TRADING_KEYS values: a snapshot only resumes under the same ones."""
-    dumped = config.model_dump(mode="json")
-    picked = {}
-    for path in TRADING_KEYS:
-        section, _, key = path.partition(".")
-        picked[path] = dumped[section] if not key else dumped[section][key]
-    return hashlib.sha256(json.dumps(picked, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return config.parameters_hash(TRADING_KEYS)
 
 
 def to_snapshot(state: PortfolioState, market: Market, t: int, config: TrendflowConfig, mode: str) -> PortfolioSnapshot:

@@ -38,6 +38,7 @@ from schemas.trading import (
 )
 from stages.common.artifacts import StageRun, read_artifact, stage_run
 from stages.common.errors import ConfigError, SnapshotError
+from stages.common.lineage import Lineage
 from stages.common.stage import StageResult
 from stages.trading.backtest import ORDER_COLUMNS, order_row, orders_frame, run_backtest
 from stages.trading.engine import decide_by_signals, decide_by_weights, fresh_state, step
@@ -69,7 +70,8 @@ def run_trading_stage(
     if dry_run:
         result = _run(config, in_dir, out_dir, None, weights, as_of_date, portfolio, fresh)
     else:
-        with stage_run("trading", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
+        with stage_run("trading", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
+                       lineage=Lineage("trading", config)) as run:
             result = _run(config, in_dir, out_dir, run, weights, as_of_date, portfolio, fresh)
         result.outputs = dict(run.written)
     result.seconds = time.perf_counter() - t0
@@ -79,7 +81,7 @@ def run_trading_stage(
 
 def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | None, weights, as_of_date, portfolio,
          fresh: bool) -> StageResult:
-    read: Callable = run.read if run is not None else read_artifact
+    read: Callable = run.read if run is not None else _dry_run_reader(config)
     prices = read(in_dir / "prices.parquet", PricesSchema)
     signals_path = in_dir / "signals_output.parquet"
     signals = read(signals_path, SignalsSchema) if weights is None or signals_path.exists() else None
@@ -92,6 +94,17 @@ def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | N
     if as_of_date is None:
         return _backtest(run, prices, signals, weights_frame, source, config)
     return _daily(run, prices, signals, weights_frame, source, config, as_of_date, portfolio, fresh, out_dir)
+
+
+def _dry_run_reader(config: TrendflowConfig) -> Callable:
+    """read_artifact with the lineage check a StageRun makes (a dry run writes nothing, not even the manifest)."""
+    lineage = Lineage("trading", config)
+
+    def read(path: Path, schema) -> pd.DataFrame:
+        lineage.check_input(path)
+        return read_artifact(path, schema)
+
+    return read
 
 
 def _backtest(run: StageRun | None, prices, signals, weights_frame, source: str, config: TrendflowConfig) -> StageResult:

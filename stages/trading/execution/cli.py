@@ -120,11 +120,18 @@ def status_main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--out", "--output-dir", help="artifact folder holding execution/trendflow.db (default: config output.folder)")
     parser.add_argument("--db", help="execution database path")
     parser.add_argument("--date", type=date.fromisoformat, default=None, help="day for the execution counts (default: latest)")
+    parser.add_argument("--lineage", action="store_true",
+                        help="instead: every artifact in --out, what it was made from, and whether it is stale under this config")
 
     def body(args: argparse.Namespace) -> int:
         from stages.trading.execution.store import ExecutionStore
 
         config = config_from_args(args)
+        if args.lineage:
+            from stages.common.lineage import describe_folder
+
+            print("\n".join(describe_folder(resolve_out_dir(args.out, config), config)))
+            return 0
         db = Path(args.db) if args.db else _default_db(resolve_out_dir(args.out, config))
         if not db.exists():
             raise ConfigError(f"no execution database at {db}: run `trendflow execute` first")

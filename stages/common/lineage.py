@@ -1,0 +1,234 @@
+"""Lineage: what each artifact was made from, and whether it still matches the config.
+
+Each artifact depends on a fixed set of config keys -- its stage's (`SIGNAL_KEYS`, `TRADING_KEYS`,
+`REPORTING_KEYS` in schemas/config.py; `prices.parquet` only on the `data` keys) -- and on the
+artifacts its stage read. When a stage commits, the manifest entry of each output gets `lineage`:
+the hash of those keys' values (`TrendflowConfig.parameters_hash`, the signal stage's is
+`signal_hash`) and the values themselves, leaf by leaf, so a difference can be named. The sha256 of
+every input is already in the entry (`inputs`).
+
+An artifact is *stale* under a config when
+- one of its keys has another value now, or
+- an artifact of another stage it was made from has been rewritten since (its sha256 differs), or
+  is itself stale.
+A stage refuses a stale input made by another stage (`StaleArtifactError`: one line naming the
+differing keys, exit 2); `trendflow run` reruns the stale upstream stages instead (`plan_stages`).
+Files without a lineage record (raw prices, a folder written before lineage existed, a weights
+file made elsewhere) are not judged.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.config import REPORTING_KEYS, SIGNAL_KEYS, TRADING_KEYS, TrendflowConfig
+from stages.common.errors import TrendflowError
+
+STAGES = ("signal", "trading", "reporting")
+STAGE_KEYS: dict[str, tuple[str, ...]] = {"signal": SIGNAL_KEYS, "trading": TRADING_KEYS, "reporting": REPORTING_KEYS}
+# Artifacts that depend on fewer keys than the rest of their stage's outputs.
+ARTIFACT_KEYS: dict[str, tuple[str, ...]] = {"prices.parquet": ("data",)}
+# What each stage reads from its folder (the ones present are checked; optional ones may be absent).
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "signal": (),
+    "trading": ("prices.parquet", "signals_output.parquet"),
+    "reporting": ("equity_curve.parquet", "trade_log.csv", "positions.parquet", "signals_output.parquet"),
+}
+
+
+class StaleArtifactError(TrendflowError):
+    """An input was made under other settings (or from other inputs) than the ones in force now."""
+
+
+@dataclass(frozen=True)
+class Staleness:
+    """Why an artifact is stale ('<subject> <predicate>', e.g. 'signals_output.parquet' 'was made
+    with strategy.macd.fast=12, now 5') and the most upstream stage that has to run again."""
+
+    subject: str
+    predicate: str
+    rerun_from: str
+
+    @property
+    def reason(self) -> str:
+        return f"{self.subject} {self.predicate}"
+
+    def made_from(self, name: str) -> "Staleness":
+        """The staleness this makes of artifact `name`, made from it."""
+        return Staleness(name, f"was made from {self.subject}, which {self.predicate}", self.rerun_from)
+
+    def hint(self, up_to: str) -> str:
+        chain = ",".join(STAGES[STAGES.index(self.rerun_from): STAGES.index(up_to) + 1])
+        return f"{self.reason}: rerun the {self.rerun_from} stage or use --stages {chain}"
+
+
+def keys_for(name: str, stage: str) -> tuple[str, ...]:
+    """The config keys artifact `name` written by `stage` depends on."""
+    return ARTIFACT_KEYS.get(name, STAGE_KEYS.get(stage, ()))
+
+
+def leaf_values(config: TrendflowConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    """{'strategy.macd.fast': 12, ...}: the values at `keys`, flattened to their leaves."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key in sorted(value):
+                walk(f"{prefix}.{key}", value[key])
+        else:
+            flat[prefix] = value
+
+    for path, value in config.parameters(keys).items():
+        walk(path, value)
+    return flat
+
+
+def lineage_record(config: TrendflowConfig, name: str, stage: str) -> dict[str, Any]:
+    """What goes into artifact `name`'s manifest entry as `lineage`."""
+    keys = keys_for(name, stage)
+    return {"keys": list(keys), "keys_hash": config.parameters_hash(keys), "config": leaf_values(config, keys)}
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+
+
+def changed_keys(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """'strategy.macd.fast=12, now 5' for every key whose value differs (a key only one side has shows
+    as 'unset')."""
+    missing = object()
+    parts = []
+    for key in sorted(set(recorded) | set(now)):
+        before, after = recorded.get(key, missing), now.get(key, missing)
+        if before != after:
+            parts.append(f"{key}={'unset' if before is missing else _show(before)}, "
+                         f"now {'unset' if after is missing else _show(after)}")
+    return parts
+
+
+def _manifest_entries(folder: Path, cache: dict[Path, dict]) -> dict[str, Any]:
+    from stages.common.artifacts import read_manifest
+
+    folder = folder.resolve()
+    if folder not in cache:
+        cache[folder] = read_manifest(folder)["artifacts"]
+    return cache[folder]
+
+
+def _input_path(folder: Path, key: str) -> Path:
+    """An `inputs` key of a manifest entry: relative to the artifact's folder, or a path as given."""
+    path = Path(key)
+    return path if path.is_absolute() else folder / path
+
+
+def staleness(path: str | Path, config: TrendflowConfig, *, _cache: dict | None = None) -> Staleness | None:
+    """Why artifact `path` is stale under `config`, or None when it is fresh or has no lineage record."""
+    path = Path(path)
+    cache = {} if _cache is None else _cache
+    entry = _manifest_entries(path.parent, cache).get(path.name)
+    if entry is None or "lineage" not in entry:
+        return None
+    stage, recorded = entry["stage"], entry["lineage"]
+    keys = tuple(recorded.get("keys", ()))
+    if recorded.get("keys_hash") != config.parameters_hash(keys):
+        changes = changed_keys(recorded.get("config", {}), leaf_values(config, keys))
+        what = "; ".join(changes) if changes else f"other values of {', '.join(keys)}"
+        return Staleness(path.name, f"was made with {what}", stage)
+    for key, sha in sorted(entry.get("inputs", {}).items()):
+        source = _input_path(path.parent, key)
+        source_entry = _manifest_entries(source.parent, cache).get(source.name)
+        if source_entry is None or "lineage" not in source_entry or source_entry["stage"] == stage:
+            continue  # raw data, a file made elsewhere, or the stage's own earlier output (daily runs)
+        if source_entry["sha256"] != sha:
+            return Staleness(path.name, f"was made from an earlier {source.name} (rewritten since)", stage)
+        upstream = staleness(source, config, _cache=cache)
+        if upstream is not None:
+            return upstream.made_from(path.name)
+    return None
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A stage run's lineage hooks (see StageRun): refuse stale inputs made by other stages, and
+    record what each output was made under."""
+
+    stage: str
+    config: TrendflowConfig
+
+    def check_input(self, path: str | Path) -> None:
+        path = Path(path)
+        if not path.exists() or _producer(path) in (None, self.stage):
+            return  # not recorded, or this stage's own earlier output (a daily run carries it forward)
+        found = staleness(path, self.config)
+        if found is not None:
+            raise StaleArtifactError(found.hint(self.stage))
+
+    def record(self, name: str) -> dict[str, Any]:
+        return lineage_record(self.config, name, self.stage)
+
+
+def _producer(path: Path) -> str | None:
+    from stages.common.artifacts import manifest_entry
+
+    entry = manifest_entry(path.parent, path.name)
+    return entry.get("stage") if entry else None
+
+
+def plan_stages(requested: list[str], folder: str | Path, config: TrendflowConfig) -> tuple[list[str], list[str]]:
+    """The stages to run so that the requested ones read fresh inputs: the requested stages plus every
+    upstream stage whose outputs are stale (and the stages in between), in pipeline order; and one
+    note per stage added, saying why."""
+    folder = Path(folder)
+    chosen = set(requested)
+    notes: list[str] = []
+    cache: dict[Path, dict] = {}
+    for stage in STAGES:  # upstream first: its reasons name the file that changed directly
+        if stage not in chosen:
+            continue
+        for name in STAGE_INPUTS[stage]:
+            path = folder / name
+            if not path.exists():
+                continue
+            found = staleness(path, config, _cache=cache)
+            if found is None:
+                continue
+            first = STAGES.index(found.rerun_from)
+            for added in STAGES[first: STAGES.index(stage)]:
+                if added not in chosen:
+                    chosen.add(added)
+                    notes.append(f"{found.reason}: rerunning the {added} stage too")
+    if chosen:  # a stage between two that run reads outputs the earlier one is about to replace
+        span = STAGES[min(STAGES.index(s) for s in chosen): max(STAGES.index(s) for s in chosen) + 1]
+        for added in span:
+            if added not in chosen:
+                chosen.add(added)
+                notes.append(f"the {added} stage's outputs would be stale after the stages before it: running it too")
+    return [s for s in STAGES if s in chosen], notes
+
+
+def describe_folder(folder: str | Path, config: TrendflowConfig) -> list[str]:
+    """`trendflow status --lineage`: one line per artifact of the folder's manifest -- stage, what it was
+    made from, the keys hash it was made under, and fresh / STALE (why)."""
+    from stages.common.artifacts import read_manifest
+
+    folder = Path(folder)
+    entries = read_manifest(folder)["artifacts"]
+    if not entries:
+        return [f"{folder}: no artifacts recorded in manifest.json"]
+    cache: dict[Path, dict] = {}
+    order = {stage: k for k, stage in enumerate(STAGES)}
+    lines = [f"lineage of {folder} (under the current config):"]
+    for name, entry in sorted(entries.items(), key=lambda kv: (order.get(kv[1].get("stage"), 9), kv[0])):
+        inputs = sorted(Path(k).name for k in entry.get("inputs", {}))
+        record = entry.get("lineage")
+        if record is None:
+            state, keys = "unknown (written before lineage was recorded)", "-"
+        else:
+            found = staleness(folder / name, config, _cache=cache)
+            state = "fresh" if found is None else f"STALE: {found.reason}"
+            keys = record["keys_hash"][:12]
+        made_from = ", ".join(inputs) if inputs else "(prices / config only)"
+        lines.append(f"  {name:<28} {entry.get('stage', '?'):<9} keys {keys:<12}  from {made_from}  -> {state}")
+    return lines

@@ -1,0 +1,151 @@
+"""Lineage: a stage refuses inputs made under other settings (one line, exit 2), `trendflow run`
+reruns the stale upstream stages itself, and `trendflow status --lineage` shows what is stale."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from stages.common.config import load_config
+
+
+def _quiet(argv: list[str]) -> list[str]:
+    return argv + ["--log-level", "WARNING"]
+
+
+@pytest.fixture(scope="module")
+def made(small_demo_dir, tmp_path_factory):
+    """signal -> trading -> reporting on the small demo universe, default config, stage by stage."""
+    from stages.reporting.__main__ import main as report_main
+    from stages.signal.__main__ import main as signal_main
+    from stages.trading.__main__ import main as trade_main
+
+    out = tmp_path_factory.mktemp("lineage")
+    assert signal_main(_quiet(["--data", str(small_demo_dir), "--out", str(out)])) == 0
+    assert trade_main(_quiet(["--out", str(out)])) == 0
+    assert report_main(_quiet(["--out", str(out)])) == 0
+    return out
+
+
+@pytest.fixture
+def folder(made, tmp_path):
+    """A private copy of the made folder (tests rewrite artifacts in it)."""
+    for path in made.iterdir():
+        if path.is_file():
+            shutil.copy2(path, tmp_path / path.name)
+    return tmp_path
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_every_artifact_records_the_hash_and_values_of_its_own_keys(made):
+    from schemas.config import REPORTING_KEYS, SIGNAL_KEYS, TRADING_KEYS
+
+    config = load_config()
+    entries = json.loads((made / "manifest.json").read_text())["artifacts"]
+    expected = {"signal": SIGNAL_KEYS, "trading": TRADING_KEYS, "reporting": REPORTING_KEYS}
+    for name, entry in entries.items():
+        keys = ("data",) if name == "prices.parquet" else expected[entry["stage"]]
+        assert tuple(entry["lineage"]["keys"]) == keys, name
+        assert entry["lineage"]["keys_hash"] == config.parameters_hash(keys), name
+    assert entries["signals_output.parquet"]["lineage"]["keys_hash"] == config.signal_hash()
+    assert entries["signals_output.parquet"]["lineage"]["config"]["strategy.macd.fast"] == 12
+    assert set(entries["equity_curve.parquet"]["inputs"]) == {"prices.parquet", "signals_output.parquet"}
+    assert "equity_curve.parquet" in entries["report.html"]["inputs"]
+
+
+def test_trading_refuses_signals_made_with_another_signal_key(folder, capsys):
+    from stages.trading.__main__ import main as trade_main
+
+    before = (folder / "trade_log.csv").read_bytes()
+    assert trade_main(_quiet(["--out", str(folder), "--set", "strategy.macd.fast=5"])) == 2
+    assert _error_line(capsys) == ("error: signals_output.parquet was made with strategy.macd.fast=12, now 5: "
+                                   "rerun the signal stage or use --stages signal,trading")
+    assert (folder / "trade_log.csv").read_bytes() == before
+    assert trade_main(_quiet(["--out", str(folder), "--dry-run", "--set", "scoring.momentum_weights={\"20\": 1.0}"])) == 2
+    line = _error_line(capsys)
+    assert "scoring.momentum_weights.120=0.3, now unset" in line and "scoring.momentum_weights.20=0.3, now 1.0" in line
+
+
+def test_trading_keys_do_not_make_signals_stale(folder):
+    from stages.trading.__main__ import main as trade_main
+
+    assert trade_main(_quiet(["--out", str(folder), "--set", "risk.atr_multiplier=3.0"])) == 0
+
+
+def test_reporting_refuses_trading_artifacts_made_with_another_trading_key(folder, capsys):
+    from stages.reporting.__main__ import main as report_main
+
+    before = (folder / "report.html").read_bytes()
+    assert report_main(_quiet(["--out", str(folder), "--set", "risk.atr_multiplier=3.0"])) == 2
+    assert _error_line(capsys) == ("error: equity_curve.parquet was made with risk.atr_multiplier=2.0, now 3.0: "
+                                   "rerun the trading stage or use --stages trading,reporting")
+    assert (folder / "report.html").read_bytes() == before
+
+
+def test_reporting_refuses_trading_artifacts_made_from_stale_or_rewritten_signals(folder, small_demo_dir, capsys):
+    from stages.reporting.__main__ import main as report_main
+    from stages.signal.__main__ import main as signal_main
+
+    assert report_main(_quiet(["--out", str(folder), "--set", "strategy.kama.er_window=8"])) == 2
+    assert _error_line(capsys) == (
+        "error: equity_curve.parquet was made from signals_output.parquet, which was made with strategy.kama.er_window=10, "
+        "now 8: rerun the signal stage or use --stages signal,trading,reporting")
+    assert signal_main(_quiet(["--data", str(small_demo_dir), "--out", str(folder), "--set", "strategy.kama.er_window=8"])) == 0
+    assert report_main(_quiet(["--out", str(folder), "--set", "strategy.kama.er_window=8"])) == 2
+    assert _error_line(capsys) == ("error: equity_curve.parquet was made from an earlier signals_output.parquet "
+                                   "(rewritten since): rerun the trading stage or use --stages trading,reporting")
+
+
+def test_plan_adds_the_stale_upstream_stages(folder):
+    from stages.common.lineage import plan_stages
+
+    default = load_config()
+    assert plan_stages(["trading", "reporting"], folder, default) == (["trading", "reporting"], [])
+    assert plan_stages(["reporting"], folder, load_config(overrides=["risk.atr_multiplier=3.0"]))[0] == ["trading", "reporting"]
+    stages, notes = plan_stages(["reporting"], folder, load_config(overrides=["strategy.macd.fast=5"]))
+    assert stages == ["signal", "trading", "reporting"]
+    assert notes[0] == ("equity_curve.parquet was made from signals_output.parquet, which was made with "
+                        "strategy.macd.fast=12, now 5: rerunning the signal stage too")
+    assert plan_stages(["signal", "reporting"], folder, default)[0] == ["signal", "trading", "reporting"]
+    assert plan_stages(["trading"], folder, load_config(overrides=["reporting.risk_free_rate=0.02"]))[0] == ["trading"]
+
+
+def test_status_lineage_shows_what_each_artifact_was_made_from_and_whether_it_is_stale(folder, capsys):
+    from flows.cli import main
+
+    assert main(["status", "--lineage", "--out", str(folder), "--set", "risk.time_stop_days=30"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert lines["signals_output.parquet"].endswith("-> fresh")
+    assert "from prices.parquet, signals_output.parquet" in lines["equity_curve.parquet"]
+    assert lines["equity_curve.parquet"].endswith("STALE: equity_curve.parquet was made with risk.time_stop_days=60, now 30")
+    assert "STALE: report.html was made from equity_curve.parquet, which was made with" in lines["report.html"]
+
+
+@pytest.mark.prefect
+def test_run_reruns_the_stale_signal_stage_and_matches_a_fresh_full_run(small_demo_dir, tmp_path, caplog):
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.pipeline import trend_pipeline
+
+    reused, fresh = tmp_path / "reused", tmp_path / "fresh"
+    changed = ["strategy.macd.fast=5"]
+    with prefect_test_harness(server_startup_timeout=120):
+        trend_pipeline(data=str(small_demo_dir), out=str(reused), retry_delay_seconds=0)
+        with caplog.at_level("INFO", logger="trendflow.flow"):
+            summary = trend_pipeline(data=str(small_demo_dir), out=str(reused), overrides=changed,
+                                     stages=["trading", "reporting"], retry_delay_seconds=0)
+        trend_pipeline(data=str(small_demo_dir), out=str(fresh), overrides=changed, retry_delay_seconds=0)
+    assert [s["stage"] for s in summary["stages"]] == ["signal", "trading", "reporting"]
+    assert ("signals_output.parquet was made with strategy.macd.fast=12, now 5: rerunning the signal stage too"
+            in caplog.text)
+    names = sorted(p.name for p in fresh.iterdir() if p.is_file() and p.name != "manifest.json")
+    assert names == sorted(p.name for p in reused.iterdir() if p.is_file() and p.name != "manifest.json")
+    assert "report.html" in names and "signals_output.parquet" in names
+    for name in names:
+        assert (reused / name).read_bytes() == (fresh / name).read_bytes(), name
