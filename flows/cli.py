@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trade": ("stages.trading.__main__:main", "trading stage alone (no Prefect)"),
     "report": ("stages.reporting.__main__:main", "reporting stage alone (no Prefect)"),
     "demo-data": ("stages.common.demo:main", "write the built-in demo universe as per-symbol CSVs"),
+    "config": ("stages.common.legacy:main", "config import OLD.json: convert an older signal_pipeline config (prints the new one)"),
     "validate": ("stages.common.validate:main", "check artifact files against their schemas"),
     "serve": ("flows.schedule:main", "serve the flow on a cron schedule (exchange trading days only)"),
     "sweep": ("flows.sweep:main", "parameter sweep / walk-forward, optionally on Dask"),

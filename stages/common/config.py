@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import typing
 from pathlib import Path
 from types import UnionType
@@ -15,6 +16,9 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.config import TrendflowConfig
 from stages.common.errors import ConfigError
+from stages.common.legacy import convert, is_legacy
+
+log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = PROJECT_ROOT / "config" / "default.json"
@@ -155,6 +159,11 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     """Config from a file (default: config/default.json) with `--set` overrides applied on top."""
     source_path = Path(path) if path else DEFAULT_CONFIG_PATH
     raw = read_config_file(source_path) if (path or source_path.exists()) else {}
+    if is_legacy(raw):
+        raw, mapped, dropped = convert(raw)
+        log.warning("%s is in the older signal_pipeline format: used as converted (%d keys mapped, %d dropped); "
+                    "convert it once with `trendflow config import %s > new.json`", source_path, len(mapped),
+                    len(dropped), source_path)
     overrides = list(overrides)
     raw = apply_overrides(raw, overrides)
     source = str(source_path) + (f" (with overrides {', '.join(overrides)})" if overrides else "")
