@@ -25,14 +25,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemas.sweep import SWEEP_METRICS, SweepResultsSchema, WalkForwardEquitySchema, WalkForwardSchema
+from schemas.sweep import SWEEP_METRICS, OverfittingSummary, SweepResultsSchema, WalkForwardEquitySchema, WalkForwardSchema
 from stages.common.artifacts import atomic_write_bytes, stage_run
 from stages.common.cli import add_common_arguments, run_command, setup_logging
 from stages.common.config import load_config
 from stages.common.errors import ConfigError, TransientIOError
 from stages.common.market_data import load_market_data
 from stages.common.stage import resolve_data_source, resolve_out_dir
+from stages.reporting.metrics import per_period_rate
 from stages.sweep.grid import base_config_dict, combo_id, config_for, expand, load_grid
+from stages.sweep.overfitting import assess, select_best
+from stages.sweep.report import important_axes, sweep_report  # noqa: F401 -- important_axes: tests and callers
 from stages.sweep.runner import (SELECTION_METRICS, ResumeStore, backtest, evaluate, metrics_of, selection_score, stitch,
                                  walk_forward_windows)
 
@@ -143,12 +146,14 @@ def prepare_signals(prices: pd.DataFrame, base: dict, combos: list[dict], state:
 def run_sweep(grid_path: str, *, config_path: str | None = None, overrides: list[str] | None = None, data: str | None = None,
               out: str | None = None, workers: int | None = None, dask_address: str | None = None,
               walk_forward: str | None = None, metric: str = "sharpe", keep_artifacts: bool = False,
-              progress: bool = True, local_processes: int | None = None) -> dict:
+              progress: bool = True, local_processes: int | None = None, pbo_splits: int = 16) -> dict:
     overrides = list(overrides or [])
     config = load_config(config_path, overrides)
     base = base_config_dict(config_path, overrides)
     if metric not in SELECTION_METRICS:
         raise ConfigError(f"--metric {metric!r}: choose one of {', '.join(SELECTION_METRICS)}")
+    if pbo_splits < 2 or pbo_splits % 2:
+        raise ConfigError(f"--pbo-splits {pbo_splits}: use an even number >= 2 (16 or more recommended)")
     grid = load_grid(grid_path, base)
     combos = expand(grid)
     out_dir = resolve_out_dir(out, config)
@@ -164,7 +169,8 @@ def run_sweep(grid_path: str, *, config_path: str | None = None, overrides: list
     if not prices_path.exists():
         prices.to_parquet(prices_path, index=False)
     windows = walk_forward_windows(pd.DatetimeIndex(np.unique(prices["date"])), walk_forward) if walk_forward else []
-    finished = set(store.done())
+    # a full-history record without its daily returns (written before the sweep kept them) is run again
+    finished = {key for key, row in store.done().items() if "span" in row or row.get("status") != "ok" or "returns" in row}
     pending = [c for c in combos if combo_id(c) not in finished]
     # Walk-forward training runs (every combination on every training span) go through the same
     # workers and resume store as the sweep itself; the test spans (one per window) run here after.
@@ -186,22 +192,26 @@ def run_sweep(grid_path: str, *, config_path: str | None = None, overrides: list
     records = store.done()
     rows = [records[combo_id(c)] for c in combos]
     results = results_frame(rows, list(grid), signal_paths)
-    wf = None
+    rp = config.reporting
+    overfit = assess(rows, metric, per_period_rate(rp.risk_free_rate, rp.periods_per_year), rp.periods_per_year, pbo_splits)
+    wf_table = wf_equity = None
     with stage_run("sweep", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
         run.write(results, "sweep_results.parquet", SweepResultsSchema)
+        run.write_json(overfit, "sweep_overfitting.json", OverfittingSummary)
         if walk_forward:
             wf_table, wf_equity = run_walk_forward(prices, base, combos, signal_paths, windows, metric, records)
+            wf_equity = with_comparisons(wf_equity, prices, select_best(rows, metric), float(base["execution"]["initial_cash"]))
             run.write(wf_table, "walk_forward_results.parquet", WalkForwardSchema)
             run.write(wf_equity, "walk_forward_equity.parquet", WalkForwardEquitySchema)
-            wf = wf_table
-        run.write_text(sweep_report(results, list(grid), metric, wf), "sweep_report.html", kind="html")
+        run.write_text(sweep_report(results, list(grid), metric, overfit, wf_table, wf_equity, float(base["execution"]["initial_cash"])),
+                       "sweep_report.html", kind="html")
         if keep_artifacts:
             _keep_artifacts(prices, base, combos, signal_paths, out_dir)
     failed = int((results["status"] == "failed").sum())
     if failed:
         log.warning("%d combination(s) failed: see the error column of sweep_results.csv", failed)
     return {"combinations": len(combos), "ran": len(pending), "failed": failed, "seconds": round(seconds, 3),
-            "signal_settings": len(set(signal_paths.values())), "results": results, "out": str(out_dir)}
+            "signal_settings": len(set(signal_paths.values())), "results": results, "overfitting": overfit, "out": str(out_dir)}
 
 
 def _run_locally(jobs, prices_path, base, state_dir, processes, progress) -> None:
@@ -393,89 +403,35 @@ def run_walk_forward(prices, base, combos, signal_paths, windows, metric, record
         test = backtest(prices, _frame(signal_paths[cid]), config, *w.test)
         out_sample = metrics_of(test, config)
         rows.append({"window": w.index, "train_start": dates[w.train[0]], "train_end": dates[w.train[1] - 1],
-                     "test_start": dates[w.test[0]], "test_end": dates[w.test[1] - 1], "combo_id": cid, "metric": metric,
+                     "test_start": dates[w.test[0]], "test_end": dates[w.test[1] - 1], "combo_id": cid,
+                     "params": json.dumps(combo), "metric": metric,
                      "in_sample": in_sample[metric], "out_of_sample": out_sample[metric],
                      "in_sample_total_return": in_sample["total_return"], "out_of_sample_total_return": out_sample["total_return"]})
         curves.append((w.index, test.equity_curve))
     return pd.DataFrame(rows), stitch(curves, float(base["execution"]["initial_cash"]))
 
 
-def sweep_report(results: pd.DataFrame, keys: list[str], metric: str, walk_forward: pd.DataFrame | None) -> str:
-    """Heatmap of Sharpe over the two most important grid axes (important_axes) with the top-10 table
-    (the reporting stage's render_sweep_section), failed combinations, and the walk-forward table."""
-    from stages.reporting.html import page, table
-
-    ok = results[results["status"] == "ok"]
-    sections = []
-    axes = important_axes(ok, keys)
-    section = _reporting_sweep_section()
-    if section is not None and len(axes) == 2:
-        sections.append(section(results, "sharpe", x=axes[1], y=axes[0]))
+def with_comparisons(equity: pd.DataFrame, prices: pd.DataFrame, best: dict | None, initial: float) -> pd.DataFrame:
+    """The stitched out-of-sample curve beside two yardsticks on the same dates, both starting from `initial`
+    at the close before the first test day: the combination that is best over the whole history (chosen
+    with hindsight: what the sweep's top row promises) and an equal-weight buy-and-hold of every symbol
+    with a close at that start."""
+    dates = pd.DatetimeIndex(equity["date"])
+    sessions = pd.DatetimeIndex(np.unique(prices["date"]))
+    out = equity.copy()
+    out["in_sample_best"] = np.nan
+    if best is not None and best.get("returns") is not None and len(best["returns"]) == len(sessions):
+        r = pd.Series(best["returns"], index=sessions).reindex(dates)
+        out["in_sample_best"] = initial * np.cumprod(1.0 + r.to_numpy())
+    closes = prices.pivot(index="date", columns="symbol", values="close").sort_index().ffill()
+    start = sessions.searchsorted(dates[0]) - 1
+    if start >= 0:
+        base = closes.loc[sessions[start]]
+        held = base.notna()
+        out["buy_and_hold"] = initial * (closes.loc[dates, held] / base[held]).mean(axis=1).to_numpy()
     else:
-        if len(axes) == 2:
-            sections.append(f"<h2>Sharpe over {axes[0]} x {axes[1]}</h2>"
-                            f'<figure class="chart" style="margin:10px 0">{_heatmap(ok, axes, "sharpe")}</figure>')
-        top = ok.sort_values(["sharpe", "combo_id"], ascending=[False, True]).head(10)
-        shown = top[["combo_id", *[f"param:{k}" for k in keys], "sharpe", "cagr", "max_drawdown", "calmar", "closed_trades"]]
-        sections.append("<h2>Top 10 combinations by Sharpe</h2>" + table(
-            shown.rename(columns=lambda c: c.removeprefix("param:")), {"cagr": "pct", "max_drawdown": "pct", "closed_trades": "int"}))
-    failed = results[results["status"] == "failed"]
-    if len(failed):
-        sections.append("<h2>Failed combinations</h2>" + table(failed[["combo_id", "error"]]))
-    if walk_forward is not None:
-        wf = walk_forward.assign(**{c: walk_forward[c].dt.strftime("%Y-%m-%d") for c in ("train_start", "train_end", "test_start", "test_end")})
-        sections.append(f"<h2>Walk-forward: in-sample vs out-of-sample {metric}</h2>" + table(
-            wf, {"window": "int", "in_sample_total_return": "pct", "out_of_sample_total_return": "pct"}))
-    return page("trendflow parameter sweep", f"{len(results)} combinations, {len(failed)} failed", sections)
-
-
-def _reporting_sweep_section():
-    """stages.reporting.render_sweep_section(results, metric, x, y) when the reporting stage has it."""
-    try:
-        from stages.reporting import render_sweep_section
-    except ImportError:
-        return None
-    return render_sweep_section
-
-
-def important_axes(ok: pd.DataFrame, keys: list[str], value: str = "sharpe") -> list[str]:
-    """The two grid keys that move `value` most: the spread (max - min) of its mean over each key's
-    values (a main effect); keys with a single value never qualify; ties go to the key with more values."""
-    def effect(key: str) -> tuple[float, int]:
-        means = ok.groupby(f"param:{key}")[value].mean()
-        spread = float(means.max() - means.min()) if len(means) > 1 and means.notna().any() else -1.0
-        return (spread, ok[f"param:{key}"].nunique())
-
-    ranked = sorted((k for k in keys if ok[f"param:{k}"].nunique() > 1), key=effect, reverse=True) if len(ok) else []
-    return ranked[:2]
-
-
-def _sort_key(value) -> tuple:
-    """Numbers in numeric order, before anything else (in text order)."""
-    return (0, float(value), "") if isinstance(value, (int, float)) and not isinstance(value, bool) else (1, 0.0, json.dumps(value))
-
-
-def _heatmap(ok: pd.DataFrame, axes: list[str], value: str) -> str:
-    import matplotlib.pyplot as plt
-
-    from stages.reporting import charts
-
-    grid = ok.pivot_table(index=f"param:{axes[0]}", columns=f"param:{axes[1]}", values=value, aggfunc="max")
-    by_value = lambda labels: sorted(labels, key=lambda text: _sort_key(json.loads(text)))  # noqa: E731 -- 5 before 10
-    grid = grid.loc[by_value(grid.index), by_value(grid.columns)]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(grid) + 1.5))
-    im = ax.imshow(grid.to_numpy(dtype=float), cmap="RdYlGn", aspect="auto")
-    ax.set_xticks(range(grid.shape[1]), grid.columns)
-    ax.set_yticks(range(grid.shape[0]), grid.index)
-    ax.set_xlabel(axes[1])
-    ax.set_ylabel(axes[0])
-    ax.grid(False)
-    for (i, j), v in np.ndenumerate(grid.to_numpy(dtype=float)):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
-    fig.colorbar(im, ax=ax, label=value)
-    ax.set_title(f"{value} (best over the other axes)")
-    return charts._svg(fig)
+        out["buy_and_hold"] = np.nan
+    return out
 
 
 def _keep_artifacts(prices, base, combos, signal_paths, out_dir: Path) -> None:
@@ -503,6 +459,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--processes", type=int, help="local process pool size when not on Dask (default: CPU count)")
     parser.add_argument("--walk-forward", metavar="SPEC", help="e.g. train=3y,test=1y,step=1y (units y, m, d)")
     parser.add_argument("--metric", default="sharpe", help="metric that picks the best combination (default sharpe)")
+    parser.add_argument("--pbo-splits", type=int, default=16,
+                        help="blocks for the probability of backtest overfitting (CSCV; even, default 16)")
     parser.add_argument("--keep-artifacts", action="store_true", help="also write each combination's trade log and equity curve")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -512,7 +470,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         summary = run_sweep(args.grid, config_path=args.config, overrides=args.overrides, data=args.data, out=args.out,
                             workers=args.workers, dask_address=args.dask_address, walk_forward=args.walk_forward,
                             metric=args.metric, keep_artifacts=args.keep_artifacts, progress=not args.no_progress,
-                            local_processes=args.processes)
+                            local_processes=args.processes, pbo_splits=args.pbo_splits)
         results = summary["results"]
         print(f"sweep: {summary['combinations']} combinations ({summary['ran']} run now, {summary['failed']} failed), "
               f"{summary['signal_settings']} signal setting(s), {summary['seconds']:.1f}s")
@@ -520,6 +478,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if len(best):
             print(best[["combo_id", *[c for c in results.columns if c.startswith("param:")], "sharpe", "cagr", "max_drawdown"]]
                   .to_string(index=False))
+        print(f"overfitting: {summary['overfitting'].verdict}")
         print(f"results: {Path(summary['out']) / 'sweep_results.csv'}\nreport:  {Path(summary['out']) / 'sweep_report.html'}")
         return 0 if not summary["failed"] else 1
 

@@ -1,9 +1,13 @@
-"""sweep_results.parquet (+ csv) and walk_forward_results.parquet (+ csv)."""
+"""sweep_results.parquet (+ csv), walk_forward_results.parquet / walk_forward_equity.parquet (+ csv) and
+sweep_overfitting.json."""
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+from pydantic import BaseModel, ConfigDict, Field
 
 SWEEP_METRICS = ["total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "annual_volatility",
                  "closed_trades", "annual_turnover", "total_costs"]
@@ -47,6 +51,7 @@ class WalkForwardSchema(pa.DataFrameModel):
     test_start: Series[pd.Timestamp]
     test_end: Series[pd.Timestamp]
     combo_id: Series[str]
+    params: Series[str] = pa.Field(description="the chosen combination's grid values, JSON {key: value}")
     metric: Series[str]
     in_sample: Series[float] = pa.Field(nullable=True)
     out_of_sample: Series[float] = pa.Field(nullable=True)
@@ -68,7 +73,33 @@ class WalkForwardEquitySchema(pa.DataFrameModel):
     date: Series[pd.Timestamp] = pa.Field(unique=True)
     equity: Series[float] = pa.Field(gt=0)
     window: Series[int] = pa.Field(ge=0)
+    in_sample_best: Series[float] = pa.Field(gt=0, nullable=True, description=(
+        "the combination that is best over the whole history (chosen with hindsight), same dates, same start"))
+    buy_and_hold: Series[float] = pa.Field(gt=0, nullable=True, description=(
+        "equal weight in every symbol with a close before the first test day, bought then and held"))
 
     class Config:
         coerce = True
         strict = True
+
+
+class OverfittingSummary(BaseModel):
+    """sweep_overfitting.json: how much of the selected combination's result is luck. Sharpe ratios are
+    annualised here (per-session values x sqrt(periods_per_year)); null where undefined."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    selection_metric: str
+    selected_combo_id: str | None
+    selected_params: dict[str, Any] = Field(description="grid key -> value of the selected combination")
+    trials: int = Field(ge=0, description="successful combinations: the number of trials N")
+    sessions: int = Field(ge=0, description="sessions in each combination's return series")
+    sharpe: float | None = Field(description="selected combination's Sharpe ratio, annualised")
+    sharpe_variance: float | None = Field(description="variance of the trials' Sharpe ratios (annualised units)")
+    expected_max_sharpe: float | None = Field(description="expected best Sharpe of N trials without skill (annualised)")
+    deflated_sharpe: float | None = Field(ge=0, le=1, description="P(true Sharpe > expected_max_sharpe): the DSR")
+    pbo: float | None = Field(ge=0, le=1, description="probability of backtest overfitting (CSCV)")
+    pbo_splits: int = Field(ge=2, description="blocks S the sessions are cut into")
+    pbo_combinations: int | None = Field(description="C(S, S/2) train/test splits evaluated")
+    verdict: str
+    notes: list[str]

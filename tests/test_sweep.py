@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from stages.common.config import load_config
 from stages.common.errors import ConfigError
 from stages.sweep.grid import expand, load_grid
 from stages.sweep.runner import walk_forward_windows
+from tests.conftest import shared_data_dir
 
 GRID = {"risk.atr_multiplier": [1.5, 2.5], "clustering.correlation_window": [40, 60]}
 
@@ -290,3 +292,67 @@ def test_heatmap_axes_are_the_keys_that_move_sharpe_most():
              "sharpe": 1.0 * a + 0.01 * b + 0.3 * c}
             for a in (1, 2) for b in (1, 2, 3) for c in (1, 2)]
     assert sweep.important_axes(pd.DataFrame(rows), ["a", "b", "c", "d"]) == ["a", "c"]
+
+
+def test_walk_forward_sweep_on_real_etfs_reports_the_oos_chart_dsr_pbo_and_parameters_by_name(tmp_path):
+    """cn_etf, 6 symbols, 4 combinations, 2-year training / 1-year test windows: the report names every
+    parameter, draws the stitched out-of-sample curve against the in-sample best and buy-and-hold, and
+    states the DSR and PBO figures of sweep_overfitting.json in its verdict."""
+    from schemas.sweep import OverfittingSummary
+    from tests.test_reporting_report import check_page
+
+    folder = shared_data_dir("cn_etf")
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"risk.atr_multiplier": [2.0, 3.0], "scoring.buy_top_n": [2, 3]}))
+    symbols = ["510360.SH", "518800.SH", "513050.SH", "512880.SH", "511260.SH", "515700.SH"]
+    summary = sweep.run_sweep(str(grid), data=str(folder), out=str(tmp_path / "out"), walk_forward="train=2y,test=1y,step=1y",
+                              overrides=[f"data.symbols={json.dumps(symbols)}", "data.start_date=2020-01-01",
+                                         "data.end_date=2024-12-31"], progress=False, local_processes=1)
+    out = tmp_path / "out"
+    overfit = OverfittingSummary.model_validate_json((out / "sweep_overfitting.json").read_text())
+    results = summary["results"].set_index("combo_id")
+    assert overfit.trials == 4 and overfit.pbo_splits == 16 and overfit.pbo_combinations == 12870
+    assert 0 <= overfit.pbo <= 1 and 0 <= overfit.deflated_sharpe <= 1
+    # the DSR's Sharpe is the results table's Sharpe of the selected combination (same returns, same rate)
+    assert overfit.sharpe == pytest.approx(results.loc[overfit.selected_combo_id, "sharpe"], rel=1e-9)
+    assert overfit.selected_combo_id == results["sharpe"].idxmax()
+    assert set(overfit.selected_params) == {"risk.atr_multiplier", "scoring.buy_top_n"}
+
+    text = (out / "sweep_report.html").read_text()
+    parsed = check_page(text)
+    assert "walk-forward" in parsed.charts
+    visible = " ".join(parsed.text)
+    assert f"deflated {overfit.deflated_sharpe:.2f}" in visible and f"PBO {overfit.pbo:.2f}" in visible
+    assert re.search(r"selected by sharpe: Sharpe -?\d+\.\d\d, deflated \d\.\d\d after 4 trials .*(not )?significant at 95%", visible)
+    wf = pd.read_parquet(out / "walk_forward_results.parquet")
+    for key in ("risk.atr_multiplier", "scoring.buy_top_n"):
+        assert text.count(f"<th>{key}</th>") >= 2  # the selected combination's table and the per-window table
+    assert all(json.loads(p).keys() == {"risk.atr_multiplier", "scoring.buy_top_n"} for p in wf["params"])
+    equity = pd.read_parquet(out / "walk_forward_equity.parquet")
+    assert equity[["in_sample_best", "buy_and_hold"]].notna().all().all()
+
+
+def test_walk_forward_yardsticks_start_with_the_stitched_curve_by_hand():
+    dates = pd.bdate_range("2024-01-01", periods=5)
+    prices = pd.DataFrame({"date": list(dates) * 2, "symbol": ["A"] * 5 + ["B"] * 5,
+                           "close": [10, 11, 12, 12, 15, 20, 20, 18, 24, 24.0]})
+    stitched = pd.DataFrame({"date": dates[2:], "equity": [100.0, 101.0, 103.0], "window": [0, 0, 1]})
+    best = {"returns": [0.0, 0.1, 0.5, -0.2, 0.1]}
+    out = sweep.with_comparisons(stitched, prices, best, 100.0)
+    # both start from 100 at the close before the first test day (dates[1])
+    np.testing.assert_allclose(out["in_sample_best"], [150.0, 120.0, 132.0])
+    np.testing.assert_allclose(out["buy_and_hold"], [100 * (12 / 11 + 18 / 20) / 2, 100 * (12 / 11 + 24 / 20) / 2,
+                                                     100 * (15 / 11 + 24 / 20) / 2])
+
+
+def test_pbo_splits_from_the_command_line(small_demo_dir, tmp_path, capsys):
+    """README: `trendflow sweep --grid grid.json --pbo-splits 20`; an odd count is an input error."""
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"risk.atr_multiplier": [1.5, 2.5]}))
+    args = ["--grid", str(grid), "--data", str(small_demo_dir), "--out", str(tmp_path / "out"), "--no-progress", "--processes", "1"]
+    assert sweep.main([*args, "--pbo-splits", "20"]) == 0
+    overfit = json.loads((tmp_path / "out" / "sweep_overfitting.json").read_text())
+    assert overfit["pbo_splits"] == 20 and overfit["pbo_combinations"] == 184756
+    assert f"overfitting: {overfit['verdict']}" in capsys.readouterr().out
+    assert sweep.main([*args, "--pbo-splits", "15"]) == 2
+    assert "error: --pbo-splits 15" in capsys.readouterr().err

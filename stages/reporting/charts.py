@@ -63,15 +63,6 @@ def render_svg(fig: Figure, name: str) -> str:
     return re.sub(r'href="#([^"]+)"', rf'href="#{name}-\1"', text)
 
 
-def _svg(fig) -> str:
-    """The earlier name, still used by flows/sweep.py with pyplot figures: render, then release the figure."""
-    import matplotlib.pyplot as plt
-
-    text = render_svg(fig, "figure")
-    plt.close(fig)
-    return text
-
-
 def _figure(rows: int, height: float, ratios: list[float] | None = None):
     """A figure of `rows` stacked axes sharing the time axis, with margins fixed in inches (room for
     each title and the date labels whatever the height), so no tight-bbox second pass is needed."""
@@ -295,3 +286,29 @@ def signal_quality_chart(quintiles: dict[int, list[float]], ic: dict[int, pd.Ser
     if dates is not None and len(dates) > 1:
         _dates(right, dates[0], dates[-1])
     return render_svg(fig, "signal-quality")
+
+
+@_styled
+def walk_forward_chart(walk_forward: pd.Series, in_sample_best: pd.Series, buy_and_hold: pd.Series,
+                       boundaries: list[pd.Timestamp]) -> str:
+    """Growth of 1 over the test spans: the stitched out-of-sample curve, the in-sample best (hindsight)
+    and buy-and-hold, log y; dotted lines where a new window (a new choice of parameters) starts."""
+    fig, (ax,) = _figure(1, 3.6)
+    for k, day in enumerate(boundaries):
+        ax.axvline(day, color=GREY, lw=0.6, ls=":", label="new window" if k == 0 else None)
+    _line(ax, walk_forward, color=BLUE, lw=1.5, label="walk-forward (out of sample)")
+    if in_sample_best.notna().any():
+        _line(ax, in_sample_best, color=RED, lw=1.0, ls="--", label="in-sample best (hindsight)")
+    if buy_and_hold.notna().any():
+        _line(ax, buy_and_hold, color=GREY, lw=1.0, label="buy-and-hold, equal weight")
+    ax.set_yscale("log")
+    values = pd.concat([walk_forward, in_sample_best, buy_and_hold]).to_numpy(dtype=float)
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    ax.yaxis.set_major_locator(mticker.MaxNLocator(6) if high / low < 2.5 else mticker.LogLocator(10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_locator(mticker.NullLocator())
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_ylabel("value of 1 (log scale)")
+    ax.set_title("Walk-forward: stitched out-of-sample equity")
+    ax.legend(loc="lower left", ncols=2, frameon=True, framealpha=0.9, edgecolor="none")
+    _dates(ax, walk_forward.index[0], walk_forward.index[-1])
+    return render_svg(fig, "walk-forward")

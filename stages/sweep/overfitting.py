@@ -130,3 +130,71 @@ def _sharpe_of_sets(mask: np.ndarray, total: np.ndarray, total_sq: np.ndarray, s
     var = (sq - count[:, None] * mean * mean) / (count[:, None] - 1)
     sd = np.sqrt(np.maximum(var, 0.0))
     return np.where(sd > 1e-15, mean / np.where(sd > 1e-15, sd, 1.0), 0.0)
+
+
+# --------------------------------------------------------------------------- a sweep's verdict
+SIGNIFICANCE = 0.95
+
+
+def select_best(rows: list[dict], metric: str) -> dict | None:
+    """The successful row with the best `metric` (direction from SELECTION_METRICS); ties go to the
+    smallest combo id, as in walk-forward selection."""
+    from stages.sweep.runner import selection_score
+
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if not ok:
+        return None
+    scored = [(selection_score({metric: math.nan if r.get(metric) is None else float(r[metric])}, metric), r["combo_id"], r)
+              for r in ok]
+    return min(scored, key=lambda s: (-s[0], s[1]))[2]
+
+
+def assess(rows: list[dict], metric: str, rf: float, ppy: int, splits: int) -> "OverfittingSummary":
+    """DSR of the combination `metric` selects and PBO of selecting by Sharpe, from the full-history
+    daily returns each successful row carries ("returns"), excess of the per-session rate `rf`."""
+    from schemas.sweep import OverfittingSummary
+
+    notes: list[str] = []
+    best = select_best(rows, metric)
+    ok = sorted((r for r in rows if r.get("status") == "ok" and r.get("returns") is not None), key=lambda r: r["combo_id"])
+    lengths = {len(r["returns"]) for r in ok}
+    base = dict(selection_metric=metric, selected_combo_id=best["combo_id"] if best else None,
+                selected_params=best["params"] if best else {}, trials=len(ok), pbo_splits=splits)
+    if best is None or len(lengths) != 1:
+        notes.append("no successful combination" if best is None else "the combinations' return series differ in length")
+        return OverfittingSummary(**base, sessions=0, sharpe=None, sharpe_variance=None, expected_max_sharpe=None,
+                                  deflated_sharpe=None, pbo=None, pbo_combinations=None, verdict="n/a: " + notes[0], notes=notes)
+    matrix = np.array([r["returns"] for r in ok], dtype=float).T - rf
+    column = [r["combo_id"] for r in ok].index(best["combo_id"])
+    sharpes = per_session_sharpes(matrix)
+    dsr = deflated_sharpe_ratio(matrix[:, column], sharpes)
+    pbo = None
+    if len(ok) < 2:
+        notes.append("PBO needs at least two successful combinations")
+    elif splits > len(matrix):
+        notes.append(f"PBO needs at least {splits} sessions")
+    else:
+        pbo = pbo_cscv(matrix, splits)
+    root = math.sqrt(ppy)
+    summary = dict(sessions=len(matrix), sharpe=_finite(dsr.sharpe * root), sharpe_variance=_finite(dsr.sharpe_variance * ppy),
+                   expected_max_sharpe=_finite(dsr.expected_max * root), deflated_sharpe=_finite(dsr.dsr),
+                   pbo=pbo.pbo if pbo else None, pbo_combinations=pbo.combinations if pbo else None)
+    return OverfittingSummary(**base, **summary, verdict=verdict(summary, len(ok), metric), notes=notes)
+
+
+def verdict(s: dict, trials: int, metric: str) -> str:
+    """One line a reviewer reads first: the selected Sharpe, deflated, and whether it survives at 95%."""
+    if s["sharpe"] is None or s["deflated_sharpe"] is None:
+        return "n/a: the selected combination's Sharpe ratio is undefined (its returns do not vary)"
+    significant = s["deflated_sharpe"] >= SIGNIFICANCE
+    line = (f"selected by {metric}: Sharpe {s['sharpe']:.2f}, deflated {s['deflated_sharpe']:.2f} after {trials} trial"
+            f"{'s' if trials != 1 else ''} (luck alone would give a best Sharpe of {s['expected_max_sharpe']:.2f}): "
+            f"{'significant' if significant else 'not significant'} at {SIGNIFICANCE:.0%}")
+    if s["pbo"] is not None:
+        line += (f"; PBO {s['pbo']:.2f}: the in-sample best ranks in the bottom half out of sample in {s['pbo']:.0%} of splits"
+                 + (" -- likely overfit" if s["pbo"] >= 0.5 else ""))
+    return line
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None

@@ -17,7 +17,7 @@ from schemas.config import TrendflowConfig
 from schemas.sweep import SWEEP_METRICS
 from stages.common.artifacts import atomic_write_bytes
 from stages.common.errors import ConfigError
-from stages.reporting.metrics import compute_metrics
+from stages.reporting.metrics import compute_metrics, strategy_returns
 from stages.trading.backtest import BacktestResult, fold
 from stages.trading.market import Day, Market, build_market
 
@@ -85,8 +85,14 @@ def selection_score(metrics: dict[str, float], metric: str) -> float:
 
 
 def evaluate(prices: pd.DataFrame, signals: pd.DataFrame, config: TrendflowConfig, start: int = 0,
-             end: int | None = None) -> dict[str, float]:
-    return metrics_of(backtest(prices, signals, config, start, end), config)
+             end: int | None = None) -> dict:
+    """The sweep's metrics of one run; a full-history run (start 0, no end) also gives its daily returns
+    under "returns" (the deflated Sharpe ratio and PBO need every combination's return series)."""
+    result = backtest(prices, signals, config, start, end)
+    out: dict = metrics_of(result, config)
+    if start == 0 and end is None:
+        out["returns"] = strategy_returns(result.equity_curve).tolist()
+    return out
 
 
 # --------------------------------------------------------------------------- walk-forward
