@@ -1,9 +1,10 @@
-"""python -m stages.trading [--config F] [--set k=v] [--in DIR] --out DIR [--weights F]
+"""python -m stages.trading [SIGNALS_FILE] [--config F] [--set k=v] [--in DIR] --out DIR [--weights F]
 [--as-of-date D [--portfolio F | --fresh]] [--dry-run]   (same as `trendflow trade`)"""
 from __future__ import annotations
 
 import argparse
 from datetime import date
+from pathlib import Path
 
 from stages.common.cli import add_common_arguments, config_from_args, parse_and_run
 from stages.common.stage import resolve_out_dir
@@ -23,6 +24,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                     "daily step from the previous day's portfolio snapshot.",
     )
     add_common_arguments(parser)
+    parser.add_argument("signals", nargs="?", metavar="SIGNALS_FILE",
+                        help="as V4's run_trading_phase.py took it: a wide date x symbol weights file (= --weights), or "
+                             "a folder's signals_output.parquet; either way its folder is --in when it holds prices.parquet")
     parser.add_argument("--in", dest="in_dir", metavar="DIR",
                         help="folder with prices.parquet + signals_output.parquet (default: --out)")
     parser.add_argument("--out", "--output-dir", metavar="DIR", help="output folder (default: config output.folder)")
@@ -41,6 +45,29 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _positional_signals(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(--in, --weights) with V4's positional signals file folded in."""
+    from stages.common.errors import ConfigError
+    from stages.trading.weights import is_long_signals_file
+
+    if args.signals is None:
+        return args.in_dir, args.weights
+    if args.weights is not None:
+        raise ConfigError(f"{args.signals} and --weights {args.weights}: give the signals file once")
+    path = Path(args.signals)
+    in_dir = args.in_dir
+    if in_dir is None and (path.parent / "prices.parquet").exists():
+        in_dir = str(path.parent)
+    if not is_long_signals_file(path):
+        return in_dir, str(path)
+    if path.name != "signals_output.parquet":
+        raise ConfigError(f"{path} is a long signals file: the trading stage reads <--in>/signals_output.parquet; "
+                          "rename it, or give a wide date x symbol weights file")
+    if args.in_dir is not None and Path(args.in_dir).resolve() != path.parent.resolve():
+        raise ConfigError(f"{path} is not in --in {args.in_dir}: give one of them")
+    return str(path.parent), None
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser(prog)
 
@@ -48,7 +75,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from stages.trading.stage import run_trading_stage
 
         config = config_from_args(args)
-        result = run_trading_stage(config, args.in_dir, resolve_out_dir(args.out, config), weights=args.weights,
+        in_dir, weights = _positional_signals(args)
+        result = run_trading_stage(config, in_dir, resolve_out_dir(args.out, config), weights=weights,
                                    as_of_date=args.as_of_date, portfolio=args.portfolio, fresh=args.fresh,
                                    dry_run=args.dry_run)
         print(result.log_line())

@@ -39,7 +39,34 @@ def load_weights_file(path: str | Path) -> pd.DataFrame:
         raise DataError(f"weights file {path} cannot be read as {suffix[1:]}: {type(exc).__name__}: {exc}") from None
     if isinstance(frame.index, pd.DatetimeIndex):
         frame = frame.rename_axis("date").reset_index()
+    elif "date" not in frame.columns and len(frame.columns) and _is_index_header(frame.columns[0]):
+        frame = frame.rename(columns={frame.columns[0]: "date"})  # V4's to_csv: ',SPY,TLT' or 'Date,SPY,TLT'
     return frame
+
+
+def _is_index_header(name: object) -> bool:
+    """The first header of a frame written with its date index: unnamed ('Unnamed: 0') or Date/datetime."""
+    text = str(name).strip().lower()
+    return text.startswith("unnamed: 0") or text in ("date", "datetime", "index", "")
+
+
+def is_long_signals_file(path: str | Path) -> bool:
+    """True for trendflow's own long signals file (one row per date and symbol, with trend_signal),
+    False for anything else (a wide weights file, or a file that is not there)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            names = pq.read_schema(path).names
+        elif path.suffix.lower() == ".csv":
+            with open(path, encoding="utf-8-sig") as fh:
+                names = fh.readline().strip().split(",")
+        else:
+            return False
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return {"symbol", "trend_signal"} <= set(names)
 
 
 def validate_weights(frame: pd.DataFrame, market: Market, source: str) -> WeightPlan:

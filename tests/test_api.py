@@ -1,0 +1,95 @@
+"""The older Python API: trendflow.run_daily_signal returns what `trendflow daily` decides, in the
+older result dict; trendflow.load_portfolio reads both snapshot shapes."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import trendflow
+from stages.common.errors import SnapshotError
+
+
+@pytest.fixture(scope="module")
+def days(small_demo_dir):
+    any_file = sorted(small_demo_dir.glob("*.csv"))[0]
+    dates = pd.read_csv(any_file)["date"].tolist()
+    return dates[300], dates[301], dates[302]
+
+
+@pytest.fixture(scope="module")
+def daily(small_demo_dir, days, tmp_path_factory):
+    """`trendflow daily` for two sessions (the first from cash) into one folder."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.pipeline import daily_main
+
+    out = tmp_path_factory.mktemp("daily")
+    with prefect_test_harness(server_startup_timeout=120):
+        assert daily_main(["--as-of-date", days[0], "--fresh", "--data", str(small_demo_dir), "--out", str(out),
+                           "--log-level", "WARNING"]) == 0
+        assert daily_main(["--as-of-date", days[1], "--data", str(small_demo_dir), "--out", str(out),
+                           "--log-level", "WARNING"]) == 0
+    return out
+
+
+def _orders(path) -> list[dict]:
+    return pd.read_csv(path, dtype={"symbol": str}).to_dict(orient="records")
+
+
+@pytest.mark.prefect
+def test_run_daily_signal_returns_the_orders_of_trendflow_daily(daily, days, small_demo_dir, tmp_path):
+    first, second, _ = days
+    mine = tmp_path / "api"
+    result = trendflow.run_daily_signal(None, first, None, str(small_demo_dir), str(mine), dry_run=False)
+    assert result["orders"] == _orders(daily / f"orders_{first}.csv") and result["orders"]
+    assert (mine / f"orders_{first}.csv").read_bytes() == (daily / f"orders_{first}.csv").read_bytes()
+    meta = result["metadata"]
+    assert meta["num_buy_orders"] == sum(o["action"] == "BUY" for o in result["orders"]) > 0
+    assert meta["num_buy_signals"] == sum(v == 1 for v in result["signals"].values())
+    assert result["result"]["metadata"] == meta and result["circuit_breaker"] in (True, False)
+    assert set(result["signals"]) == set(pd.read_csv(daily / f"signals_{first}.csv")["symbol"])
+    # the next session resumes from the snapshot in output_dir, like `trendflow daily`
+    again = trendflow.run_daily_signal(None, second, None, str(small_demo_dir), str(mine), dry_run=False)
+    assert again["orders"] == _orders(daily / f"orders_{second}.csv")
+    assert again["portfolio"] == json.loads((daily / f"portfolio_{second}.json").read_text())
+    # a dry run from a given snapshot writes nothing
+    dry = tmp_path / "dry"
+    result = trendflow.run_daily_signal(None, second, str(daily / f"portfolio_{first}.json"), str(small_demo_dir), str(dry))
+    assert result["orders"] == _orders(daily / f"orders_{second}.csv") and result["output_files"] == {}
+    assert not dry.exists()
+
+
+@pytest.mark.prefect
+def test_load_portfolio_reads_both_shapes(daily, days, small_demo_dir, tmp_path):
+    first, second, third = days
+    current = trendflow.load_portfolio(daily / f"portfolio_{first}.json")
+    assert current.holdings or current.pending_orders
+    held = json.loads((daily / f"portfolio_{second}.json").read_text())
+    assert held["holdings"]
+    older = {
+        "as_of_date": second, "cash": held["cash"], "total_value": held["total_value"],
+        "holdings": {s: {"shares": h["shares"], "cost_basis": h["entry_price"], "entry_date": h["entry_date"]}
+                     for s, h in held["holdings"].items()},
+        "cluster_assignments": held["cluster_assignments"], "metadata": {"last_update": f"{second}T16:00:00"},
+    }
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    prices = pd.read_parquet(daily / "prices.parquet", columns=["date", "symbol", "close"])
+    converted = trendflow.load_portfolio(tmp_path / "older.json", prices=prices)
+    assert converted.cluster_assignments == held["cluster_assignments"]
+    for symbol, h in held["holdings"].items():
+        c = converted.holdings[symbol]
+        assert (c.shares, c.entry_price, str(c.entry_date), c.last_close, c.cluster) == (
+            h["shares"], h["entry_price"], h["entry_date"], h["last_close"], held["cluster_assignments"].get(symbol, -1))
+    assert converted.cash == held["cash"] and converted.pending_orders == []
+    # the older snapshot is accepted by run_daily_signal for the next session (its holdings carried on)
+    result = trendflow.run_daily_signal(None, third, str(tmp_path / "older.json"), str(small_demo_dir), str(tmp_path / "o"))
+    assert set(result) >= {"signals", "orders", "metadata", "circuit_breaker"}
+    assert set(result["portfolio"]["holdings"]) | {o["symbol"] for o in result["orders"]} >= set(held["holdings"])
+    (tmp_path / "bad.json").write_text(json.dumps({"as_of_date": second, "cash": 1.0, "holdings": {"A": {"shares": 100}}}))
+    with pytest.raises(SnapshotError, match="bad.json .older shape. cannot be converted"):
+        trendflow.load_portfolio(tmp_path / "bad.json")
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    with pytest.raises(SnapshotError, match="neither a trendflow snapshot"):
+        trendflow.load_portfolio(tmp_path / "junk.json")
