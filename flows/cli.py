@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("flows.sweep:main", "parameter sweep / walk-forward, optionally on Dask"),
     "execute": ("stages.trading.execution.cli:execute_main", "send a daily run's orders to a broker under risk controls"),
     "risk": ("stages.trading.execution.cli:risk_main", "risk controls: reset-breaker, show"),
+    "reconcile": ("stages.trading.execution.cli:reconcile_main", "executed book vs model: accept a broker position, load the IBKR book"),
     "status": ("stages.trading.execution.cli:status_main", "terminal dashboard: positions, cash, breaker, today's executions"),
 }
 

@@ -139,14 +139,14 @@ def execute_task(config_path, overrides, out, as_of_date, broker, profile, k=3, 
     finally:
         store.close()
     seconds = time.perf_counter() - t0
-    rows = {"orders": len(orders), "filled": result.filled, "rejected": result.rejected}
+    rows = {"orders": len(orders), "filled": result.filled, "working": result.working, "rejected": result.rejected}
     log.info("[%d/%d] execute stage finished in %.2fs (%s)", k, n, seconds,
              ", ".join(f"{key}={v}" for key, v in sorted(rows.items())))
     if result.failed:
         raise TrendflowError(f"execute: {result.failed} order(s) in {orders_path.name} got no fill from the broker "
                              f"(see {db.parent / 'audit.jsonl'})")
     summary = {"broker": broker, "profile": risk.name, "approved": result.approved, "filled": result.filled,
-               "rejected": result.rejected, "already_done": result.skipped_already_done,
+               "working": result.working, "rejected": result.rejected, "already_done": result.skipped_already_done,
                "breaker_tripped": result.breaker_tripped, "rejections": dict(result.rejections), "db": str(db)}
     return {"stage": "execute", "seconds": round(seconds, 3), "rows": rows, "summary": summary}
 
@@ -289,7 +289,8 @@ def _run(args: argparse.Namespace, mode: str) -> int:
             print(f"report: {stage['summary']['report']}")
         if stage["stage"] == "execute":
             x = stage["summary"]
-            print(f"executed on {x['broker']} ({x['profile']}): filled {x['filled']}, rejected {x['rejected']}, "
+            print(f"executed on {x['broker']} ({x['profile']}): filled {x['filled']}, working {x['working']} (paper: fills at "
+                  f"the next session's open, settled by that day's run), rejected {x['rejected']}, "
                   f"already done {x['already_done']}; orders database {x['db']}")
     print(f"log: {log_file}")
     return 0

@@ -161,6 +161,12 @@ class OutputConfig(_Section):
     csv_twins: bool = Field(True, description="write a .csv twin of each Parquet artifact")
 
 
+class LiveConfig(_Section):
+    """Daily runs against an execution database (the executed book)."""
+
+    drift_tolerance: float = Field(0.001, ge=0, description="warn when the executed book drifts from the model's by more than this fraction of equity")
+
+
 class TrendflowConfig(_Section):
     """The whole configuration. `config/default.json` mirrors it key for key."""
 
@@ -173,6 +179,7 @@ class TrendflowConfig(_Section):
     execution: ExecutionConfig = ExecutionConfig()
     reporting: ReportingConfig = ReportingConfig()
     output: OutputConfig = OutputConfig()
+    live: LiveConfig = LiveConfig()
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -132,12 +132,16 @@ def test_paper_execution_step_sends_the_days_orders_once(full_run, tmp_path):
     first = trend_pipeline(out=str(tmp_path), stages=[], mode="daily", as_of_date=day, execute="paper", retry_delay_seconds=0)
     assert [s["stage"] for s in first["stages"]] == ["execute"]
     x, n_orders = first["stages"][0]["summary"], first["stages"][0]["rows"]["orders"]
-    assert n_orders > 0 and x["filled"] > 0 and x["filled"] + x["rejected"] == n_orders and x["already_done"] == 0
+    # paper orders work until the next session's open (the next daily run settles them)
+    assert n_orders > 0 and x["working"] > 0 and x["working"] + x["rejected"] == n_orders and x["already_done"] == 0
     assert (tmp_path / "execution" / "trendflow.db").exists()
-    # the same day again: every order is already final, nothing is submitted twice
+    # the same day again: the same orders are still working, nothing is submitted twice
     again = trend_pipeline(out=str(tmp_path), stages=[], mode="daily", as_of_date=day, execute="paper", retry_delay_seconds=0)
     y = again["stages"][0]["summary"]
-    assert y["already_done"] == n_orders and y["filled"] == 0 and y["rejected"] == 0
+    assert y["working"] == x["working"] and y["already_done"] == x["rejected"] and y["filled"] == 0
+    import sqlite3
+
+    assert sqlite3.connect(tmp_path / "execution" / "trendflow.db").execute("SELECT COUNT(*) FROM orders").fetchone()[0] == n_orders
 
 
 def test_execute_outside_daily_mode_is_refused(capsys, tmp_path):

@@ -17,6 +17,7 @@ These are exactly the backtest's orders of day D and its state after D (the pari
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from datetime import date
@@ -26,6 +27,7 @@ from typing import Callable
 import pandas as pd
 
 from schemas.config import TrendflowConfig
+from schemas.live import ReconcileSchema
 from schemas.prices import PricesSchema
 from schemas.signals import SignalsSchema
 from schemas.trading import (
@@ -41,6 +43,10 @@ from stages.common.errors import ConfigError, SnapshotError
 from stages.common.lineage import Lineage
 from stages.common.stage import StageResult
 from stages.trading.backtest import ORDER_COLUMNS, order_row, orders_frame, run_backtest
+from stages.trading.book import MATCH, execution_db, settle_and_adopt
+from stages.trading.execution.notify import Notifier
+from stages.trading.execution.store import ExecutionStore
+from stages.trading.live import LIVE_ARTIFACTS, append_day, live_rows
 from stages.trading.engine import decide_by_signals, decide_by_weights, fresh_state, step
 from stages.trading.market import build_market
 from stages.trading.snapshot import from_snapshot, read_snapshot, to_snapshot
@@ -155,6 +161,18 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
         if run is not None:
             run.record_input(path)
         state = from_snapshot(snapshot, market, config, mode, str(path))
+    model = copy.deepcopy(state)
+    settlement = None
+    if not fresh and execution_db(out_dir).exists():
+        store = ExecutionStore(execution_db(out_dir), config.execution.initial_cash)
+        try:
+            settlement = settle_and_adopt(store, state, market, t, config, commit=run is not None)
+        finally:
+            store.close()
+        state = settlement.executed
+        log.info("Daily run %s resumes from the executed book in %s: cash %.2f, %d positions", as_of_date,
+                 execution_db(out_dir), state.cash, int(state.held.sum()))
+    opening_equity = state.equity() if settlement is None else settlement.before.equity()
     decide = decide_by_weights(plan.get(t)) if plan is not None else decide_by_signals
     record = step(state, market.day(t), config, decide)
     orders = orders_frame([order_row(o, market) for o in record.orders], ORDER_COLUMNS)
@@ -177,7 +195,27 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
         return StageResult("trading", {}, {"orders": len(orders)}, summary=summary)
     run.write(orders, f"orders_{tag}.csv", OrdersSchema)
     run.write_json(to_snapshot(state, market, t, config, mode), f"portfolio_{tag}.json", PortfolioSnapshot)
+    if settlement is not None:
+        run.write(settlement.reconcile, f"reconcile_{tag}.csv", ReconcileSchema)
+        _warn_on_drift(settlement, record.equity, config, tag, out_dir)
+        summary["drift"] = settlement.drift
+    live = live_rows(market, t, state, record, model, opening_equity, settlement)
+    for name, schema in LIVE_ARTIFACTS.items():
+        append_day(run, out_dir, name, live[name], schema, market.dates[t])
     return StageResult("trading", {}, {"orders": len(orders)}, summary=summary)
+
+
+def _warn_on_drift(settlement, equity: float, config: TrendflowConfig, tag: str, out_dir: Path) -> None:
+    """A WARNING (log and webhook) when the executed book drifted beyond `live.drift_tolerance`."""
+    limit = config.live.drift_tolerance * equity
+    if settlement.drift <= limit:
+        return
+    differing = settlement.reconcile[settlement.reconcile["reason"] != MATCH]
+    detail = "; ".join(f"{r.symbol}: {r.reason}" for r in differing.head(5).itertuples())
+    message = (f"{tag}: the executed book drifted {settlement.drift:,.2f} from the model's (tolerance {limit:,.2f}); "
+               f"see {out_dir / f'reconcile_{tag}.csv'}: {detail}")
+    log.warning(message)
+    Notifier().warning(message)
 
 
 def _print_orders(orders: pd.DataFrame, day: date, config: TrendflowConfig) -> None:

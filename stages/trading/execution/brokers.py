@@ -2,14 +2,15 @@
 after a crash never executes an order twice."""
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
 from schemas.config import TrendflowConfig
-from stages.common.errors import ConfigError
+from stages.common.errors import ConfigError, TransientIOError
 from stages.trading.execution.store import ExecutionStore, now
-from stages.trading.rules import commission as commission_for, slipped_price
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,30 @@ class BrokerFill:
     commission: float
 
 
+@dataclass(frozen=True)
+class BrokerReport:
+    """Where an order stands at the broker. `state`: OPEN (still working: a paper order waiting for the
+    next session's open, or an IBKR order not final when the wait ran out), FILLED, or CANCELLED (final;
+    `filled` may hold a partial fill). `filled` is cumulative: every share filled so far, at its
+    average price, with all commission paid."""
+
+    state: str
+    filled: BrokerFill | None = None
+    message: str = ""
+
+
 class Broker(Protocol):
     name: str
 
-    def submit(self, order: BrokerOrder) -> BrokerFill | None:
-        """Send (or look up, if already sent) an order; the fill, or None if nothing filled."""
+    def submit(self, order: BrokerOrder) -> BrokerReport:
+        """Send (or look up, if already sent) an order; where it stands now."""
 
 
 class PaperBroker:
-    """Fills at the reference price (the next session's price) with slippage and commission; its own
-    executions live in the same SQLite file, keyed by client order id."""
+    """Trades like the backtest: an order decided at the close of D works until the open of the next
+    session, where the daily run of that session fills it through the engine's own fill code
+    (`stages.trading.book.settle_paper_orders`: same slippage, commission, lots, cash and
+    suspension rules). Submitting only leaves the order working, so a rerun never trades twice."""
 
     name = "paper"
 
@@ -46,21 +61,28 @@ class PaperBroker:
         self.store = store
         self.config = config
 
-    def submit(self, order: BrokerOrder) -> BrokerFill | None:
+    def submit(self, order: BrokerOrder) -> BrokerReport:
         done = self.store.conn.execute("SELECT * FROM paper_executions WHERE client_order_id=?", (order.client_order_id,)).fetchone()
-        if done is not None:  # already executed before a crash: report it, do not trade again
-            return BrokerFill(order.client_order_id, int(done["shares"]), float(done["price"]), float(done["commission"]))
-        price = slipped_price(order.reference_price, order.side, self.config)
-        fee = commission_for(order.shares * price, self.config)
-        with self.store.transaction() as cur:
-            cur.execute("INSERT INTO paper_executions VALUES (?,?,?,?,?)", (order.client_order_id, order.shares, price, fee, now()))
-        return BrokerFill(order.client_order_id, order.shares, price, fee)
+        if done is not None:  # settled already: report it, never trade again
+            return BrokerReport("FILLED", BrokerFill(order.client_order_id, int(done["shares"]), float(done["price"]),
+                                                     float(done["commission"])))
+        return BrokerReport("OPEN", None, "works until the next session's open")
 
     def executions(self) -> int:
         return int(self.store.conn.execute("SELECT COUNT(*) FROM paper_executions").fetchone()[0])
 
 
 # --------------------------------------------------------------------------- Interactive Brokers
+# Symbol suffix -> (IB exchange, currency). CN A-shares and ETFs trade through Stock Connect
+# (Shanghai: SEHKNTL, Shenzhen: SEHKSZSE) in CNH; never through SMART in USD.
+SUFFIX_ROUTES: dict[str, tuple[str, str]] = {
+    "SH": ("SEHKNTL", "CNH"),
+    "SZ": ("SEHKSZSE", "CNH"),
+    "US": ("SMART", "USD"),
+}
+ROUTES_ENV = "TRENDFLOW_IB_ROUTES"
+
+
 @dataclass(frozen=True)
 class IBKRSettings:
     host: str
@@ -69,24 +91,50 @@ class IBKRSettings:
     account: str | None
     exchange: str
     currency: str
+    routes: tuple[tuple[str, str, str], ...] = ()
 
     @classmethod
     def from_env(cls) -> "IBKRSettings":
-        """TRENDFLOW_IB_HOST/PORT/CLIENT_ID/ACCOUNT/EXCHANGE/CURRENCY; port 7497 = TWS paper trading."""
+        """TRENDFLOW_IB_HOST/PORT/CLIENT_ID/ACCOUNT/EXCHANGE/CURRENCY; port 7497 = TWS paper trading.
+        EXCHANGE/CURRENCY route symbols without a suffix; TRENDFLOW_IB_ROUTES adds or overrides suffix
+        routes, e.g. `HK=SEHK/HKD,SH=SEHKNTL/CNH`."""
         try:
-            return cls(host=os.environ.get("TRENDFLOW_IB_HOST", "127.0.0.1"), port=int(os.environ.get("TRENDFLOW_IB_PORT", "7497")),
-                       client_id=int(os.environ.get("TRENDFLOW_IB_CLIENT_ID", "17")), account=os.environ.get("TRENDFLOW_IB_ACCOUNT"),
-                       exchange=os.environ.get("TRENDFLOW_IB_EXCHANGE", "SMART"), currency=os.environ.get("TRENDFLOW_IB_CURRENCY", "USD"))
+            port = int(os.environ.get("TRENDFLOW_IB_PORT", "7497"))
+            client_id = int(os.environ.get("TRENDFLOW_IB_CLIENT_ID", "17"))
         except ValueError as exc:
             raise ConfigError(f"TRENDFLOW_IB_PORT / TRENDFLOW_IB_CLIENT_ID must be integers: {exc}") from None
+        routes = []
+        for item in filter(None, (x.strip() for x in os.environ.get(ROUTES_ENV, "").split(","))):
+            suffix, _, target = item.partition("=")
+            exchange, _, currency = target.partition("/")
+            if not (suffix and exchange and currency):
+                raise ConfigError(f"{ROUTES_ENV}: {item!r} is not SUFFIX=EXCHANGE/CURRENCY (e.g. HK=SEHK/HKD)")
+            routes.append((suffix.upper(), exchange, currency))
+        return cls(host=os.environ.get("TRENDFLOW_IB_HOST", "127.0.0.1"), port=port, client_id=client_id,
+                   account=os.environ.get("TRENDFLOW_IB_ACCOUNT"), exchange=os.environ.get("TRENDFLOW_IB_EXCHANGE", "SMART"),
+                   currency=os.environ.get("TRENDFLOW_IB_CURRENCY", "USD"), routes=tuple(routes))
+
+
+def ib_route(symbol: str, settings: IBKRSettings) -> tuple[str, str, str]:
+    """Our symbol -> (IB symbol, exchange, currency): by its suffix (.SH, .SZ, .US, or a configured
+    one), the settings' exchange/currency when it has none. A suffix with no route is refused
+    (ConfigError) rather than sent somewhere it does not trade."""
+    code, dot, suffix = symbol.rpartition(".")
+    if not dot:
+        return symbol, settings.exchange, settings.currency
+    routes = {**SUFFIX_ROUTES, **{s: (e, c) for s, e, c in settings.routes}}
+    if suffix.upper() not in routes:
+        raise ConfigError(f"symbol {symbol}: no IB route for the suffix .{suffix} (known: {', '.join(sorted(routes))}); "
+                          f"add one with {ROUTES_ENV}={suffix.upper()}=EXCHANGE/CURRENCY")
+    exchange, currency = routes[suffix.upper()]
+    return code, exchange, currency
 
 
 def to_ib_contract(symbol: str, settings: IBKRSettings):
-    """Our symbol -> an ib_async Stock contract. A CN code like 510300.SH maps to exchange SEHKNTL-style
-    routing only through IB's own symbology, so the suffix is dropped and the configured exchange used."""
+    """Our symbol -> an ib_async Stock contract on the route of `ib_route`."""
     from ib_async import Stock
 
-    return Stock(symbol.split(".")[0], settings.exchange, settings.currency)
+    return Stock(*ib_route(symbol, settings))
 
 
 def to_ib_order(order: BrokerOrder, settings: IBKRSettings):
@@ -110,24 +158,69 @@ def from_ib_fills(client_order_id: str, fills) -> BrokerFill | None:
     return BrokerFill(client_order_id, shares, float(price), fee)
 
 
+def report_of(client_order_id: str, trade) -> BrokerReport:
+    """An ib_async Trade -> where it stands: FILLED, CANCELLED (final, maybe partly filled) or OPEN."""
+    status = trade.orderStatus.status
+    filled = from_ib_fills(client_order_id, trade.fills)
+    if status == "Filled":
+        return BrokerReport("FILLED", filled, status)
+    if trade.isDone():
+        return BrokerReport("CANCELLED", filled, status)
+    return BrokerReport("OPEN", filled, f"{status or 'not acknowledged'}: still working at the broker")
+
+
+class BrokerConnectionError(TransientIOError):
+    """The broker cannot be reached (exit 3; the command sends a CRITICAL alert)."""
+
+
 class IBKRBroker:
     """Interactive Brokers through ib_async (optional extra `trendflow[ibkr]`); paper port by default.
-    Before placing, open trades with the same orderRef are looked up, so a rerun does not resend."""
+    Before placing, trades with the same orderRef are looked up, so a rerun does not resend. An order
+    is followed until a final state at the broker or until `timeout` seconds pass; then it is
+    reported OPEN (still working there), with the fills so far."""
 
     name = "ibkr"
 
-    def __init__(self, settings: IBKRSettings | None = None, timeout: float = 30.0):
+    def __init__(self, settings: IBKRSettings | None = None, timeout: float = 30.0, ib=None):
         try:
             from ib_async import IB
         except ImportError:
             raise ConfigError("the IBKR broker needs the optional extra: pip install 'trendflow[ibkr]'") from None
         self.settings = settings or IBKRSettings.from_env()
         self.timeout = timeout
-        self.ib = IB()
-        self.ib.connect(self.settings.host, self.settings.port, clientId=self.settings.client_id, timeout=timeout)
+        self.ib = ib if ib is not None else IB()
+        where = f"TWS/IB Gateway at {self.settings.host}:{self.settings.port}"
+        try:
+            self.ib.connect(self.settings.host, self.settings.port, clientId=self.settings.client_id, timeout=timeout)
+        except (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError) as exc:
+            raise BrokerConnectionError(f"cannot connect to {where} (client id {self.settings.client_id}): "
+                                        f"{type(exc).__name__}: {exc or 'no answer'}; is it running with the API enabled?") from None
+        if not self.ib.isConnected():
+            raise BrokerConnectionError(f"cannot connect to {where}: the connection closed during the handshake")
 
-    def submit(self, order: BrokerOrder) -> BrokerFill | None:
+    def submit(self, order: BrokerOrder) -> BrokerReport:
+        if not self.ib.isConnected():
+            raise BrokerConnectionError(f"lost the connection to TWS/IB Gateway at {self.settings.host}:{self.settings.port}")
         existing = [t for t in self.ib.trades() if t.order.orderRef == order.client_order_id]
-        trade = existing[0] if existing else self.ib.placeOrder(to_ib_contract(order.symbol, self.settings), to_ib_order(order, self.settings))
-        self.ib.waitOnUpdate(timeout=self.timeout)
-        return from_ib_fills(order.client_order_id, trade.fills)
+        trade = existing[0] if existing else self.ib.placeOrder(to_ib_contract(order.symbol, self.settings),
+                                                                 to_ib_order(order, self.settings))
+        deadline = time.monotonic() + self.timeout
+        while not trade.isDone() and time.monotonic() < deadline:
+            self.ib.waitOnUpdate(timeout=max(deadline - time.monotonic(), 0.01))
+        return report_of(order.client_order_id, trade)
+
+    def book(self) -> tuple[dict[str, tuple[int, float]], float, list[str]]:
+        """The broker's own book: positions (our symbol -> (shares, cost)), cash (TotalCashValue in the
+        account's base currency) and the orderRefs of open orders."""
+        reverse = {(e, c): s for s, (e, c) in {**SUFFIX_ROUTES, **{s: (e, c) for s, e, c in self.settings.routes}}.items()}
+        positions = {}
+        for p in self.ib.positions(self.settings.account or ""):
+            suffix = reverse.get((p.contract.primaryExchange or p.contract.exchange, p.contract.currency))
+            symbol = f"{p.contract.symbol}.{suffix}" if suffix and suffix != "US" else p.contract.symbol
+            positions[symbol] = (int(p.position), float(p.position * p.avgCost))
+        cash = sum(float(v.value) for v in self.ib.accountValues(self.settings.account or "")
+                   if v.tag == "TotalCashValue" and v.currency == "BASE")
+        return positions, cash, [t.order.orderRef for t in self.ib.openTrades()]
+
+    def close(self) -> None:
+        self.ib.disconnect()

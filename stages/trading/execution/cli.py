@@ -52,7 +52,7 @@ def execute_main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--run-id", default="daily", help="part of each client order id; reruns with the same id never resubmit")
 
     def body(args: argparse.Namespace) -> int:
-        from stages.trading.execution.brokers import IBKRBroker, PaperBroker
+        from stages.trading.execution.brokers import BrokerConnectionError, IBKRBroker, IBKRSettings, PaperBroker, ib_route
         from stages.trading.execution.executor import execute_orders
         from stages.trading.execution.notify import AuditLog, Notifier
         from stages.trading.execution.store import ExecutionStore
@@ -68,13 +68,27 @@ def execute_main(argv: list[str] | None = None, prog: str | None = None) -> int:
         prices = read_artifact(prices_path, PricesSchema) if prices_path.exists() else None
         db = Path(args.db) if args.db else _default_db(orders_path.parent)
         store = ExecutionStore(db, config.execution.initial_cash)
-        broker = PaperBroker(store, config) if args.broker == "paper" else IBKRBroker()
+        notifier = Notifier()
+        if args.broker == "ibkr":
+            settings = IBKRSettings.from_env()
+            for symbol in orders["symbol"]:
+                ib_route(str(symbol), settings)  # refuse an unroutable symbol before anything is sent
+            broker = _connect(lambda: IBKRBroker(settings), notifier)
+        else:
+            broker = PaperBroker(store, config)
         audit = AuditLog(args.audit or db.parent / "audit.jsonl")
-        summary = execute_orders(orders, store=store, broker=broker, profile=profile, config=config,
-                                 as_of=date.fromisoformat(match.group(1)), run_id=args.run_id, prices=prices,
-                                 notifier=Notifier(), audit=audit)
+        try:
+            summary = execute_orders(orders, store=store, broker=broker, profile=profile, config=config,
+                                     as_of=date.fromisoformat(match.group(1)), run_id=args.run_id, prices=prices,
+                                     notifier=notifier, audit=audit)
+        except BrokerConnectionError as exc:
+            notifier.critical(f"broker connection lost during {orders_path.name}: {exc}")
+            raise
         print(f"executed {orders_path.name} on {broker.name} ({profile.name}): approved {summary.approved}, filled {summary.filled}, "
-              f"rejected {summary.rejected}, failed {summary.failed}, already done {summary.skipped_already_done}")
+              f"working {summary.working}, rejected {summary.rejected}, failed {summary.failed}, "
+              f"already done {summary.skipped_already_done}")
+        for symbol, why in summary.resized.items():
+            print(f"  resized {symbol}: {why}")
         for symbol, reason in summary.rejections.items():
             print(f"  rejected {symbol}: {reason}")
         store.close()
@@ -156,3 +170,68 @@ def status_main(argv: list[str] | None = None, prog: str | None = None) -> int:
         return 0
 
     return parse_and_run(parser, body, argv)
+
+
+def reconcile_main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=prog or "trendflow reconcile", description=(
+        "The executed book against the model's: accept a broker position the model does not know, or load the "
+        "IBKR account's positions and cash into the execution database"))
+    add_common_arguments(parser)
+    parser.add_argument("--out", help="artifact folder holding execution/trendflow.db (default: config output.folder)")
+    parser.add_argument("--db", help="execution database path")
+    parser.add_argument("--accept", action="append", default=[], metavar="SYMBOL",
+                        help="adopt this broker position into the model's book from the next daily run (repeatable)")
+    parser.add_argument("--by", help="who accepts (recorded in the audit log); required with --accept")
+    parser.add_argument("--sync", choices=["ibkr"], help="replace the database's positions and cash with the broker's")
+
+    def body(args: argparse.Namespace) -> int:
+        from stages.trading.execution.notify import AuditLog, Notifier
+        from stages.trading.execution.store import ExecutionStore, now
+
+        config = config_from_args(args)
+        db = Path(args.db) if args.db else _default_db(resolve_out_dir(args.out, config))
+        if not db.exists():
+            raise ConfigError(f"no execution database at {db}: run `trendflow execute` first")
+        if args.accept and not args.by:
+            raise ConfigError("--accept needs --by NAME (recorded in the audit log)")
+        store = ExecutionStore(db, config.execution.initial_cash)
+        audit = AuditLog(db.parent / "audit.jsonl")
+        try:
+            if args.sync:
+                from stages.trading.execution.brokers import IBKRBroker
+
+                broker = _connect(IBKRBroker, Notifier())
+                try:
+                    positions, cash, open_refs = broker.book()
+                finally:
+                    broker.close()
+                store.set_book(positions, cash)
+                audit.append({"event": "book_synced", "broker": args.sync, "cash": cash, "timestamp": now(),
+                              "positions": {s: n for s, (n, _) in positions.items()}, "open_orders": open_refs})
+                print(f"book loaded from {args.sync}: cash {cash:,.2f}, {len(positions)} positions, {len(open_refs)} open orders")
+            held = store.positions()
+            for symbol in args.accept:
+                if symbol not in held:
+                    raise ConfigError(f"--accept {symbol}: the executed book holds no {symbol} (it holds {sorted(held) or 'nothing'})")
+                store.accept_position(symbol, held[symbol], args.by)
+                audit.append({"event": "position_accepted", "symbol": symbol, "shares": held[symbol], "by": args.by,
+                              "timestamp": now()})
+                print(f"accepted {held[symbol]} {symbol} into the model's book (by {args.by})")
+            if not args.accept and not args.sync:
+                print(json.dumps({"cash": store.cash(), "positions": held, "accepted": store.accepted()}, indent=2))
+        finally:
+            store.close()
+        return 0
+
+    return parse_and_run(parser, body, argv)
+
+
+def _connect(open_broker, notifier):
+    """Open a broker connection; a failure is one CRITICAL alert and a BrokerConnectionError (exit 3)."""
+    from stages.trading.execution.brokers import BrokerConnectionError
+
+    try:
+        return open_broker()
+    except BrokerConnectionError as exc:
+        notifier.critical(f"broker connection failed: {exc}")
+        raise

@@ -1,9 +1,13 @@
 """Take a daily run's orders to a broker under portfolio-level risk controls.
 
-Sells first and never blocked (sized by the held quantity); then buys in descending quality,
-each passing breaker -> drawdown -> quality -> positions -> correlation -> deployment -> cash
-buffer, or rejected with its reason. State (cash, positions) is updated after every fill, so
-later orders in the batch see earlier ones. Every processed signal gets one audit record.
+First, a SELL of any holding below the profile's stop loss (reason stop_loss). Sells first, sized
+by the held quantity and never blocked (only a rebalance trim stops at the cash buffer's upper edge);
+then buys in descending quality, each passing breaker -> drawdown -> quality -> positions ->
+correlation -> size (below one lot: size_too_small, the batch goes on) -> deployment -> cash buffer,
+or rejected with its reason; an approved order may be resized, and says by what. A projected book
+(fills, plus working orders at their reference price) is updated after every order, so later orders
+in the batch see earlier ones. Warnings: a too-small position, deployment near its limit, cash above
+the buffer. Every processed signal gets one audit record.
 """
 from __future__ import annotations
 
@@ -17,13 +21,14 @@ import pandas as pd
 
 from schemas.config import TrendflowConfig
 from schemas.execution import RiskProfile
-from stages.trading.execution.brokers import Broker, BrokerOrder
+from stages.trading.execution.brokers import Broker, BrokerOrder, BrokerReport
 from stages.trading.execution.notify import AuditLog, Notifier
 from stages.trading.execution.store import ExecutionStore, now
-from stages.trading.rules import lot_shares
+from stages.trading.rules import affordable_shares, commission, lot_shares, slipped_price
 
 log = logging.getLogger(__name__)
-FINAL = {"FILLED", "PARTIALLY_FILLED", "REJECTED", "FAILED"}
+FINAL = {"FILLED", "PARTIALLY_FILLED", "REJECTED", "FAILED", "EXPIRED"}
+DISCRETIONARY_SELLS = {"rebalance", "target_weight"}  # trims; exits (stops, rank-out, signal) are never held back
 
 
 def client_order_id(as_of: date, symbol: str, side: str, run_id: str) -> str:
@@ -69,10 +74,53 @@ class ExecutionSummary:
     approved: int = 0
     rejected: int = 0
     filled: int = 0
+    working: int = 0
     failed: int = 0
     skipped_already_done: int = 0
     rejections: dict[str, str] = field(default_factory=dict)
+    resized: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     breaker_tripped: bool = False
+
+
+@dataclass
+class ProjectedBook:
+    """Cash and positions as they will be once the batch's orders are done: filled ones at their fill,
+    working ones (paper orders fill at the next open) at the reference price with slippage and
+    commission. The risk checks of later orders in the batch see every earlier one."""
+
+    cash: float
+    positions: dict[str, int]
+    last_price: dict[str, float]
+
+    def equity(self) -> float:
+        return self.cash + self.invested()
+
+    def invested(self) -> float:
+        return sum(n * self.last_price.get(s, 0.0) for s, n in self.positions.items())
+
+    def apply(self, side: str, symbol: str, shares: int, price: float, fee: float) -> None:
+        sign = 1 if side == "BUY" else -1
+        self.positions[symbol] = self.positions.get(symbol, 0) + sign * shares
+        if self.positions[symbol] <= 0:
+            self.positions.pop(symbol)
+        self.cash -= sign * shares * price + fee
+
+
+def stop_loss_sells(orders: pd.DataFrame, store: ExecutionStore, profile: RiskProfile, last_price: dict[str, float]) -> pd.DataFrame:
+    """Requires: held positions with their cost, the latest prices, `profile.stop_loss`. Decides: a SELL
+    of the whole holding (reason stop_loss) for each position whose last price is at least stop_loss
+    below its average cost, unless the batch already sells it."""
+    selling = set(orders.loc[orders["action"] == "SELL", "symbol"])
+    rows = []
+    for symbol, cost in store.costs().items():
+        held = store.positions().get(symbol, 0)
+        price = last_price.get(symbol)
+        if held <= 0 or symbol in selling or price is None or price > cost / held * (1 - profile.stop_loss):
+            continue
+        rows.append(dict(symbol=symbol, action="SELL", shares=held, reason="stop_loss", signal_strength=float("nan"),
+                         momentum_score=float("nan"), target_weight=0.0, current_price=price, estimated_value=held * price))
+    return pd.DataFrame(rows, columns=orders.columns) if rows else orders.iloc[0:0]
 
 
 def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broker, profile: RiskProfile,
@@ -83,13 +131,23 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
     lot = config.execution.lot_size
     last_price = dict(zip(orders["symbol"], orders["current_price"]))
     if prices is not None and not prices.empty:
-        latest = prices.sort_values("date").groupby("symbol")["close"].last().to_dict()
+        latest = prices[prices["date"] <= pd.Timestamp(as_of)].sort_values("date").groupby("symbol")["close"].last().to_dict()
         last_price = {**latest, **last_price}
+    held = store.positions()
+    for symbol, cost in store.costs().items():  # a holding with no price in sight is valued at its average cost
+        last_price.setdefault(symbol, cost / held[symbol])
+    book = ProjectedBook(store.cash(), held, last_price)
+    for working in store.working_orders(broker.name):  # sent by an earlier run of this batch, not filled yet
+        remainder = int(working["approved_shares"]) - store.filled_shares(working["client_order_id"])
+        price = float(slipped_price(last_price.get(working["symbol"], 0.0), working["side"], config))
+        book.apply(working["side"], working["symbol"], remainder, price, float(commission(remainder * price, config)))
 
-    def equity() -> float:
-        return store.cash() + sum(n * last_price.get(s, 0.0) for s, n in store.positions().items())
+    def warn(message: str) -> None:
+        summary.warnings.append(message)
+        log.warning(message)
+        notifier.warning(message)
 
-    current = equity()
+    current = book.equity()
     store.update_peak(current)
     drawdown = current / store.peak_equity() - 1.0
     if drawdown <= -profile.circuit_breaker and not store.breaker()["tripped"]:
@@ -100,12 +158,13 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
             audit.append({"event": "breaker_tripped", "drawdown": drawdown, "timestamp": now()})
 
     sharpe = sharpe_estimates(prices, profile.sharpe_window)
-    frame = orders.copy()
+    frame = pd.concat([orders, stop_loss_sells(orders, store, profile, last_price)], ignore_index=True)
     confidence = frame["signal_strength"].fillna(0.5).clip(0, 1)
     frame["quality"] = [quality_score(c, sharpe.get(s, 1.0)) for c, s in zip(confidence, frame["symbol"])]
     sells = frame[frame["action"] == "SELL"]
     buys = frame[frame["action"] == "BUY"].sort_values(["quality", "symbol"], ascending=[False, True], kind="stable")
     deployment_full = False
+    deployment_warned = False
 
     for row in pd.concat([sells, buys]).itertuples(index=False):
         coid = client_order_id(as_of, row.symbol, row.action, run_id)
@@ -116,77 +175,155 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
         if existing is None:
             store.insert_pending(coid, run_id, str(as_of), row.symbol, row.action, int(row.shares), row.reason, broker.name)
         status = store.order(coid)["status"]
-        shares, rejection = int(row.shares), None
         if status == "PENDING":
             if row.action == "SELL":
-                shares = min(shares, store.positions().get(row.symbol, 0))
-                rejection = None if shares > 0 else "no_position"
+                shares, rejection, resize = _check_sell(row, book, profile, config, lot)
             else:
-                shares, rejection = _check_buy(row, store, profile, config, prices, equity(), last_price, deployment_full, lot)
+                shares, rejection, resize = _check_buy(row, store, book, profile, config, prices, deployment_full, lot)
                 deployment_full = deployment_full or rejection == "deployment_limit"
             if rejection:
                 store.set_status(coid, "REJECTED", rejection_reason=rejection, quality=float(row.quality))
                 summary.rejected += 1
                 summary.rejections[row.symbol] = rejection
                 notifier.warning(f"rejected {row.action} {row.symbol}: {rejection}")
+                if rejection == "size_too_small":
+                    warn(f"position size too small: {row.symbol} sized below one lot of {lot} "
+                         f"(quality {row.quality:.2f}, price {row.current_price:.4f})")
                 _audit(audit, row, "REJECTED", False, 0, coid, rejection)
                 continue
-            store.set_status(coid, "APPROVED", approved_shares=shares, quality=float(row.quality))
+            store.set_status(coid, "APPROVED", approved_shares=shares, quality=float(row.quality),
+                             **({"rejection_reason": f"resized: {resize}"} if resize else {}))
+            if resize:
+                summary.resized[row.symbol] = resize
             summary.approved += 1
-        else:
-            shares = int(store.order(coid)["approved_shares"])
+            if row.action == "BUY":
+                value = shares * float(row.current_price)
+                if value < profile.small_position * book.equity():
+                    warn(f"position size too small: BUY {shares} {row.symbol} is {value / book.equity():.2%} of equity "
+                         f"(< {profile.small_position:.0%})")
+        shares = int(store.order(coid)["approved_shares"])
         if store.order(coid)["status"] == "APPROVED":
             store.set_status(coid, "SUBMITTED")
-        fill = broker.submit(BrokerOrder(coid, row.symbol, row.action, shares, float(row.current_price)))
-        if fill is None:
-            store.set_status(coid, "FAILED", rejection_reason="no fill from broker")
+        report = broker.submit(BrokerOrder(coid, row.symbol, row.action, shares, float(row.current_price)))
+        outcome = _record(store, coid, row, shares, report, book, config)
+        if outcome in ("FILLED", "PARTIALLY_FILLED"):
+            summary.filled += 1
+            notifier.info(f"{outcome.lower()} {row.action} {store.filled_shares(coid)} {row.symbol}")
+        elif outcome == "OPEN":
+            summary.working += 1
+            log.info("%s %d %s working at %s: %s", row.action, shares, row.symbol, broker.name, report.message)
+            if broker.name == "paper":
+                notifier.info(f"{row.action} {shares} {row.symbol} sent to the paper broker: {report.message}")
+            else:
+                notifier.warning(f"{row.action} {shares} {row.symbol} still working at {broker.name} "
+                                 f"({store.filled_shares(coid)} filled): {report.message}")
+        else:
             summary.failed += 1
-            notifier.critical(f"{row.action} {row.symbol}: broker returned no fill")
-            _audit(audit, row, "FAILED", True, shares, coid, "no fill from broker")
-            continue
-        status = "FILLED" if fill.shares >= shares else "PARTIALLY_FILLED"
-        store.record_fill(coid, row.action, row.symbol, fill.shares, fill.price, fill.commission, status)
-        last_price[row.symbol] = fill.price
-        summary.filled += 1
-        notifier.info(f"{status.lower()} {row.action} {fill.shares} {row.symbol} @ {fill.price:.4f}")
-        _audit(audit, row, status, True, fill.shares, coid, None, value=fill.shares * fill.price)
-    store.update_peak(equity())
+            notifier.critical(f"{row.action} {row.symbol}: {report.message or 'no fill from the broker'}")
+        _audit(audit, row, outcome, outcome != "FAILED", shares, coid, None if outcome != "FAILED" else report.message)
+        if row.action == "BUY" and not deployment_warned:
+            deployment = book.invested() / max(book.equity(), 1e-9)
+            if deployment >= profile.max_deployment - profile.deployment_warning:
+                deployment_warned = True
+                warn(f"deployment limit approaching: {deployment:.1%} invested (limit {profile.max_deployment:.0%})")
+    cash_share = book.cash / max(book.equity(), 1e-9)
+    if cash_share > profile.cash_buffer_max:
+        warn(f"cash {cash_share:.1%} of equity after the batch is above the buffer's upper edge "
+             f"{profile.cash_buffer_max:.0%} (under-invested)")
+    store.update_peak(book.equity())
     return summary
 
 
-def _check_buy(row, store: ExecutionStore, profile: RiskProfile, config: TrendflowConfig, prices, equity: float,
-               last_price: dict, deployment_full: bool, lot: int) -> tuple[int, str | None]:
-    """The buy-side checks in order; returns (shares, rejection reason or None)."""
+def _record(store: ExecutionStore, coid: str, row, shares: int, report: BrokerReport, book: ProjectedBook,
+            config: TrendflowConfig) -> str:
+    """Record what the broker reports beyond what is already recorded (a rerun re-polls an OPEN order);
+    returns the order's status. The projected book takes new fills at their price and a newly working
+    remainder at the reference price with slippage and commission."""
+    done = store.conn.execute("SELECT COALESCE(SUM(shares),0) n, COALESCE(SUM(shares*price),0) v, COALESCE(SUM(commission),0) c "
+                              "FROM fills WHERE client_order_id=?", (coid,)).fetchone()
+    filled = report.filled
+    total = filled.shares if filled else 0
+    if report.state == "FILLED" or total >= shares:
+        status = "FILLED"
+    elif report.state == "OPEN":
+        status = "OPEN"
+    else:
+        status = "PARTIALLY_FILLED" if total > 0 else "FAILED"
+    was_working = store.order(coid)["status"] == "OPEN"
+    new = total - int(done["n"])
+    if new > 0:
+        price = (filled.shares * filled.price - float(done["v"])) / new
+        fee = max(filled.commission - float(done["c"]), 0.0)
+        store.record_fill(coid, row.action, row.symbol, new, price, fee, status)
+        book.apply(row.action, row.symbol, new, price, fee)
+    elif store.order(coid)["status"] != status:
+        store.set_status(coid, status, **({"rejection_reason": report.message} if status == "FAILED" else {}))
+    if status == "OPEN" and not was_working:
+        remainder = shares - total
+        price = float(slipped_price(float(row.current_price), row.action, config))
+        book.apply(row.action, row.symbol, remainder, price, float(commission(remainder * price, config)))
+    return status
+
+
+def _check_sell(row, book: ProjectedBook, profile: RiskProfile, config: TrendflowConfig, lot: int) -> tuple[int, str | None, str | None]:
+    """A sell is sized by the holding and never blocked -- except a discretionary one (a rebalance trim)
+    that would lift cash above `cash_buffer_max`: it is cut to what keeps cash at the edge."""
+    held = book.positions.get(row.symbol, 0)
+    shares = min(int(row.shares), held)
+    if shares <= 0:
+        return 0, "no_position", None
+    if row.reason not in DISCRETIONARY_SELLS:
+        return shares, None, None
+    price = float(row.current_price)
+    room = profile.cash_buffer_max * book.equity() - book.cash
+    allowed = min(shares, lot_shares(max(room, 0.0), price, lot))
+    if allowed <= 0:
+        return 0, "cash_buffer_max", None
+    return allowed, None, ("cash_buffer_max" if allowed < shares else None)
+
+
+def _check_buy(row, store: ExecutionStore, book: ProjectedBook, profile: RiskProfile, config: TrendflowConfig, prices,
+               deployment_full: bool, lot: int) -> tuple[int, str | None, str | None]:
+    """The buy-side checks in order; returns (shares, rejection reason or None, what resized it or None).
+    A size below one lot is `size_too_small` and does not stop later buys; a full deployment does."""
     if deployment_full:
-        return 0, "deployment_limit"
+        return 0, "deployment_limit", None
     if store.breaker()["tripped"]:
-        return 0, "circuit_breaker"
+        return 0, "circuit_breaker", None
+    equity = book.equity()
     drawdown = equity / store.peak_equity() - 1.0
     if drawdown <= -profile.max_drawdown:
-        return 0, "max_drawdown"
+        return 0, "max_drawdown", None
     if row.quality < profile.min_quality:
-        return 0, "low_quality"
-    held = store.positions()
+        return 0, "low_quality", None
+    held = book.positions
     if row.symbol not in held and len(held) >= profile.max_positions:
-        return 0, "max_positions"
+        return 0, "max_positions", None
     correlated = highly_correlated(row.symbol, [s for s in held if s != row.symbol], prices, profile.correlation_window,
                                    profile.max_correlation)
     if len(correlated) >= profile.max_correlated_positions:
-        return 0, "correlation"
+        return 0, "correlation", None
     price = float(row.current_price)
-    shares = min(int(row.shares), quality_position_shares(equity, profile.max_position_size, row.quality, price, lot))
-    invested = sum(n * last_price.get(s, 0.0) for s, n in held.items())
-    headroom = profile.max_deployment * equity - invested
-    shares = min(shares, lot_shares(headroom, price * (1 + config.execution.commission_rate), lot))
+    wanted = int(row.shares)
+    quality = row.quality if profile.scale_by_quality else 1.0
+    shares = min(wanted, quality_position_shares(equity, profile.max_position_size, quality, price, lot))
+    resize = "position_size" if shares < wanted else None
     if shares <= 0:
-        return 0, "deployment_limit"
-    cash_floor = profile.cash_buffer_min * equity
-    spendable = store.cash() - cash_floor
-    shares = min(shares, lot_shares(spendable / (1 + config.execution.commission_rate), price, lot))
-    if shares <= 0:
-        return 0, "cash_buffer"
-    return shares, None
-
+        return 0, "size_too_small", None
+    fill_price = float(slipped_price(price, "BUY", config))
+    headroom = profile.max_deployment * equity - book.invested()
+    fit = lot_shares(headroom, fill_price * (1 + config.execution.commission_rate), lot)
+    if fit <= 0:
+        return 0, "deployment_limit", None
+    if fit < shares:
+        shares, resize = fit, "deployment_limit"
+    spendable = book.cash - profile.cash_buffer_min * equity
+    fit = affordable_shares(shares, fill_price, spendable, config) if spendable > 0 else 0
+    if fit <= 0:
+        return 0, "cash_buffer", None
+    if fit < shares:
+        shares, resize = fit, "cash_buffer"
+    return shares, None, resize
 
 def _audit(audit: AuditLog | None, row, status: str, passed: bool, shares: int, coid: str, reason: str | None,
            value: float | None = None) -> None:

@@ -2,6 +2,7 @@
 cash, and the circuit breaker. Every change is a transaction; WAL keeps readers unblocked."""
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -11,11 +12,16 @@ from typing import Iterator
 from stages.common.errors import TransientIOError, TrendflowError
 
 SCHEMA_VERSION = 1
-STATUSES = ("PENDING", "APPROVED", "REJECTED", "SUBMITTED", "FILLED", "PARTIALLY_FILLED", "FAILED")
+# OPEN: working at the broker (a paper order waits for the next session's open; an IBKR order for
+# its final state), possibly with partial fills already recorded. EXPIRED: a day order that got no
+# fill (no price at the open). PARTIALLY_FILLED is final: the remainder is no longer working.
+STATUSES = ("PENDING", "APPROVED", "REJECTED", "SUBMITTED", "OPEN", "FILLED", "PARTIALLY_FILLED", "FAILED", "EXPIRED")
+WORKING = ("SUBMITTED", "OPEN")
 TRANSITIONS = {
     "PENDING": {"APPROVED", "REJECTED"},
     "APPROVED": {"SUBMITTED", "FAILED"},
-    "SUBMITTED": {"FILLED", "PARTIALLY_FILLED", "FAILED"},
+    "SUBMITTED": {"OPEN", "FILLED", "PARTIALLY_FILLED", "FAILED", "EXPIRED"},
+    "OPEN": {"OPEN", "FILLED", "PARTIALLY_FILLED", "FAILED", "EXPIRED"},
 }
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,6 +39,9 @@ CREATE TABLE IF NOT EXISTS breaker (id INTEGER PRIMARY KEY CHECK (id = 1), tripp
     since TEXT, reason TEXT);
 CREATE TABLE IF NOT EXISTS paper_executions (client_order_id TEXT PRIMARY KEY, shares INTEGER NOT NULL,
     price REAL NOT NULL, commission REAL NOT NULL, executed_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS settlements (session TEXT PRIMARY KEY, record TEXT NOT NULL, settled_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS accepted_positions (symbol TEXT PRIMARY KEY, shares INTEGER NOT NULL, accepted_by TEXT NOT NULL,
+    accepted_at TEXT NOT NULL);
 """
 
 
@@ -101,22 +110,27 @@ class ExecutionStore:
     def record_fill(self, coid: str, side: str, symbol: str, shares: int, price: float, commission: float, status: str) -> None:
         """Fill, position, cash and order status change together or not at all."""
         with self.transaction() as cur:
-            cur.execute("INSERT INTO fills (client_order_id, shares, price, commission, filled_at) VALUES (?,?,?,?,?)",
-                        (coid, shares, price, commission, now()))
-            row = cur.execute("SELECT shares, cost FROM positions WHERE symbol=?", (symbol,)).fetchone()
-            held, cost = (row["shares"], row["cost"]) if row else (0, 0.0)
-            if side == "BUY":
-                held, cost = held + shares, cost + shares * price + commission
-                cash_change = -(shares * price + commission)
-            else:
-                avg = cost / held if held else 0.0
-                held, cost = held - shares, cost - avg * shares
-                cash_change = shares * price - commission
-            cur.execute("INSERT INTO positions VALUES (?,?,?) ON CONFLICT(symbol) DO UPDATE SET shares=excluded.shares, "
-                        "cost=excluded.cost", (symbol, held, cost))
-            cur.execute("DELETE FROM positions WHERE shares=0")
-            cur.execute("UPDATE account SET value=value+? WHERE key='cash'", (cash_change,))
-            cur.execute("UPDATE orders SET status=?, updated_at=? WHERE client_order_id=?", (status, now(), coid))
+            self._apply_fill(cur, coid, side, symbol, shares, price, commission, status)
+
+    @staticmethod
+    def _apply_fill(cur: sqlite3.Cursor, coid: str, side: str, symbol: str, shares: int, price: float, commission: float,
+                    status: str) -> None:
+        cur.execute("INSERT INTO fills (client_order_id, shares, price, commission, filled_at) VALUES (?,?,?,?,?)",
+                    (coid, shares, price, commission, now()))
+        row = cur.execute("SELECT shares, cost FROM positions WHERE symbol=?", (symbol,)).fetchone()
+        held, cost = (row["shares"], row["cost"]) if row else (0, 0.0)
+        if side == "BUY":
+            held, cost = held + shares, cost + shares * price + commission
+            cash_change = -(shares * price + commission)
+        else:
+            avg = cost / held if held else 0.0
+            held, cost = held - shares, cost - avg * shares
+            cash_change = shares * price - commission
+        cur.execute("INSERT INTO positions VALUES (?,?,?) ON CONFLICT(symbol) DO UPDATE SET shares=excluded.shares, "
+                    "cost=excluded.cost", (symbol, held, cost))
+        cur.execute("DELETE FROM positions WHERE shares=0")
+        cur.execute("UPDATE account SET value=value+? WHERE key='cash'", (cash_change,))
+        cur.execute("UPDATE orders SET status=?, updated_at=? WHERE client_order_id=?", (status, now(), coid))
 
     # account -----------------------------------------------------------------
     def cash(self) -> float:
@@ -128,6 +142,9 @@ class ExecutionStore:
     def update_peak(self, equity: float) -> None:
         with self.transaction() as cur:
             cur.execute("UPDATE account SET value=MAX(value, ?) WHERE key='peak_equity'", (equity,))
+
+    def costs(self) -> dict[str, float]:
+        return {r["symbol"]: float(r["cost"]) for r in self.conn.execute("SELECT symbol, cost FROM positions ORDER BY symbol")}
 
     def positions(self) -> dict[str, int]:
         return {r["symbol"]: int(r["shares"]) for r in self.conn.execute("SELECT symbol, shares FROM positions ORDER BY symbol")}
@@ -143,6 +160,50 @@ class ExecutionStore:
     def reset_breaker(self) -> None:
         with self.transaction() as cur:
             cur.execute("UPDATE breaker SET tripped=0, since=NULL, reason=NULL WHERE id=1")
+
+    # the executed book: settlement of working orders, accepted foreign positions ---------------------
+    def working_orders(self, broker: str, as_of: str | None = None) -> list[sqlite3.Row]:
+        """Orders still working at `broker` (decided at `as_of`, or any day), oldest first."""
+        sql = f"SELECT * FROM orders WHERE broker=? AND status IN {WORKING}" + (" AND as_of_date=?" if as_of else "")
+        return list(self.conn.execute(sql + " ORDER BY as_of_date, created_at, client_order_id", (broker, as_of) if as_of else (broker,)))
+
+    def filled_shares(self, coid: str) -> int:
+        return int(self.conn.execute("SELECT COALESCE(SUM(shares), 0) n FROM fills WHERE client_order_id=?", (coid,)).fetchone()["n"])
+
+    def settlement(self, session: str) -> dict | None:
+        """The recorded settlement of `session` (book before, working orders, fills), or None."""
+        row = self.conn.execute("SELECT record FROM settlements WHERE session=?", (session,)).fetchone()
+        return None if row is None else json.loads(row["record"])
+
+    def settle(self, session: str, record: dict, fills: list[dict], expired: list[str]) -> None:
+        """Fills of working paper orders at `session`'s open, the expired ones, and the settlement
+        record: all in one transaction, so a crash leaves either none of it or all of it."""
+        with self.transaction() as cur:
+            for f in fills:
+                cur.execute("INSERT INTO paper_executions VALUES (?,?,?,?,?)",
+                            (f["client_order_id"], f["shares"], f["price"], f["commission"], now()))
+                self._apply_fill(cur, f["client_order_id"], f["side"], f["symbol"], f["shares"], f["price"], f["commission"],
+                                 f["status"])
+            for coid in expired:
+                cur.execute("UPDATE orders SET status='EXPIRED', rejection_reason=COALESCE(rejection_reason, "
+                            "'no fill at the open'), updated_at=? WHERE client_order_id=?", (now(), coid))
+            cur.execute("INSERT INTO settlements VALUES (?,?,?)", (session, json.dumps(record, sort_keys=True), now()))
+
+    def accepted(self) -> dict[str, int]:
+        return {r["symbol"]: int(r["shares"]) for r in self.conn.execute("SELECT symbol, shares FROM accepted_positions")}
+
+    def accept_position(self, symbol: str, shares: int, by: str) -> None:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO accepted_positions VALUES (?,?,?,?) ON CONFLICT(symbol) DO UPDATE SET "
+                        "shares=excluded.shares, accepted_by=excluded.accepted_by, accepted_at=excluded.accepted_at",
+                        (symbol, shares, by, now()))
+
+    def set_book(self, positions: dict[str, tuple[int, float]], cash: float) -> None:
+        """Replace positions (symbol -> (shares, cost)) and cash with the broker's own book."""
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM positions")
+            cur.executemany("INSERT INTO positions VALUES (?,?,?)", [(s, n, c) for s, (n, c) in positions.items() if n > 0])
+            cur.execute("UPDATE account SET value=? WHERE key='cash'", (cash,))
 
     def counts_for(self, as_of: str) -> dict[str, int]:
         rows = self.conn.execute("SELECT status, COUNT(*) n FROM orders WHERE as_of_date=? GROUP BY status", (as_of,))

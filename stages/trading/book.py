@@ -1,0 +1,292 @@
+"""The executed book is the book: a daily run resumes from what was really filled, not from what the
+model intended, and says where the two part (reconcile_{D}.csv).
+
+When the output folder has an execution database (`execution/trendflow.db`, made by `trendflow
+execute`), the daily run for session D, before its engine step:
+  1. settles the paper broker: the orders still working at the paper broker (approved at an earlier
+     close, maybe resized by the risk profile) fill at D's open through the engine's own
+     `fill_orders` -- the backtest's slippage, commission, lots, cash and suspension rules -- on the
+     executed book (the database's positions and cash); fills and expiries are recorded in the
+     database in one transaction, with a settlement record that makes a rerun of D reproduce it;
+  2. fills the model's own pending orders the same way on the model's book (what the backtest
+     would have done), to compare;
+  3. steps from the executed book: holdings and cash from the database, each holding's stop and
+     entry data from the snapshot (a holding the model does not know is an error until accepted
+     with `trendflow reconcile --accept`).
+The reconciliation lists, symbol by symbol, intended vs filled quantity, price vs the model's fill
+price, slippage in bp against the open, the share and cash drift, and why they differ.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from schemas.config import TrendflowConfig
+from stages.common.errors import TrendflowError
+from stages.trading.engine import Fill, Order, PortfolioState, empty_state, fill_orders
+from stages.trading.execution.store import ExecutionStore
+from stages.trading.market import Day, Market
+
+log = logging.getLogger(__name__)
+DB_NAME = Path("execution") / "trendflow.db"
+MATCH = "match"
+RECONCILE_COLUMNS = ["date", "decision_date", "symbol", "side", "model_qty", "sent_qty", "filled_qty", "model_price",
+                     "fill_price", "slippage_bp", "model_shares", "executed_shares", "share_drift", "drift_value",
+                     "cash_difference", "reason"]
+
+
+class UnknownPositionError(TrendflowError):
+    """The broker holds a position the model does not know (accept it with `trendflow reconcile --accept`)."""
+
+
+def execution_db(folder: Path) -> Path:
+    return Path(folder) / DB_NAME
+
+
+@dataclass
+class Settlement:
+    """What session D's open did to the executed book (`before` -> `executed`), and to the model's
+    book for comparison (`intended`: the snapshot after the model's own fills)."""
+
+    executed: PortfolioState
+    before: PortfolioState
+    intended: PortfolioState
+    fills: list[Fill]
+    model_fills: list[Fill]
+    reconcile: pd.DataFrame
+    drift: float
+
+
+# --------------------------------------------------------------------------- paper fills
+def _order_specs(store: ExecutionStore, model_pending: list[Order], symbols: np.ndarray) -> list[dict]:
+    """The paper broker's working orders as fill requests, in the model's order sequence (sells first,
+    buys in rank order, as the engine fills them); working orders the model did not decide (e.g. a
+    risk-profile stop loss) after their side's model orders."""
+    working = {(r["symbol"], r["side"]): r for r in store.working_orders("paper")}
+    specs: list[dict] = []
+
+    def spec(r) -> dict:
+        return {"client_order_id": r["client_order_id"], "symbol": r["symbol"], "side": r["side"], "reason": r["reason"],
+                "decision_date": r["as_of_date"],
+                "shares": int(r["approved_shares"]) - store.filled_shares(r["client_order_id"])}
+
+    for side in ("SELL", "BUY"):
+        for o in model_pending:
+            key = (str(symbols[o.symbol]), o.side)
+            if o.side == side and key in working:
+                specs.append(spec(working.pop(key)))
+        specs += [spec(r) for key, r in sorted(working.items()) if key[1] == side]
+    return [s for s in specs if s["shares"] > 0]
+
+
+def _fill(state: PortfolioState, specs: list[dict], day: Day, index: dict[str, int],
+          config: TrendflowConfig) -> tuple[list[Fill], list[Order], list[dict], list[str]]:
+    """Fill the specs at the day's open with the engine's fill code; returns the engine fills, the
+    unfilled orders, the fills as database rows, and the client ids that got no fill."""
+    orders = [Order(symbol=index[s["symbol"]], side=s["side"], shares=s["shares"], reason=s["reason"],
+                    signal_strength=np.nan, momentum_score=np.nan, target_weight=0.0,
+                    reference_price=float(day.open[index[s["symbol"]]]), decided=pd.Timestamp(s["decision_date"]))
+              for s in specs]
+    by_order = {id(o): s for o, s in zip(orders, specs)}
+    fills, unfilled = fill_orders(state, orders, day.open, day, config)
+    rows = []
+    filled_ids = set()
+    for f in fills:
+        s = next(by_order[id(o)] for o in orders if o.symbol == f.symbol and o.side == f.side)
+        filled_ids.add(s["client_order_id"])
+        rows.append({"client_order_id": s["client_order_id"], "symbol": s["symbol"], "side": f.side, "shares": f.quantity,
+                     "price": f.price, "commission": f.commission,
+                     "status": "FILLED" if f.quantity >= s["shares"] else "PARTIALLY_FILLED"})
+    expired = [s["client_order_id"] for s in specs if s["client_order_id"] not in filled_ids]
+    return fills, unfilled, rows, expired
+
+
+def book_before(store: ExecutionStore, session: str) -> dict:
+    """The executed book at the open of `session`, before its paper fills: the recorded one once the
+    session is settled (a rerun starts from where the first run did), else the database's now."""
+    record = store.settlement(session)
+    return record["book_before"] if record is not None else {"cash": store.cash(), "positions": store.positions()}
+
+
+def settle_paper_orders(store: ExecutionStore, state: PortfolioState, market: Market, t: int, config: TrendflowConfig,
+                        model_pending: list[Order] | None = None, commit: bool = True) -> tuple[list[Fill], list[Order]]:
+    """Settle the paper broker's working orders at the open of session t on `state` (the executed
+    book as `book_before` gives it, changed in place), once: a rerun of the session replays the
+    recorded settlement. Returns the fills and the orders left unfilled; `commit=False` (a dry run)
+    records nothing."""
+    day = market.day(t)
+    session = str(day.date.date())
+    index = market.symbol_index()
+    record = store.settlement(session)
+    book = book_before(store, session)
+    specs = record["orders"] if record is not None else _order_specs(store, model_pending or [], market.symbols)
+    unknown = sorted({s["symbol"] for s in specs} - set(index))
+    if unknown:
+        raise TrendflowError(f"paper orders for symbols not in prices.parquet: {unknown}")
+    fills, unfilled, rows, expired = _fill(state, specs, day, index, config)
+    if record is None and commit:
+        store.settle(session, {"session": session, "book_before": book, "orders": specs, "fills": rows, "expired": expired},
+                     rows, expired)
+    for f in fills:
+        log.info("paper fill %s: %s %d %s at %.4f (commission %.2f)", session, f.side, f.quantity, market.symbols[f.symbol],
+                 f.price, f.commission)
+    return fills, unfilled
+
+
+def settle_at_open(store: ExecutionStore, config: TrendflowConfig, session: str, opens: dict[str, float]) -> list[Fill]:
+    """Settle the paper broker's working orders at the given opens of `session`, on the database's own
+    book (no model snapshot): for a folder run without daily runs, and for tests."""
+    book = book_before(store, session)
+    record = store.settlement(session)
+    ordered = [o["symbol"] for o in record["orders"]] if record is not None else [r["symbol"] for r in store.working_orders("paper")]
+    symbols = np.array(sorted({*book["positions"], *ordered, *opens}))
+    price = np.array([opens.get(s, np.nan) for s in symbols], dtype=float)
+    n = len(symbols)
+    nan = np.full(n, np.nan)
+    market = Market(dates=pd.DatetimeIndex([pd.Timestamp(session)]), symbols=symbols, open=price[None], close=price[None],
+                    tradable=np.isfinite(price)[None], trend_signal=nan[None], signal_strength=nan[None], atr=nan[None],
+                    volatility=nan[None], momentum_score=nan[None], cluster=np.full((1, n), -1.0),
+                    breaker_on=np.zeros(1, dtype=bool), market_drawdown=np.zeros(1))
+    state = empty_state(n, book["cash"])
+    _apply_book(state, book, market, 0, set(book["positions"]))
+    return settle_paper_orders(store, state, market, 0, config)[0]
+
+
+# --------------------------------------------------------------------------- the executed book
+def _apply_book(state: PortfolioState, book: dict, market: Market, t: int, accepted: set[str]) -> list[str]:
+    """Make `state` hold the book's positions and cash, keeping the model's entry and stop data for
+    holdings both know. A holding only the book has is opened at the last close when accepted;
+    returns the ones that are not."""
+    index = market.symbol_index()
+    positions = {s: int(n) for s, n in book["positions"].items() if int(n) > 0}
+    foreign = sorted(set(positions) - set(index))
+    if foreign:
+        raise UnknownPositionError(f"the executed book holds {foreign}, which prices.parquet does not know: add their "
+                                   "prices to the data, or close the positions at the broker")
+    unknown = []
+    want = np.zeros(len(state.shares), dtype=np.int64)
+    for s, n in positions.items():
+        want[index[s]] = n
+    for i in np.flatnonzero(want != state.shares).tolist():
+        if want[i] == 0:
+            state.close_position(i)
+        elif state.shares[i] > 0:
+            state.shares[i] = want[i]
+        elif market.symbols[i] in accepted:
+            prior = max(t - 1, 0)
+            close = market.close[:t + 1, i]
+            last = float(close[np.isfinite(close)][-1]) if np.isfinite(close).any() else np.nan
+            state.open_position(i, int(want[i]), last, market.day(prior), last)
+        else:
+            unknown.append(str(market.symbols[i]))
+    state.cash = float(book["cash"])
+    return unknown
+
+
+def settle_and_adopt(store: ExecutionStore, model: PortfolioState, market: Market, t: int,
+                     config: TrendflowConfig, commit: bool = True) -> Settlement:
+    """Session t's open for both books: the paper broker's working orders fill on the executed book,
+    the model's pending orders on the model's book. Returns the executed book (its pending = sells
+    left unfilled, which the day step carries like the backtest) and the reconciliation."""
+    day = market.day(t)
+    session = str(day.date.date())
+    book = book_before(store, session)
+    intended = copy.deepcopy(model)
+    model_fills, _ = fill_orders(intended, intended.pending, day.open, day, config)
+    executed = copy.deepcopy(model)
+    executed.pending = []
+    unknown = _apply_book(executed, book, market, t, set(store.accepted()))
+    if unknown:
+        raise UnknownPositionError(
+            f"the executed book holds {unknown}, which the model does not (portfolio snapshot of the day before "
+            f"{session}): check the broker, then accept with `trendflow reconcile --accept SYMBOL --by NAME --out DIR`")
+    before = copy.deepcopy(executed)
+    fills, unfilled = settle_paper_orders(store, executed, market, t, config, model.pending, commit)
+    executed.pending = [o for o in unfilled if o.side == "SELL" and executed.shares[o.symbol] > 0]
+    frame = reconcile_frame(day, market, model, intended, model_fills, before, executed, fills, store)
+    drift = float(frame["drift_value"].abs().sum())
+    return Settlement(executed, before, intended, fills, model_fills, frame, drift)
+
+
+# --------------------------------------------------------------------------- reconciliation
+def reconcile_frame(day: Day, market: Market, model: PortfolioState, intended: PortfolioState, model_fills: list[Fill],
+                    before: PortfolioState, executed: PortfolioState, fills: list[Fill], store: ExecutionStore) -> pd.DataFrame:
+    """One row per symbol with an order (model or broker) or a holding that differs, and a CASH row."""
+    symbols = market.symbols
+    decided = {(str(symbols[o.symbol]), o.side): o for o in model.pending}
+    sent = _sent_orders(store, {str(o.decided.date()) for o in model.pending} | {str(f.decided.date()) for f in fills})
+    mfill = {(int(f.symbol), f.side): f for f in model_fills}
+    xfill = {(int(f.symbol), f.side): f for f in fills}
+    keys = {(int(o.symbol), o.side) for o in model.pending} | set(xfill) | set(mfill)
+    keys |= {(int(i), "HOLD") for i in np.flatnonzero((intended.shares != executed.shares) | (model.shares != before.shares))}
+    rows = []
+    for i, side in sorted(keys, key=lambda k: (str(symbols[k[0]]), k[1])):
+        sym = str(symbols[i])
+        if side == "HOLD" and any((i, s) in keys for s in ("BUY", "SELL")):
+            continue
+        m, x = mfill.get((i, side)), xfill.get((i, side))
+        order = decided.get((sym, side))
+        broker_order = sent.get((sym, side))
+        open_price = float(day.open[i])
+        slippage = np.nan
+        if x is not None and open_price > 0:
+            slippage = (x.price / open_price - 1.0) * 1e4 * (1 if side == "BUY" else -1)
+        flow = lambda f: 0.0 if f is None else (-(f.quantity * f.price + f.commission) if f.side == "BUY"  # noqa: E731
+                                                else f.quantity * f.price - f.commission)
+        share_drift = int(executed.shares[i]) - int(intended.shares[i])
+        close = float(day.close[i]) if np.isfinite(day.close[i]) else float(np.nan_to_num(executed.last_close[i]))
+        rows.append({
+            "date": day.date, "decision_date": (order.decided if order is not None else
+                                                pd.Timestamp(broker_order["as_of_date"]) if broker_order is not None else pd.NaT),
+            "symbol": sym, "side": side, "model_qty": m.quantity if m else 0,
+            "sent_qty": int(broker_order["approved_shares"] or 0) if broker_order is not None else 0,
+            "filled_qty": x.quantity if x else 0, "model_price": m.price if m else np.nan, "fill_price": x.price if x else np.nan,
+            "slippage_bp": slippage, "model_shares": int(intended.shares[i]), "executed_shares": int(executed.shares[i]),
+            "share_drift": share_drift, "drift_value": share_drift * close, "cash_difference": flow(x) - flow(m),
+            "reason": _why(side, order, broker_order, m, x, int(model.shares[i]), int(before.shares[i]), bool(day.tradable[i])),
+        })
+    cash_diff = executed.cash - intended.cash
+    rows.append({"date": day.date, "decision_date": pd.NaT, "symbol": "CASH", "side": "CASH", "model_qty": 0, "sent_qty": 0,
+                 "filled_qty": 0, "model_price": np.nan, "fill_price": np.nan, "slippage_bp": np.nan, "model_shares": 0,
+                 "executed_shares": 0, "share_drift": 0, "drift_value": cash_diff, "cash_difference": cash_diff,
+                 "reason": MATCH if abs(cash_diff) < 0.005 else
+                 f"model cash {intended.cash:,.2f}, executed {executed.cash:,.2f} after the open"})
+    return pd.DataFrame(rows, columns=RECONCILE_COLUMNS)
+
+
+def _sent_orders(store: ExecutionStore, decision_dates: set[str]) -> dict[tuple[str, str], dict]:
+    """The broker-side order for each (symbol, side) decided on those dates (the latest run's)."""
+    out: dict[tuple[str, str], dict] = {}
+    for day in sorted(decision_dates):
+        for r in store.conn.execute("SELECT * FROM orders WHERE as_of_date=? ORDER BY created_at, client_order_id", (day,)):
+            out[(r["symbol"], r["side"])] = dict(r)
+    return out
+
+
+def _why(side: str, order: Order | None, broker_order: dict | None, m: Fill | None, x: Fill | None,
+         model_before: int, book_before: int, tradable: bool) -> str:
+    """Why the executed book differs from the model's on this symbol (MATCH when it does not)."""
+    reasons = []
+    if model_before != book_before:
+        reasons.append(f"book differed before the open: model held {model_before}, executed {book_before}")
+    if side in ("BUY", "SELL"):
+        if order is not None and broker_order is None:
+            reasons.append("not sent to the broker")
+        elif broker_order is not None:
+            status, note = broker_order["status"], broker_order["rejection_reason"]
+            if status == "REJECTED":
+                reasons.append(f"rejected by the risk profile: {note}")
+            elif note and str(note).startswith("resized"):
+                reasons.append(f"{note} by the risk profile ({broker_order['requested_shares']} -> {broker_order['approved_shares']})")
+            if order is None:
+                reasons.append(f"broker order without a model order ({broker_order['reason']})")
+        if m is None and x is None and order is not None:
+            reasons.append("filled in neither book: " + ("no price at the open" if not tradable else "not enough cash"))
+        elif m is not None and x is not None and m.quantity != x.quantity and not reasons:
+            reasons.append("cash at the open differed (buy shrunk to what cash allows)")
+    return "; ".join(reasons) or MATCH

@@ -1,0 +1,149 @@
+"""The executed book is the book: chained daily runs with the paper broker settle at the next open
+through the engine, resume from the execution database, reconcile symbol by symbol, and keep a
+live track record; with a permissive profile the paper fills are the backtest's fills."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from schemas.live import LiveEquitySchema, LiveFillsSchema, ReconcileSchema
+from schemas.trading import OrdersSchema, PortfolioSnapshot
+from stages.common.artifacts import read_artifact, read_json_artifact
+from stages.common.config import load_config
+from stages.signal import run_signal_stage
+from stages.trading import run_trading_stage
+from stages.trading.backtest import fold
+from stages.trading.book import execution_db
+from stages.trading.execution.brokers import PaperBroker
+from stages.trading.execution.cli import load_profile
+from stages.trading.execution.executor import execute_orders
+from stages.trading.execution.notify import AuditLog
+from stages.trading.execution.store import ExecutionStore
+from stages.trading.market import build_market
+
+SESSIONS = 20
+PERMISSIVE = {"name": "permissive", "max_position_size": 1.0, "max_drawdown": 0.99, "circuit_breaker": 0.99, "stop_loss": 0.99,
+              "max_deployment": 1.0, "cash_buffer_min": 0.0, "cash_buffer_max": 1.0, "max_positions": 1000,
+              "max_correlation": 1.0, "max_correlated_positions": 1000, "min_quality": 0.0, "scale_by_quality": False}
+
+
+@pytest.fixture(scope="module")
+def demo_signals(small_demo_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("live_book_inputs")
+    config = load_config()
+    run_signal_stage(config, small_demo_dir, out)
+    return out, config
+
+
+def _folder(src: Path, tmp: Path) -> Path:
+    for name in ("prices.parquet", "signals_output.parquet", "manifest.json"):
+        shutil.copy(src / name, tmp / name)
+    return tmp
+
+
+def paper_month(folder: Path, config, profile, start: int, sessions: int = SESSIONS):
+    """Daily runs chained over `sessions` sessions after `start` (which starts from cash), each day's
+    orders executed on the paper broker under `profile`."""
+    market = build_market(pd.read_parquet(folder / "prices.parquet"), pd.read_parquet(folder / "signals_output.parquet"), config)
+    days = [market.dates[t].date() for t in range(start, start + sessions + 1)]
+    store = ExecutionStore(execution_db(folder), config.execution.initial_cash)
+    audit = AuditLog(folder / "execution" / "audit.jsonl")
+    summaries = []
+    for k, day in enumerate(days):
+        run_trading_stage(config, folder, folder, as_of_date=day, fresh=(k == 0))
+        orders = read_artifact(folder / f"orders_{day}.csv", OrdersSchema)
+        summaries.append(execute_orders(orders, store=store, broker=PaperBroker(store, config), profile=profile, config=config,
+                                        as_of=day, prices=pd.read_parquet(folder / "prices.parquet"), audit=audit))
+    return market, days, store, summaries
+
+
+def test_permissive_paper_month_equals_the_backtest_and_the_books_agree(demo_signals, tmp_path):
+    src, config = demo_signals
+    folder = _folder(src, tmp_path)
+    profile = load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+    start = 130
+    market, days, store, summaries = paper_month(folder, config, profile, start)
+    assert sum(s.rejected for s in summaries) == 0 and not any(s.resized for s in summaries)
+
+    backtest = fold(market, config, start=start, end=start + SESSIONS + 1).trade_log
+    live = pd.read_parquet(folder / "live_fills.parquet")
+    assert len(backtest) > 10 and set(live["source"]) == {"executed"}
+    cols = ["date", "symbol", "side", "quantity", "price", "commission"]
+    pd.testing.assert_frame_equal(live[cols].reset_index(drop=True), backtest[cols].reset_index(drop=True), check_dtype=False)
+
+    last = read_json_artifact(folder / f"portfolio_{days[-1]}.json", PortfolioSnapshot)
+    assert {s: h.shares for s, h in last.holdings.items()} == store.positions()
+    assert last.cash == pytest.approx(store.cash(), abs=1e-6)
+    for day in days[1:]:
+        rec = read_artifact(folder / f"reconcile_{day}.csv", ReconcileSchema)
+        assert (rec["share_drift"] == 0).all() and rec["cash_difference"].abs().max() < 1e-6 and (rec["reason"].isin(["match", "filled in neither book: no price at the open"])).all(), day
+    curve = read_artifact(folder / "live_equity.parquet", LiveEquitySchema)
+    assert list(curve["date"].dt.date) == days and curve["drift"].max() < 1e-6
+    backtest_curve = fold(market, config, start=start, end=start + SESSIONS + 1).equity_curve
+    np.testing.assert_allclose(curve["equity"].to_numpy(), backtest_curve["equity"].to_numpy(), rtol=1e-12)
+
+
+def test_a_resizing_profile_drifts_is_reported_and_the_next_day_starts_from_the_executed_book(demo_signals, tmp_path):
+    src, config = demo_signals
+    folder = _folder(src, tmp_path)
+    market, days, store, summaries = paper_month(folder, config, load_profile("conservative"), 130, sessions=8)
+    resized_days = [d for d, s in zip(days, summaries) if s.resized or s.rejected]
+    assert resized_days, "the conservative profile should cut some of the model's orders"
+    decided = resized_days[0]
+    settled = days[days.index(decided) + 1]
+    rec = read_artifact(folder / f"reconcile_{settled}.csv", ReconcileSchema)
+    cut = rec[rec["reason"].str.contains("by the risk profile") & (rec["model_qty"] > 0)]
+    assert len(cut) and (cut["filled_qty"] < cut["model_qty"]).all() and (cut["share_drift"] != 0).all()
+    assert rec.loc[rec["side"] == "CASH", "cash_difference"].iat[0] > 0  # bought less: more cash than the model
+    snap = read_json_artifact(folder / f"portfolio_{settled}.json", PortfolioSnapshot)
+    executed = {r.symbol: r.executed_shares for r in rec.itertuples() if r.side != "CASH" and r.executed_shares}
+    for symbol, shares in executed.items():
+        assert snap.holdings[symbol].shares == shares  # the model now holds what was executed
+    last = read_json_artifact(folder / f"portfolio_{days[-1]}.json", PortfolioSnapshot)
+    assert {s: h.shares for s, h in last.holdings.items()} == store.positions()
+    assert last.cash == pytest.approx(store.cash(), abs=1e-6)
+    assert read_artifact(folder / "live_equity.parquet", LiveEquitySchema)["drift"].max() > 0
+
+
+def test_rerunning_a_day_replays_its_settlement_byte_for_byte(demo_signals, tmp_path):
+    src, config = demo_signals
+    folder = _folder(src, tmp_path)
+    market, days, store, _ = paper_month(folder, config, load_profile("balanced"), 130, sessions=3)
+    names = [f"reconcile_{days[-1]}.csv", f"portfolio_{days[-1]}.json", "live_fills.parquet", "live_equity.parquet"]
+    before = {n: (folder / n).read_bytes() for n in names}
+    book = (store.cash(), store.positions())
+    run_trading_stage(config, folder, folder, as_of_date=days[-1])
+    assert {n: (folder / n).read_bytes() for n in names} == before
+    assert (store.cash(), store.positions()) == book
+    fills = read_artifact(folder / "live_fills.parquet", LiveFillsSchema)
+    assert len(fills) and fills["date"].is_monotonic_increasing and fills["date"].max().date() <= days[-1]
+    assert list(read_artifact(folder / "live_equity.parquet", LiveEquitySchema)["date"].dt.date) == days
+
+
+def test_a_broker_position_the_model_does_not_know_is_an_error_until_accepted(demo_signals, tmp_path):
+    from flows.cli import main
+
+    src, config = demo_signals
+    folder = _folder(src, tmp_path)
+    market, days, store, _ = paper_month(folder, config, load_profile("balanced"), 130, sessions=1)
+    stranger = next(s for s in market.symbols if s not in store.positions())
+    store.set_book({**{s: (n, 0.0) for s, n in store.positions().items()}, stranger: (300, 3000.0)}, store.cash())
+    nxt = market.dates[market.index_of(days[-1]) + 1].date()
+    assert main(["trade", "--out", str(folder), "--as-of-date", str(nxt)]) == 2
+    assert not (folder / f"portfolio_{nxt}.json").exists()
+    assert main(["reconcile", "--out", str(folder), "--accept", stranger, "--by", "alice"]) == 0
+    assert main(["trade", "--out", str(folder), "--as-of-date", str(nxt)]) == 0
+    snap = read_json_artifact(folder / f"portfolio_{nxt}.json", PortfolioSnapshot)
+    assert stranger in snap.holdings
+    events = [json.loads(line) for line in (folder / "execution" / "audit.jsonl").read_text().splitlines()]
+    assert any(e.get("event") == "position_accepted" and e["symbol"] == stranger and e["by"] == "alice" for e in events)
+
+
+def _write(path: Path, obj: dict) -> Path:
+    path.write_text(json.dumps(obj))
+    return path
