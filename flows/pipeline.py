@@ -271,6 +271,14 @@ def _run(args: argparse.Namespace, mode: str) -> int:
         raise ConfigError("--execute is for a daily run: add --mode daily --as-of-date D (or use `trendflow daily`)")
     config = load_config(args.config, args.overrides)
     out_dir = resolve_out_dir(args.out, config)
+    from stages.common.folder_lock import writing
+
+    with writing(out_dir, wait=args.wait):
+        return _run_locked(args, mode, stages, out_dir)
+
+
+def _run_locked(args: argparse.Namespace, mode: str, stages: list[str] | None, out_dir: Path) -> int:
+    """`_run` while holding the output folder's write lock (one writer per folder)."""
     log_file = out_dir / "logs" / f"trendflow_{datetime.now():%Y%m%d_%H%M%S}.log"
     setup_logging(args.log_level, log_file)
     # Prefect logs a failed task with its traceback; a user error is reported once, as one clear line.

@@ -467,10 +467,16 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         if args.workers is not None and args.workers < 1:
             raise ConfigError("--workers must be >= 1")
-        summary = run_sweep(args.grid, config_path=args.config, overrides=args.overrides, data=args.data, out=args.out,
-                            workers=args.workers, dask_address=args.dask_address, walk_forward=args.walk_forward,
-                            metric=args.metric, keep_artifacts=args.keep_artifacts, progress=not args.no_progress,
-                            local_processes=args.processes, pbo_splits=args.pbo_splits)
+        from stages.common.config import load_config
+        from stages.common.folder_lock import writing
+
+        out_dir = resolve_out_dir(args.out, load_config(args.config, args.overrides))
+        with writing(out_dir, wait=args.wait):
+            summary = run_sweep(args.grid, config_path=args.config, overrides=args.overrides, data=args.data,
+                                out=str(out_dir), workers=args.workers, dask_address=args.dask_address,
+                                walk_forward=args.walk_forward, metric=args.metric, keep_artifacts=args.keep_artifacts,
+                                progress=not args.no_progress, local_processes=args.processes,
+                                pbo_splits=args.pbo_splits)
         results = summary["results"]
         print(f"sweep: {summary['combinations']} combinations ({summary['ran']} run now, {summary['failed']} failed), "
               f"{summary['signal_settings']} signal setting(s), {summary['seconds']:.1f}s")

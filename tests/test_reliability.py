@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -118,3 +119,87 @@ def test_a_writer_killed_just_before_its_commit_point_fails_validate_until_recov
     assert "left by an interrupted write" in out and re.search(rf"{re.escape(str(tmp_path / 'prices.parquet'))}: \d+ bytes, but manifest.json records", out)
     assert recover(tmp_path) and _files(tmp_path) == old and not leftovers(tmp_path)
     assert trendflow(["validate", str(tmp_path)]) == 0
+
+
+# --------------------------------------------------------------------------- one writer per folder
+TRENDFLOW = [sys.executable, "-m", "flows.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+_HOLDER = ("import sys; from stages.common.folder_lock import writing\n"
+           "with writing(sys.argv[1], command='trendflow run --out test'):\n"
+           "    print('holding', flush=True); sys.stdin.readline()\n")
+
+
+def _hold(folder: Path) -> subprocess.Popen:
+    """A second real process holding `folder`'s write lock until a line is written to its stdin."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    return holder
+
+
+def test_a_second_writer_is_refused_with_one_line_naming_the_holder(tmp_path, small_demo_dir):
+    holder = _hold(tmp_path)
+    try:
+        done = subprocess.run([*TRENDFLOW, "signal", "--data", str(small_demo_dir), "--out", str(tmp_path)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: {tmp_path} is being written by pid {holder.pid} (trendflow run --out test, since "
+        + done.stderr.split("since ", 1)[1].split(")")[0] + "); wait for it to finish or rerun with --wait"]
+    assert not (tmp_path / "signals_output.parquet").exists()
+
+
+def test_with_wait_the_second_writer_runs_when_the_first_is_done(tmp_path, small_demo_dir):
+    holder = _hold(tmp_path)
+    waiter = subprocess.Popen([*TRENDFLOW, "signal", "--wait", "--data", str(small_demo_dir), "--out", str(tmp_path)],
+                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        first = waiter.stderr.readline()
+        assert f"is being written by pid {holder.pid}" in first and "waiting (--wait)" in first
+        assert waiter.poll() is None and not (tmp_path / "signals_output.parquet").exists()
+        holder.communicate("done\n", timeout=30)  # the first writer finishes ...
+        rest = waiter.communicate(timeout=120)[1]
+    finally:
+        holder.kill()
+        waiter.kill()
+    assert holder.returncode == 0 and waiter.returncode == 0, rest  # ... and the second one runs
+    assert (tmp_path / "signals_output.parquet").exists()
+    assert not (tmp_path / ".trendflow.lock").exists()  # released and removed
+
+
+def test_the_lock_of_a_killed_writer_is_detected_as_stale_and_taken_over(tmp_path, small_demo_dir):
+    holder = _hold(tmp_path)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (tmp_path / ".trendflow.lock").exists()  # the killed process could not clean up ...
+    done = subprocess.run([*TRENDFLOW, "signal", "--data", str(small_demo_dir), "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr  # ... but the OS released its lock
+    assert f"the lock of pid {holder.pid} (trendflow run --out test" in done.stderr
+    assert "was left by a process that is no longer running; taken over" in done.stderr
+
+
+def test_a_run_stopped_between_its_stages_leaves_a_manifest_that_says_which_stages_are_current(tmp_path, small_demo_dir,
+                                                                                                capsys):
+    """A killed `trendflow run` between signal and trading: the new signals are committed, trading and
+    reporting still hold the previous run's consistent files, and the manifest tells them apart."""
+    from stages.common.config import load_config
+    from stages.reporting.stage import run_reporting_stage
+    from stages.signal.stage import run_signal_stage
+    from stages.trading.stage import run_trading_stage
+
+    config = load_config()
+    run_signal_stage(config, small_demo_dir, tmp_path)
+    run_trading_stage(config, tmp_path, tmp_path)
+    run_reporting_stage(config, tmp_path, tmp_path)
+    assert trendflow(["validate", str(tmp_path)]) == 0
+    assert "not current" not in capsys.readouterr().out
+    run_signal_stage(load_config(overrides=["strategy.combo_mode=either"]), small_demo_dir, tmp_path)  # then killed
+    assert trendflow(["validate", str(tmp_path)]) == 0  # every file is the one its manifest entry describes
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note")]
+    assert len(notes) == 2
+    assert any("stage 'trading' is not current" in n and "earlier signals_output.parquet" in n for n in notes)
+    assert any("stage 'reporting' is not current" in n for n in notes)

@@ -126,3 +126,22 @@ def test_a_folder_says_which_stage_is_not_current_after_its_input_was_rewritten(
     out = capsys.readouterr().out
     assert (f"note {artifacts_dir}: stage 'trading' is not current: report.html was made from an earlier prices.parquet "
             "(rewritten by stage 'signal' since); rerun stage 'trading'") in out  # ... which says what is stale
+
+
+def test_a_stage_downstream_of_a_stale_stage_is_not_current_either(artifacts_dir, capsys):
+    from stages.common.artifacts import read_artifact
+
+    with stage_run("trading", artifacts_dir) as run:
+        run.read(artifacts_dir / "prices.parquet", PricesSchema)
+        run.write_text("trades\n", "trades.txt")
+    with stage_run("reporting", artifacts_dir) as run:
+        run.record_input(artifacts_dir / "trades.txt")
+        run.write_text("<html></html>\n", "report.html")
+    prices = read_artifact(artifacts_dir / "prices.parquet", PricesSchema)
+    with stage_run("signal", artifacts_dir) as run:
+        run.write(prices.assign(close=1.05), "prices.parquet", PricesSchema)
+    assert main(["validate", str(artifacts_dir)]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note")]
+    assert [n.split(": ", 1)[1].split(":")[0] for n in notes] == ["stage 'trading' is not current",
+                                                                 "stage 'reporting' is not current"]
+    assert "report.html was made from the outputs of stage 'trading', which is not current" in notes[1]

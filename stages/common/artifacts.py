@@ -357,7 +357,8 @@ def leftovers(folder: Path) -> list[Path]:
 
 def stale_stages(artifacts: dict[str, Any]) -> dict[str, str]:
     """Stages whose outputs were made from an input another stage has rewritten since (e.g. trading
-    after a run killed between its signal and trading stages): stage -> why, from the manifest alone."""
+    after a run killed between its signal and trading stages), and the stages downstream of those:
+    stage -> why, from the manifest alone."""
     stale: dict[str, str] = {}
     for name, entry in sorted(artifacts.items()):
         for source, digest in sorted((entry.get("inputs") or {}).items()):
@@ -366,6 +367,16 @@ def stale_stages(artifacts: dict[str, Any]) -> dict[str, str]:
                 continue
             stale.setdefault(entry.get("stage"), f"{name} was made from an earlier {source} (rewritten by stage "
                                                  f"'{current.get('stage')}' since); rerun stage '{entry.get('stage')}'")
+    grew = True
+    while grew:  # downstream of a stale stage is stale too
+        grew = False
+        for name, entry in sorted(artifacts.items()):
+            upstream = [artifacts[s]["stage"] for s in sorted(entry.get("inputs") or {}) if s in artifacts]
+            behind = next((u for u in upstream if u in stale and u != entry.get("stage")), None)
+            if behind is not None and entry.get("stage") not in stale:
+                stale[entry.get("stage")] = (f"{name} was made from the outputs of stage '{behind}', which is not "
+                                             f"current; rerun stage '{entry.get('stage')}' after it")
+                grew = True
     return stale
 
 

@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 from schemas.config import TrendflowConfig
 from stages.common.config import load_config
 from stages.common.errors import TrendflowError
+from stages.common.fs import is_os_fault, os_error
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -23,6 +24,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="override one config key, e.g. --set risk.atr_multiplier=2.5 (repeatable; VALUE is JSON or a string)",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--wait", action="store_true",
+                        help="when another trendflow command is writing the same folder, wait for it instead of stopping")
 
 
 def config_from_args(args: argparse.Namespace) -> TrendflowConfig:
@@ -62,6 +65,13 @@ def run_command(body: Callable[[argparse.Namespace], int | None], args: argparse
         logging.getLogger("trendflow").debug("failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk, a read-only folder...: one line naming the path, not a traceback
+        if not is_os_fault(exc):
+            raise
+        logging.getLogger("trendflow").debug("failed", exc_info=True)
+        error = os_error(exc, doing="cannot use")
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

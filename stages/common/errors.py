@@ -40,3 +40,11 @@ class TransientIOError(TrendflowError):
     """An I/O fault worth retrying (a locked file, a network share hiccup)."""
 
     exit_code = 3
+
+
+class FolderBusyError(TrendflowError):
+    """Another process is writing the same folder (one writer per folder)."""
+
+
+class FileSystemError(TrendflowError):
+    """The file system refuses a path as given: read-only, permission denied, not a directory."""

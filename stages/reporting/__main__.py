@@ -18,8 +18,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         from stages.reporting.stage import run_reporting_stage
 
+        from stages.common.folder_lock import writing
+
         config = config_from_args(args)
-        result = run_reporting_stage(config, args.in_dir, resolve_out_dir(args.out, config), benchmark=args.benchmark)
+        with writing(resolve_out_dir(args.out, config), wait=args.wait) as out_dir:
+            result = run_reporting_stage(config, args.in_dir, out_dir, benchmark=args.benchmark)
         print(result.log_line())
         print(f"report: {result.summary['report']}")
         return 0

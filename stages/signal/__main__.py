@@ -22,8 +22,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         from stages.signal.stage import run_signal_stage
 
+        from stages.common.folder_lock import writing
+
         config = config_from_args(args)
-        result = run_signal_stage(config, args.data, resolve_out_dir(args.out, config), as_of_date=args.as_of_date)
+        with writing(resolve_out_dir(args.out, config), wait=args.wait) as out_dir:
+            result = run_signal_stage(config, args.data, out_dir, as_of_date=args.as_of_date)
         print(result.log_line())
         return 0
 

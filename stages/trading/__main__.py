@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from datetime import date
 from pathlib import Path
 
@@ -74,11 +75,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         from stages.trading.stage import run_trading_stage
 
+        from stages.common.folder_lock import writing
+
         config = config_from_args(args)
         in_dir, weights = _positional_signals(args)
-        result = run_trading_stage(config, in_dir, resolve_out_dir(args.out, config), weights=weights,
-                                   as_of_date=args.as_of_date, portfolio=args.portfolio, fresh=args.fresh,
-                                   dry_run=args.dry_run)
+        out_dir = resolve_out_dir(args.out, config)
+        with writing(out_dir, wait=args.wait) if not args.dry_run else contextlib.nullcontext():
+            result = run_trading_stage(config, in_dir, out_dir, weights=weights,
+                                       as_of_date=args.as_of_date, portfolio=args.portfolio, fresh=args.fresh,
+                                       dry_run=args.dry_run)
         print(result.log_line())
         return 0
 
