@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from schemas.config import TrendflowConfig
-from schemas.trading import SNAPSHOT_VERSION, Holding, PortfolioSnapshot, SnapshotMetadata
+from schemas.trading import SNAPSHOT_VERSION, PortfolioSnapshot
 from stages.common.errors import SnapshotError
 
 log = logging.getLogger("trendflow.api")
@@ -44,70 +44,19 @@ def load_portfolio(path: str | Path, config: str | Path | TrendflowConfig | None
     else `value / shares`, else cost_basis; highest close since entry from `prices` when given, else the
     last close; the ATR stop not set yet (set at the next close); days held = sessions in `prices` from
     entry to as_of_date (else 0); no pending orders; trading day index 0 (a rebalance day); tagged
-    with `config`'s trading settings (default config) so a run under that config resumes from it."""
+    with `config`'s trading settings (default config) so a run under that config resumes from it.
+    `trendflow daily --portfolio` and `trendflow trade --portfolio` take either shape the same way."""
+    from stages.trading.legacy import _raw, from_older, is_older_snapshot
+    from stages.trading.snapshot import read_snapshot
+
     path = Path(path)
-    try:
-        raw = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise SnapshotError(f"portfolio snapshot {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SnapshotError(f"portfolio snapshot {path} is damaged (not valid JSON: {exc})") from None
+    raw = _raw(path)
+    if is_older_snapshot(raw):
+        return from_older(raw, path, _config(config), prices)
     if isinstance(raw, dict) and raw.get("version") == SNAPSHOT_VERSION:
-        from stages.trading.snapshot import read_snapshot
-
         return read_snapshot(path, date.fromisoformat(str(raw.get("as_of_date"))))
-    if not isinstance(raw, dict) or not {"as_of_date", "holdings", "cash"} <= set(raw):
-        raise SnapshotError(f"portfolio snapshot {path} is neither a trendflow snapshot (version {SNAPSHOT_VERSION}) "
-                            "nor an older one ({as_of_date, holdings, cash, ...})")
-    return _from_older(raw, path, _config(config), prices)
-
-
-def _from_older(raw: dict[str, Any], path: Path, config: TrendflowConfig, prices: pd.DataFrame | None) -> PortfolioSnapshot:
-    from pydantic import ValidationError
-
-    from stages.trading.snapshot import trading_config_hash
-
-    try:
-        as_of = date.fromisoformat(str(raw["as_of_date"])[:10])
-        closes = _closes_up_to(prices, as_of)
-        holdings = {}
-        for symbol, h in (raw.get("holdings") or {}).items():
-            shares = int(h["shares"])
-            if shares == 0:
-                continue
-            cost = float(h["cost_basis"])
-            entry = date.fromisoformat(str(h.get("entry_date") or as_of)[:10])
-            history = closes.get(symbol)
-            held = history[history.index >= pd.Timestamp(entry)] if history is not None else None
-            if held is not None and len(held):
-                last, highest, days = float(held.iat[-1]), float(held.max()), len(held) - 1
-            else:
-                last = float(h["value"]) / shares if h.get("value") else cost
-                highest, days = last, 0
-            holdings[str(symbol)] = Holding(shares=shares, entry_date=entry, entry_price=cost, highest_close=max(highest, last),
-                                            stop_level=0.0, last_close=last, days_held=days,
-                                            cluster=int((raw.get("cluster_assignments") or {}).get(symbol, -1)))
-        cash = float(raw["cash"])
-        total = cash + sum(h.shares * h.last_close for h in holdings.values())
-        snapshot = PortfolioSnapshot(
-            version=SNAPSHOT_VERSION, as_of_date=as_of, trading_day_index=0, holdings=holdings, pending_orders=[],
-            cash=cash, total_value=total, peak_equity=total, breaker_on=False, market_drawdown=0.0,
-            cluster_assignments={str(s): int(c) for s, c in (raw.get("cluster_assignments") or {}).items()},
-            metadata=SnapshotMetadata(trading_config_hash=trading_config_hash(config), mode="signals",
-                                      fill_price=config.execution.fill_price, lot_size=config.execution.lot_size),
-        )
-    except (KeyError, TypeError, ValueError, ValidationError) as exc:
-        detail = "; ".join(e["msg"] for e in exc.errors()[:3]) if isinstance(exc, ValidationError) else f"{type(exc).__name__}: {exc}"
-        raise SnapshotError(f"portfolio snapshot {path} (older shape) cannot be converted: {detail}") from None
-    log.info("%s: older portfolio snapshot converted (%d holdings, cash %.2f)", path, len(holdings), cash)
-    return snapshot
-
-
-def _closes_up_to(prices: pd.DataFrame | None, day: date) -> dict[str, pd.Series]:
-    if prices is None:
-        return {}
-    upto = prices[prices["date"] <= pd.Timestamp(day)].sort_values("date", kind="stable")
-    return {str(s): g.set_index("date")["close"] for s, g in upto.groupby("symbol", sort=False)}
+    raise SnapshotError(f"portfolio snapshot {path} is neither a trendflow snapshot (version {SNAPSHOT_VERSION}) "
+                        "nor an older one ({as_of_date, holdings, cash, ...})")
 
 
 def run_daily_signal(config_path: str | Path | None, as_of_date: str | date | None = None,
@@ -130,32 +79,25 @@ def run_daily_signal(config_path: str | Path | None, as_of_date: str | date | No
     with tempfile.TemporaryDirectory(prefix="trendflow_dry_run_") as scratch:
         work = Path(scratch) if dry_run else out_dir
         signal = run_signal_stage(config, market_data_path, work, as_of_date=day)
-        prices = pd.read_parquet(work / "prices.parquet", columns=["date", "symbol", "close"])
-        portfolio, fresh = _starting_snapshot(portfolio_snapshot, out_dir, prices, day, config, Path(scratch))
+        prices = pd.read_parquet(work / "prices.parquet", columns=["date"])
+        portfolio, fresh = _starting_snapshot(portfolio_snapshot, out_dir, prices, day)
         trading = run_trading_stage(config, work, work, as_of_date=day, portfolio=portfolio, fresh=fresh)
         result = _older_result(work, day, signal.summary, trading.summary, {} if dry_run else dict(trading.outputs) | dict(signal.outputs))
     result["result"] = dict(result)
     return result
 
 
-def _starting_snapshot(given: str | Path | None, out_dir: Path, prices: pd.DataFrame, day: date,
-                       config: TrendflowConfig, scratch: Path) -> tuple[Path | None, bool]:
-    """(snapshot file in trendflow's shape, fresh): the given snapshot (an older one converted into
-    `scratch`), else portfolio_<previous session>.json in `out_dir`, else a start from cash."""
-    sessions = sorted(prices["date"].unique())
-    before = [d for d in sessions if d < pd.Timestamp(day)]
-    if given is None:
-        candidate = out_dir / f"portfolio_{pd.Timestamp(before[-1]).date()}.json" if before else None
-        if candidate is not None and candidate.exists():
-            return candidate, False
-        log.info("no portfolio snapshot given and none in %s for the previous session: starting from cash", out_dir)
-        return None, True
-    snapshot = load_portfolio(given, config, prices)
-    if json.loads(Path(given).read_bytes()).get("version") == SNAPSHOT_VERSION:
+def _starting_snapshot(given: str | Path | None, out_dir: Path, prices: pd.DataFrame, day: date) -> tuple[Path | None, bool]:
+    """(snapshot file, fresh): the given snapshot (either shape: the trading stage converts an older
+    one), else portfolio_<previous session>.json in `out_dir`, else a start from cash."""
+    if given is not None:
         return Path(given), False
-    converted = scratch / f"portfolio_{snapshot.as_of_date}.json"
-    converted.write_text(snapshot.model_dump_json(indent=2), encoding="utf-8")
-    return converted, False
+    before = [d for d in sorted(prices["date"].unique()) if d < pd.Timestamp(day)]
+    candidate = out_dir / f"portfolio_{pd.Timestamp(before[-1]).date()}.json" if before else None
+    if candidate is not None and candidate.exists():
+        return candidate, False
+    log.info("no portfolio snapshot given and none in %s for the previous session: starting from cash", out_dir)
+    return None, True
 
 
 def _older_result(folder: Path, day: date, signal: dict, trading: dict, files: dict) -> dict[str, Any]:

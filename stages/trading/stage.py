@@ -49,7 +49,8 @@ from stages.trading.execution.store import ExecutionStore
 from stages.trading.live import LIVE_ARTIFACTS, append_day, live_rows
 from stages.trading.engine import decide_by_signals, decide_by_weights, fresh_state, step
 from stages.trading.market import build_market
-from stages.trading.snapshot import from_snapshot, read_snapshot, to_snapshot
+from stages.trading.legacy import read_any_snapshot
+from stages.trading.snapshot import from_snapshot, to_snapshot
 from stages.trading.weights import load_weights_file, validate_weights
 
 log = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
                                 "snapshot to resume; start with --fresh")
         previous = market.dates[t - 1].date()
         path = Path(portfolio) if portfolio is not None else out_dir / f"portfolio_{previous.isoformat()}.json"
-        snapshot = read_snapshot(path, previous)
+        snapshot = read_any_snapshot(path, previous, config, prices)  # an older signal_pipeline one is converted
         if run is not None:
             run.record_input(path)
         state = from_snapshot(snapshot, market, config, mode, str(path))
