@@ -86,6 +86,27 @@ def test_permissive_paper_month_equals_the_backtest_and_the_books_agree(demo_sig
     assert list(curve["date"].dt.date) == days and curve["drift"].max() < 1e-6
     backtest_curve = fold(market, config, start=start, end=start + SESSIONS + 1).equity_curve
     np.testing.assert_allclose(curve["equity"].to_numpy(), backtest_curve["equity"].to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(curve["daily_return"], curve["model_return"], atol=1e-15)  # no tracking difference
+
+
+def test_the_report_shows_the_live_section_and_every_live_artifact_validates(demo_signals, tmp_path, capsys):
+    from flows.cli import main
+    from stages.reporting import run_reporting_stage
+
+    src, config = demo_signals
+    folder = _folder(src, tmp_path)
+    paper_month(folder, config, load_profile("balanced"), 130, sessions=5)
+    run_trading_stage(config, folder, folder)  # the backtest the report compares with
+    run_reporting_stage(config, folder, folder)
+    page = (folder / "report.html").read_text()
+    assert '<section id="live">' in page and "Live track record" in page and "Tracking difference" in page
+    assert "Realised costs" in page and "live-equity" in page
+    live_files = sorted(p.name for p in folder.iterdir() if p.name.startswith(("live_", "reconcile_")))
+    assert len(live_files) == 3 + 5
+    code = main(["validate", *(str(folder / name) for name in live_files)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert all(name in out for name in live_files)
 
 
 def test_a_resizing_profile_drifts_is_reported_and_the_next_day_starts_from_the_executed_book(demo_signals, tmp_path):

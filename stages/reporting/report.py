@@ -10,6 +10,7 @@ import pandas as pd
 from schemas.config import TrendflowConfig
 from stages.reporting import charts
 from stages.reporting.html import cards, chart, fmt, heat_table, note, page, section, table
+from stages.reporting.live import LiveRecord, live_section
 from stages.reporting.metrics import (TRAILING_PERIODS, drawdown_episodes, drawdown_series, per_period_rate, period_returns,
                                       rolling_beta, rolling_sortino, round_trips, strategy_returns, trailing_return)
 
@@ -30,6 +31,7 @@ class ReportInputs:
     benchmark_label: str | None
     notes: list[str]
     config: TrendflowConfig
+    live: LiveRecord | None = None
 
 
 # label, kind for each metric in the tables (the JSON keeps the raw keys)
@@ -358,6 +360,7 @@ def _years_and_drawdowns(inp: ReportInputs, r: pd.Series) -> str:
 # The page, top to bottom: add a section by writing its body function and listing it here.
 SECTIONS: list[Section] = [
     Section("performance", "Performance", "Performance", _performance_charts),
+    Section("live", "Live", "Live track record", live_section),
     Section("monthly", "Monthly", "Monthly returns", lambda inp, r: _monthly_table(r)),
     Section("distribution", "Distribution", "Return distribution, tails and trailing returns", _distribution),
     Section("risk", "Rolling risk", "Rolling risk", _rolling),

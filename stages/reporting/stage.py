@@ -21,6 +21,7 @@ from stages.common.lineage import Lineage
 from stages.common.market_data import read_symbol_file
 from stages.common.stage import StageResult
 from stages.reporting.html import fmt
+from stages.reporting.live import read_live
 from stages.reporting.metrics import compute_metrics
 from stages.reporting.report import ReportInputs, render_report
 from stages.reporting.signal_quality import signal_quality
@@ -72,7 +73,7 @@ def run_reporting_stage(config: TrendflowConfig, in_dir: str | Path | None, out_
             curve=curve, trades=trades, positions=positions, orders=orders,
             orders_date=ORDERS_FILE.match(orders_path.name).group(1) if orders_path else None,
             metrics=metrics, quality=quality, ic_series=ic_series, benchmark_returns=bench.returns if bench else None,
-            benchmark_label=bench.label if bench else None, notes=notes, config=config))
+            benchmark_label=bench.label if bench else None, notes=notes, config=config, live=read_live(run, in_dir)))
         run.write_text(html, "report.html", kind="html")
     seconds = time.perf_counter() - t0
     log.info("Report written: %s (Sharpe %s, CAGR %s, max drawdown %s) in %.2fs", out_dir / "report.html",
