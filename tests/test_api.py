@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import trendflow
-from stages.common.errors import SnapshotError
+from stages.common.errors import ConfigError, SnapshotError
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def _orders(path) -> list[dict]:
 def test_run_daily_signal_returns_the_orders_of_trendflow_daily(daily, days, small_demo_dir, tmp_path):
     first, second, _ = days
     mine = tmp_path / "api"
-    result = trendflow.run_daily_signal(None, first, None, str(small_demo_dir), str(mine), dry_run=False)
+    result = trendflow.run_daily_signal(None, first, None, None, str(mine), dry_run=False, data=str(small_demo_dir))
     assert result["orders"] == _orders(daily / f"orders_{first}.csv") and result["orders"]
     assert (mine / f"orders_{first}.csv").read_bytes() == (daily / f"orders_{first}.csv").read_bytes()
     meta = result["metadata"]
@@ -51,14 +51,17 @@ def test_run_daily_signal_returns_the_orders_of_trendflow_daily(daily, days, sma
     assert result["result"]["metadata"] == meta and result["circuit_breaker"] in (True, False)
     assert set(result["signals"]) == set(pd.read_csv(daily / f"signals_{first}.csv")["symbol"])
     # the next session resumes from the snapshot in output_dir, like `trendflow daily`
-    again = trendflow.run_daily_signal(None, second, None, str(small_demo_dir), str(mine), dry_run=False)
+    again = trendflow.run_daily_signal(None, second, None, None, str(mine), dry_run=False, data=str(small_demo_dir))
     assert again["orders"] == _orders(daily / f"orders_{second}.csv")
     assert again["portfolio"] == json.loads((daily / f"portfolio_{second}.json").read_text())
     # a dry run from a given snapshot writes nothing
     dry = tmp_path / "dry"
-    result = trendflow.run_daily_signal(None, second, str(daily / f"portfolio_{first}.json"), str(small_demo_dir), str(dry))
+    result = trendflow.run_daily_signal(None, second, str(daily / f"portfolio_{first}.json"), None, str(dry),
+                                        data=str(small_demo_dir))
     assert result["orders"] == _orders(daily / f"orders_{second}.csv") and result["output_files"] == {}
     assert not dry.exists()
+    with pytest.raises(ConfigError, match="market_data_path index.csv: a separate market index file"):
+        trendflow.run_daily_signal(None, second, None, "index.csv", str(dry), data=str(small_demo_dir))
 
 
 @pytest.mark.prefect
@@ -84,7 +87,8 @@ def test_load_portfolio_reads_both_shapes(daily, days, small_demo_dir, tmp_path)
             h["shares"], h["entry_price"], h["entry_date"], h["last_close"], held["cluster_assignments"].get(symbol, -1))
     assert converted.cash == held["cash"] and converted.pending_orders == []
     # the older snapshot is accepted by run_daily_signal for the next session (its holdings carried on)
-    result = trendflow.run_daily_signal(None, third, str(tmp_path / "older.json"), str(small_demo_dir), str(tmp_path / "o"))
+    result = trendflow.run_daily_signal(None, third, str(tmp_path / "older.json"), None, str(tmp_path / "o"),
+                                        data=str(small_demo_dir))
     assert set(result) >= {"signals", "orders", "metadata", "circuit_breaker"}
     assert set(result["portfolio"]["holdings"]) | {o["symbol"] for o in result["orders"]} >= set(held["holdings"])
     (tmp_path / "bad.json").write_text(json.dumps({"as_of_date": second, "cash": 1.0, "holdings": {"A": {"shares": 100}}}))

@@ -1,8 +1,8 @@
 """trendflow's Python API for users of the older design (signal_pipeline / V4).
 
     import trendflow
-    result = trendflow.run_daily_signal("config.json", "2024-08-30", "portfolio_2024-08-29.json",
-                                        "prices/", "live/", dry_run=False)
+    result = trendflow.run_daily_signal("config.json", "2024-08-30", "live/portfolio_2024-08-29.json",
+                                        output_dir="live/", dry_run=False, data="prices/")
     result["orders"], result["metadata"]["num_buy_orders"], result["circuit_breaker"]
     snapshot = trendflow.load_portfolio("portfolio_2024-08-29.json")   # either snapshot shape
 

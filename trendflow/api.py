@@ -2,9 +2,11 @@
 
 Both run trendflow's own stages (the signal stage, then one trading step: exactly what
 `trendflow daily` runs, without Prefect). Where the older design differs:
-- `market_data_path` is the price data (a folder of per-symbol files or one long file, as `--data`);
-  the circuit breaker's index is `data.market_index_symbol`, a symbol in those prices (or, when
-  unset, the equal-weight universe), not a separate index file;
+- the prices come from `data` (a folder of per-symbol files or one long file, as `--data`), else
+  config `data.source`, else the demo universe generated into the output folder;
+- `market_data_path` keeps its older meaning, a market index file for the circuit breaker; this
+  version does not take one yet and says so (the breaker's index is `data.market_index_symbol`, a
+  symbol in the prices, or the equal-weight universe when unset);
 - a damaged or mismatched snapshot is an error, never a silent empty portfolio. Without a snapshot the
   run resumes from `portfolio_<previous session>.json` in `output_dir` when there is one, and starts
   from cash otherwise (the older design's "initialize empty portfolio"), saying so in the log.
@@ -22,7 +24,7 @@ import pandas as pd
 
 from schemas.config import TrendflowConfig
 from schemas.trading import SNAPSHOT_VERSION, PortfolioSnapshot
-from stages.common.errors import SnapshotError
+from stages.common.errors import ConfigError, SnapshotError
 
 log = logging.getLogger("trendflow.api")
 
@@ -61,7 +63,8 @@ def load_portfolio(path: str | Path, config: str | Path | TrendflowConfig | None
 
 def run_daily_signal(config_path: str | Path | None, as_of_date: str | date | None = None,
                      portfolio_snapshot: str | Path | None = None, market_data_path: str | Path | None = None,
-                     output_dir: str | Path | None = None, dry_run: bool = True) -> dict[str, Any]:
+                     output_dir: str | Path | None = None, dry_run: bool = True, *,
+                     data: str | Path | None = None) -> dict[str, Any]:
     """The daily run for `as_of_date` (default today): signals up to that close, one trading step from the
     snapshot, the orders for the next session. Returns the older result dict:
     `signals` {symbol: 1/0/-1}, `scores` (list of {symbol, score, rank, cluster}), `orders` (rows of
@@ -73,12 +76,16 @@ def run_daily_signal(config_path: str | Path | None, as_of_date: str | date | No
     from stages.signal.stage import run_signal_stage
     from stages.trading.stage import run_trading_stage
 
+    if market_data_path is not None:
+        raise ConfigError(f"market_data_path {market_data_path}: a separate market index file for the circuit breaker "
+                          "is not supported here; set data.market_index_symbol to a symbol in the prices (the price "
+                          "data itself goes in data=...)")
     config = _config(config_path)
     day = as_of_date if isinstance(as_of_date, date) else (date.fromisoformat(str(as_of_date)[:10]) if as_of_date else date.today())
     out_dir = resolve_out_dir(output_dir, config)
     with tempfile.TemporaryDirectory(prefix="trendflow_dry_run_") as scratch:
         work = Path(scratch) if dry_run else out_dir
-        signal = run_signal_stage(config, market_data_path, work, as_of_date=day)
+        signal = run_signal_stage(config, data, work, as_of_date=day)
         prices = pd.read_parquet(work / "prices.parquet", columns=["date"])
         portfolio, fresh = _starting_snapshot(portfolio_snapshot, out_dir, prices, day)
         trading = run_trading_stage(config, work, work, as_of_date=day, portfolio=portfolio, fresh=fresh)
