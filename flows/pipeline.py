@@ -83,12 +83,13 @@ def signal_task(config_path, overrides, data, out, as_of_date, k=1, n=3) -> dict
 
 
 @task(name="trading", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
-def trading_task(config_path, overrides, out, as_of_date, fresh, k=2, n=3) -> dict:
+def trading_task(config_path, overrides, out, as_of_date, fresh, k=2, n=3, allow_stale=False) -> dict:
     from stages.trading import run_trading_stage
 
     log.info("[%d/%d] trading stage starting", k, n)
     check_inputs("trading", Path(out))
-    result = run_trading_stage(_config(config_path, overrides), Path(out), Path(out), as_of_date=as_of_date, fresh=fresh)
+    result = run_trading_stage(_config(config_path, overrides), Path(out), Path(out), as_of_date=as_of_date, fresh=fresh,
+                               allow_stale=allow_stale)
     return _announce(result, k, n)
 
 
@@ -161,6 +162,7 @@ def trend_pipeline(
     mode: str = "backtest",
     as_of_date: date | None = None,
     fresh: bool = False,
+    allow_stale: bool = False,
     retry_delay_seconds: float = 5.0,
     timezone: str = "Asia/Shanghai",
     calendar: str = "XSHG",
@@ -201,7 +203,7 @@ def trend_pipeline(
         if stage == "signal":
             done.append(signal_task.with_options(**opts)(config_path, overrides, data, str(out_dir), day, k, n))
         elif stage == "trading":
-            done.append(trading_task.with_options(**opts)(config_path, overrides, str(out_dir), day, fresh, k, n))
+            done.append(trading_task.with_options(**opts)(config_path, overrides, str(out_dir), day, fresh, k, n, allow_stale))
         else:
             done.append(reporting_task.with_options(**opts)(config_path, overrides, str(out_dir), k, n))
     if execute is not None:
@@ -251,6 +253,8 @@ def _parser(prog: str, daily: bool) -> argparse.ArgumentParser:
     parser.add_argument("--as-of-date", type=date.fromisoformat, metavar="YYYY-MM-DD", required=daily,
                         help="daily mode: the date whose close the orders are decided at")
     parser.add_argument("--fresh", action="store_true", help="daily mode: start from cash instead of the previous snapshot")
+    parser.add_argument("--allow-stale", action="store_true",
+                        help="daily mode: carry the last close of holdings without a price on the as-of date (default: an error naming them)")
     parser.add_argument("--execute", choices=["paper"], help="daily mode: send the day's orders to the paper broker as a last step")
     parser.add_argument("--profile", default="balanced", help="risk profile for --execute: conservative | balanced | aggressive | FILE")
     parser.add_argument("--no-dry-run", dest="no_dry_run", action="store_true",
@@ -285,7 +289,7 @@ def _run_locked(args: argparse.Namespace, mode: str, stages: list[str] | None, o
     logging.getLogger("prefect").setLevel(logging.INFO if args.log_level == "DEBUG" else logging.CRITICAL)
     try:
         summary = trend_pipeline(config_path=args.config, overrides=args.overrides, data=args.data, out=str(out_dir),
-                                 stages=stages, mode=mode, as_of_date=args.as_of_date, fresh=args.fresh,
+                                 stages=stages, mode=mode, as_of_date=args.as_of_date, fresh=args.fresh, allow_stale=args.allow_stale,
                                  retry_delay_seconds=args.retry_delay, execute=args.execute, risk_profile=args.profile)
     except TrendflowError as exc:  # the log file records why the run stopped, not only the terminal
         _to_log_file(logging.ERROR, f"trendflow {mode} run failed: {exc}")  # the terminal gets it once, as `error: ...`

@@ -13,6 +13,8 @@ _TABLE = r"\.(parquet|csv)"
 _DAY = r"\d{4}-\d{2}-\d{2}"
 ARTIFACT_SCHEMAS: list[tuple[str, str]] = [
     (r"prices" + _TABLE, "schemas.prices:PricesSchema"),
+    (r"adjusted_prices" + _TABLE, "schemas.prices:PricesSchema"),
+    (r"data_quality\.csv", "schemas.data:DataQualitySchema"),
     (r"signals_output" + _TABLE, "schemas.signals:SignalsSchema"),
     (rf"signals_{_DAY}\.csv", "schemas.signals:DailySignalsSchema"),
     (rf"scores_{_DAY}\.csv", "schemas.signals:DailyScoresSchema"),

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 TRADE_SIDES = ["BUY", "SELL"]
 ORDER_REASONS = [
     "atr_stop",
+    "data_ended",
     "time_stop",
     "sell_signal",
     "rank_out_of_buffer",

@@ -76,7 +76,11 @@ def check_accounting(out: Path, config) -> int:
     np.testing.assert_allclose(got["market_value"], (held * lc).to_numpy(), rtol=1e-12)
     # every fill: whole lots, at the right session's price with slippage, commission max(rate x value, minimum)
     ref = close if ex.fill_price == "close" else prices.pivot(index="date", columns="symbol", values="open")
-    reference = ref.stack().reindex(pd.MultiIndex.from_arrays([trades["date"], trades["symbol"]])).to_numpy()
+    reference = ref.stack().reindex(pd.MultiIndex.from_arrays([trades["date"], trades["symbol"]])).to_numpy().copy()
+    # a holding whose data ended is sold on the day it is declared ended, at its last close
+    ended = (trades["reason"] == "data_ended").to_numpy()
+    reference[ended] = close.ffill().stack().reindex(
+        pd.MultiIndex.from_arrays([trades["date"][ended], trades["symbol"][ended]])).to_numpy()
     move = np.where(trades["side"] == "BUY", 1, -1) * ex.slippage_bps / 1e4
     np.testing.assert_allclose(trades["price"], reference * (1 + move), rtol=1e-12)
     np.testing.assert_allclose(trades["slippage"], trades["quantity"] * np.abs(trades["price"] - reference), rtol=1e-9, atol=1e-9)
@@ -95,10 +99,11 @@ def check_accounting(out: Path, config) -> int:
     dates = close.index
     previous = pd.Series(dates[:-1], index=dates[1:])
     decided = trades["decision_date"].to_numpy()
+    assert (decided[ended] == trades["date"].to_numpy()[ended]).all()  # data_ended: decided and sold that day
     if ex.fill_price == "close":
         assert (decided == trades["date"].to_numpy()).all()
     else:
-        immediate = decided == previous.reindex(trades["date"]).to_numpy()
+        immediate = ended | (decided == previous.reindex(trades["date"]).to_numpy())
         # the rest are sells carried over a suspension: no price for the symbol in between
         for _, row in trades[~immediate].iterrows():
             assert row["side"] == "SELL"

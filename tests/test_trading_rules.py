@@ -514,6 +514,35 @@ def test_suspended_symbol_gets_no_fill_keeps_its_last_close_and_its_sell_waits_u
     assert [(f.side, f.quantity, f.price) for f in record.fills] == [("SELL", 100, 8.5)] and state.cash == 850.0
 
 
+def test_a_holding_whose_data_ended_is_sold_at_its_last_close_after_the_configured_sessions():
+    # A stops after day 1 while B goes on; a pending stop-sell of A waits, then the series counts as ended
+    close = [[10.0, 5.0], [9.0, 5.0], [np.nan, 5.0], [np.nan, 5.0], [np.nan, 5.0], [np.nan, 5.0]]
+    market = hand_market(close)
+    config = frictionless("scoring.rebalance_frequency=1000", "risk.data_ended_sessions=3")
+    state = fresh_state(2, config)
+    state.day_index, state.cash = 2, 0.0
+    hold(state, 0, 100, 10.0, last=9.0)  # after the close of day 1, with a stop-sell decided there
+    state.pending = [Order(0, "SELL", 100, "atr_stop", 0.5, 1.0, 0.0, 9.0, market.dates[1])]
+    for t in (2, 3):  # a suspension so far: the sell waits, the mark stays 9.0
+        record = step(state, market.day(t), config)
+        assert record.fills == [] and record.equity == pytest.approx(900.0)
+    record = step(state, market.day(4), config)  # the 3rd session without a price: ended
+    assert [(f.side, f.quantity, f.price, f.reason) for f in record.fills] == [("SELL", 100, 9.0, "data_ended")]
+    assert not state.held.any() and state.cash == 900.0 and record.orders == []
+    assert step(state, market.day(5), config).fills == []
+
+
+def test_data_ended_sells_after_ten_sessions_by_default():
+    close = [[10.0, 5.0]] + [[np.nan, 5.0]] * 11
+    market = hand_market(close)
+    config = frictionless("scoring.rebalance_frequency=1000")
+    state = fresh_state(2, config)
+    state.day_index = 1
+    hold(state, 0, 100, 10.0)
+    sold = [t for t in range(1, 12) if step(state, market.day(t), config).fills]
+    assert sold == [10]
+
+
 def test_a_pending_buy_of_a_suspended_symbol_is_dropped():
     market = hand_market([[10.0], [np.nan]], open_=[[10.0], [np.nan]])
     config = frictionless("scoring.rebalance_frequency=1000")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from schemas.config import TrendflowConfig
+from schemas.data import DataQualitySchema
 from schemas.prices import PricesSchema
 from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema
 from stages.common.artifacts import StageRun, read_manifest, stage_run
@@ -17,6 +18,7 @@ from stages.common.errors import DataError, IntegrityError
 from stages.common.lineage import Lineage
 from stages.common.market_data import load_market_data
 from stages.common.stage import StageResult, resolve_data_source
+from stages.data.quality import quality_report
 from stages.signal.compute import compute_signals_and_state, step_signals
 from stages.signal.state import STATE_NAME, SignalState, StateUnusable
 
@@ -44,8 +46,11 @@ def run_signal_stage(
         last = prices["date"].max().date()
         raise DataError(f"--as-of-date {as_of_date}: no prices on that date in {source} (last date with prices: {last})")
 
+    quality = quality_report(prices, as_of=as_of_date, ended_sessions=config.risk.data_ended_sessions)
+
     with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
                    lineage=Lineage("signal", config)) as run:
+        run.write(quality, "data_quality.csv", DataQualitySchema)
         # encoded on a writer thread while the signals are computed
         run.write(prices, "prices.parquet", PricesSchema, csv_twin=False, already_validated=True)  # by load_market_data
         step = _step_from_saved_state(run, out_dir, prices, config) if as_of_date is not None else None

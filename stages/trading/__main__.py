@@ -41,6 +41,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                        help="daily run: snapshot of the previous trading day (default: <out>/portfolio_<prev>.json)")
     start.add_argument("--fresh", action="store_true", default=False,
                        help="daily run: start from cash (execution.initial_cash) instead of a snapshot")
+    parser.add_argument("--allow-stale", action="store_true",
+                        help="daily run: carry the last close of holdings without a price on the as-of date "
+                             "(default: an error naming them)")
     parser.add_argument("--dry-run", action=argparse.BooleanOptionalAction, default=False,
                         help="print the orders and write nothing (--no-dry-run, the default, writes the files)")
     return parser
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         with writing(out_dir, wait=args.wait) if not args.dry_run else contextlib.nullcontext():
             result = run_trading_stage(config, in_dir, out_dir, weights=weights,
                                        as_of_date=args.as_of_date, portfolio=args.portfolio, fresh=args.fresh,
-                                       dry_run=args.dry_run)
+                                       dry_run=args.dry_run, allow_stale=args.allow_stale)
         print(result.log_line())
         return 0
 

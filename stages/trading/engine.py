@@ -16,7 +16,7 @@ are Python objects.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -29,6 +29,7 @@ from stages.trading.rules import (
     atr_stop_hits,
     buy_candidates,
     commission,
+    data_ended_hits,
     inertia_ranking,
     is_rebalance_day,
     lot_shares,
@@ -183,6 +184,8 @@ def step(state: PortfolioState, day: Day, config: TrendflowConfig, decide: Decid
         carried = [o for o in unfilled if o.side == "SELL" and state.shares[o.symbol] > 0]
         state.pending = []
     mark_to_close(state, day)
+    fills += sell_ended_series(state, day, config)
+    carried = [o for o in carried if state.shares[o.symbol] > 0]
     state.breaker_on, state.market_drawdown = day.breaker_on, day.market_drawdown
     busy = np.zeros(len(state.shares), dtype=bool)
     busy[[o.symbol for o in carried]] = True
@@ -214,6 +217,20 @@ def mark_to_close(state: PortfolioState, day: Day) -> None:
     state.highest_close[priced] = np.fmax(state.highest_close[priced], day.close[priced])
     state.cluster[priced] = day.cluster[priced]
     state.days_held[held] += 1
+
+
+def sell_ended_series(state: PortfolioState, day: Day, config: TrendflowConfig) -> list[Fill]:
+    """Holdings whose data has ended (rules.data_ended_hits) are sold today at their last close,
+    through the normal fill (slippage, commission), reason data_ended."""
+    ended = np.flatnonzero(state.held & data_ended_hits(day.sessions_without_price, config))
+    if not len(ended):
+        return []
+    orders = [Order(int(i), "SELL", int(state.shares[i]), "data_ended", np.nan, np.nan, 0.0, float(state.last_close[i]), day.date)
+              for i in ended]
+    priced = day.tradable.copy()
+    priced[ended] = True
+    fills, _ = fill_orders(state, orders, state.last_close.copy(), replace(day, tradable=priced), config)
+    return fills
 
 
 def decide_by_signals(state: PortfolioState, day: Day, config: TrendflowConfig, busy: np.ndarray) -> list[Order]:

@@ -7,6 +7,7 @@ which is computed from closes up to t -- so a decision at the close of t cannot 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ class Day:
     cluster: np.ndarray
     breaker_on: bool
     market_drawdown: float
+    sessions_without_price: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,16 @@ class Market:
             trend_signal=self.trend_signal[t], signal_strength=self.signal_strength[t], atr=self.atr[t],
             volatility=self.volatility[t], momentum_score=self.momentum_score[t], cluster=self.cluster[t],
             breaker_on=bool(self.breaker_on[t]), market_drawdown=float(self.market_drawdown[t]),
+            sessions_without_price=self.sessions_without_price[t],
         )
+
+    @cached_property
+    def sessions_without_price(self) -> np.ndarray:
+        """(dates x symbols): sessions since each symbol's last price row, up to each day (0 = traded that
+        day; t + 1 before its first). Reads no later row."""
+        rows = np.arange(len(self.dates))[:, None]
+        last = np.maximum.accumulate(np.where(self.tradable, rows, -1), axis=0)
+        return rows - last
 
     def index_of(self, day) -> int:
         """Row of a trading day; DataError when the date has no prices."""

@@ -46,6 +46,13 @@ def sell_signal_hits(trend_signal: np.ndarray, config: TrendflowConfig) -> np.nd
     return (trend_signal == -1) & config.risk.exit_on_sell_signal
 
 
+def data_ended_hits(sessions_without_price: np.ndarray, config: TrendflowConfig) -> np.ndarray:
+    """Requires: sessions since each position's last price while the panel goes on. Decides: its data
+    has ended once that reaches `risk.data_ended_sessions` -- sell at the last close (data_ended),
+    rather than carry a frozen mark into every later metric."""
+    return sessions_without_price >= config.risk.data_ended_sessions
+
+
 def risk_exit_reason(atr_stop: bool, time_stop: bool) -> str:
     """Decides the reason of a risk exit, the first that applies: atr_stop, time_stop, sell_signal."""
     return "atr_stop" if atr_stop else "time_stop" if time_stop else "sell_signal"

@@ -24,6 +24,7 @@ from datetime import date
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from schemas.config import TrendflowConfig
@@ -39,7 +40,7 @@ from schemas.trading import (
     TradeLogSchema,
 )
 from stages.common.artifacts import StageRun, read_artifact, stage_run
-from stages.common.errors import ConfigError, SnapshotError
+from stages.common.errors import ConfigError, DataError, SnapshotError
 from stages.common.lineage import Lineage
 from stages.common.stage import StageResult
 from stages.trading.backtest import ORDER_COLUMNS, order_row, orders_frame, run_backtest
@@ -66,6 +67,7 @@ def run_trading_stage(
     portfolio: str | Path | None = None,
     fresh: bool = False,
     dry_run: bool = False,
+    allow_stale: bool = False,
 ) -> StageResult:
     t0 = time.perf_counter()
     if as_of_date is None and (fresh or portfolio is not None):
@@ -75,11 +77,11 @@ def run_trading_stage(
     out_dir = Path(out_dir)
     in_dir = Path(in_dir) if in_dir is not None else out_dir
     if dry_run:
-        result = _run(config, in_dir, out_dir, None, weights, as_of_date, portfolio, fresh)
+        result = _run(config, in_dir, out_dir, None, weights, as_of_date, portfolio, fresh, allow_stale)
     else:
         with stage_run("trading", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
                        lineage=Lineage("trading", config)) as run:
-            result = _run(config, in_dir, out_dir, run, weights, as_of_date, portfolio, fresh)
+            result = _run(config, in_dir, out_dir, run, weights, as_of_date, portfolio, fresh, allow_stale)
         result.outputs = dict(run.written)
     result.seconds = time.perf_counter() - t0
     log.info(result.log_line())
@@ -87,7 +89,7 @@ def run_trading_stage(
 
 
 def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | None, weights, as_of_date, portfolio,
-         fresh: bool) -> StageResult:
+         fresh: bool, allow_stale: bool = False) -> StageResult:
     read: Callable = run.read if run is not None else _dry_run_reader(config)
     prices = read(in_dir / "prices.parquet", PricesSchema)
     signals_path = in_dir / "signals_output.parquet"
@@ -100,7 +102,7 @@ def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | N
     source = str(weights) if weights is not None else "weights"
     if as_of_date is None:
         return _backtest(run, prices, signals, weights_frame, source, config)
-    return _daily(run, prices, signals, weights_frame, source, config, as_of_date, portfolio, fresh, out_dir)
+    return _daily(run, prices, signals, weights_frame, source, config, as_of_date, portfolio, fresh, out_dir, allow_stale)
 
 
 def _dry_run_reader(config: TrendflowConfig) -> Callable:
@@ -144,7 +146,7 @@ def _backtest(run: StageRun | None, prices, signals, weights_frame, source: str,
 
 
 def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, config: TrendflowConfig,
-           as_of_date: date, portfolio, fresh: bool, out_dir: Path) -> StageResult:
+           as_of_date: date, portfolio, fresh: bool, out_dir: Path, allow_stale: bool = False) -> StageResult:
     market = build_market(prices, signals, config)
     plan = validate_weights(weights_frame, market, source) if weights_frame is not None else None
     mode = "weights" if plan is not None else "signals"
@@ -162,6 +164,8 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
         if run is not None:
             run.record_input(path)
         state = from_snapshot(snapshot, market, config, mode, str(path))
+    if not allow_stale:
+        check_fresh_holdings(state, market, t)
     model = copy.deepcopy(state)
     settlement = None
     if not fresh and execution_db(out_dir).exists():
@@ -217,6 +221,19 @@ def _warn_on_drift(settlement, equity: float, config: TrendflowConfig, tag: str,
                f"see {out_dir / f'reconcile_{tag}.csv'}: {detail}")
     log.warning(message)
     Notifier().warning(message)
+
+
+def check_fresh_holdings(state, market, t: int) -> None:
+    """A daily run decides at the close of D: a holding without a price row on D is stale data (files not
+    updated, or a suspension). An error naming them (skipped with --allow-stale)."""
+    stale = np.flatnonzero(state.held & ~market.tradable[t])
+    if not len(stale):
+        return
+    last = [market.dates[t - int(market.sessions_without_price[t, i])] if market.sessions_without_price[t, i] <= t else None
+            for i in stale]
+    named = ", ".join(f"{market.symbols[i]} (last price {d.date() if d is not None else 'never'})" for i, d in zip(stale, last))
+    raise DataError(f"daily run {market.dates[t].date()}: {len(stale)} holding(s) have no price on that date -- stale data: "
+                    f"{named}. Update the price files, or run with --allow-stale to carry their last close")
 
 
 def _print_orders(orders: pd.DataFrame, day: date, config: TrendflowConfig) -> None:

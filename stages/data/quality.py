@@ -1,0 +1,133 @@
+"""The quality gate between prices and signals: what the signal stage may trust, in data_quality.csv.
+
+Checks (one row per finding; every symbol gets a freshness row):
+- freshness against the exchange calendar (XSHG for .SH and .SZ -- exchange_calendars has no XSHE;
+  Shenzhen keeps Shanghai's sessions -- XNYS otherwise): sessions
+  between a symbol's last row and the reference date (the as-of date of a daily run, else the
+  panel's last date);
+- ended series: a symbol at least `risk.data_ended_sessions` sessions behind while the panel goes on
+  (the engine sells such a holding at its last close, reason data_ended);
+- jumps: a one-day close-to-close move beyond the board's daily limit band (`limit_band`), which on
+  unadjusted prices is a split or a dividend the data does not adjust for.
+The row-level checks (OHLC consistency, duplicate dates, NaN) stay in the loader, which stops or
+drops bad rows before this gate sees the panel.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import date
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+QUALITY_COLUMNS = ["symbol", "check", "severity", "date", "value", "detail"]
+# Daily price limits from the previous close (REFERENCE.md): +-10% main boards, +-20% ChiNext (300/301)
+# and STAR (688/689) and the ETFs on those boards' indices (STAR ETFs are 588xxx; ChiNext ETFs listed here).
+_GROWTH_PREFIXES = ("300", "301", "688", "689", "588")
+_GROWTH_ETFS = frozenset({"159908", "159915", "159948", "159949", "159952", "159957", "159967", "159977", "159781", "159782", "159783"})
+MAIN_BAND, GROWTH_BAND = 0.10, 0.20
+# Markets without daily limits (US): a one-day move this large in an ETF is a split, not a market move.
+NO_LIMIT_BAND = 0.40
+# The limit price is rounded to the tick, so a limit move can exceed the band by a fraction of a tick.
+_BAND_SLACK = 0.006
+
+
+def exchange_of(symbol: str) -> str:
+    """The exchange_calendars code of a symbol's sessions: XSHG for .SH/.SZ (Shenzhen trades Shanghai's
+    sessions; exchange_calendars has no XSHE), else XNYS."""
+    suffix = symbol.rsplit(".", 1)[-1].upper() if "." in symbol else ""
+    return "XSHG" if suffix in ("SH", "SS", "SZ") else "XNYS"
+
+
+def limit_band(symbol: str) -> float:
+    """The daily move a symbol cannot exceed on its board (0.10 main, 0.20 ChiNext/STAR; US: a split-size move)."""
+    if "." not in symbol or exchange_of(symbol) == "XNYS":
+        return NO_LIMIT_BAND
+    code = symbol.split(".", 1)[0]
+    return GROWTH_BAND if code.startswith(_GROWTH_PREFIXES) or code in _GROWTH_ETFS else MAIN_BAND
+
+
+def detect_jumps(prices: pd.DataFrame) -> pd.DataFrame:
+    """Split-like jumps: rows whose close moved beyond the symbol's limit band from its previous row.
+
+    Requires: a long panel (date, symbol, close) sorted by (symbol, date). Returns one row per jump:
+    symbol, date, previous_close, close, move (fraction), band. The one place this rule lives: the
+    loader and the gate both call it."""
+    symbol = prices["symbol"].to_numpy()
+    close = prices["close"].to_numpy(dtype=float)
+    if len(close) < 2:
+        return pd.DataFrame(columns=["symbol", "date", "previous_close", "close", "move", "band"])
+    same = np.zeros(len(close), dtype=bool)
+    same[1:] = symbol[1:] == symbol[:-1]
+    previous = np.empty_like(close)
+    previous[0] = np.nan
+    previous[1:] = close[:-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        move = np.where(same, close / previous - 1.0, np.nan)
+    codes, uniques = pd.factorize(prices["symbol"])
+    bands = np.array([limit_band(str(s)) for s in uniques])[codes]
+    hit = np.abs(move) > bands + _BAND_SLACK
+    rows = np.flatnonzero(hit)
+    return pd.DataFrame({
+        "symbol": symbol[rows].astype(str), "date": prices["date"].to_numpy()[rows], "previous_close": previous[rows],
+        "close": close[rows], "move": move[rows], "band": bands[rows],
+    })
+
+
+@lru_cache(maxsize=8)
+def _calendar_sessions(code: str) -> pd.DatetimeIndex:
+    import exchange_calendars as xc
+
+    sessions = pd.DatetimeIndex(xc.get_calendar(code).sessions)
+    return sessions.tz_localize(None) if sessions.tz is not None else sessions
+
+
+def sessions_between(code: str, after: pd.Timestamp, until: pd.Timestamp, panel_dates: pd.DatetimeIndex) -> int:
+    """Exchange sessions in (after, until] by the calendar `code`; the panel's own dates when the span is
+    outside the calendar's range."""
+    sessions = _calendar_sessions(code)
+    if len(sessions) and sessions[0] <= after and until <= sessions[-1]:
+        return int(sessions.searchsorted(until, "right") - sessions.searchsorted(after, "right"))
+    return int(panel_dates.searchsorted(until, "right") - panel_dates.searchsorted(after, "right"))
+
+
+def quality_report(prices: pd.DataFrame, *, as_of: date | None, ended_sessions: int) -> pd.DataFrame:
+    """data_quality.csv rows for a validated long panel (sorted by symbol, date).
+
+    Severity: INFO (fine), WARNING (a jump; a stale or ended symbol), ERROR is never set here -- the
+    trading stage decides whether a stale holding stops a daily run (it knows the holdings)."""
+    panel_dates = pd.DatetimeIndex(np.unique(prices["date"].to_numpy()))
+    reference = pd.Timestamp(as_of) if as_of is not None else panel_dates[-1]
+    last = prices.groupby("symbol", sort=True, observed=True)["date"].max()
+    rows = []
+    for symbol, last_date in last.items():
+        behind = sessions_between(exchange_of(symbol), last_date, reference, panel_dates) if last_date < reference else 0
+        if behind == 0:
+            rows.append((symbol, "freshness", "INFO", last_date, 0.0, f"has a row for {reference.date()}"))
+        elif as_of is not None:
+            rows.append((symbol, "freshness", "WARNING", last_date, float(behind),
+                         f"stale: no row for the as-of session {reference.date()}; last {last_date.date()}, {behind} session(s) behind"))
+        elif behind >= ended_sessions:
+            rows.append((symbol, "ended", "WARNING", last_date, float(behind),
+                         f"data ends {last_date.date()}, {behind} session(s) before the panel's last date {reference.date()}: "
+                         f"a holding is sold at its last close after {ended_sessions} session(s) without a price (data_ended)"))
+        else:
+            rows.append((symbol, "freshness", "INFO", last_date, float(behind),
+                         f"last row {last_date.date()}, {behind} session(s) before the panel's last date"))
+    for jump in detect_jumps(prices).itertuples(index=False):
+        rows.append((jump.symbol, "jump", "WARNING", pd.Timestamp(jump.date), float(jump.move),
+                     f"close {jump.previous_close:g} -> {jump.close:g} ({jump.move:+.1%}) on {pd.Timestamp(jump.date).date()} "
+                     f"is beyond the +-{jump.band:.0%} daily limit: a split or dividend in unadjusted prices? "
+                     "Use adjusted prices (trendflow fetch stores raw prices + factors)"))
+    report = pd.DataFrame(rows, columns=QUALITY_COLUMNS)
+    report["date"] = pd.to_datetime(report["date"]).astype("datetime64[ns]")
+    report["value"] = report["value"].astype(float)
+    order = {"ended": 0, "freshness": 1, "jump": 2}
+    report = report.sort_values(["symbol", "check", "date"], key=lambda c: c.map(order) if c.name == "check" else c,
+                                kind="stable", ignore_index=True)
+    for row in report[report["severity"] == "WARNING"].itertuples(index=False):
+        log.warning("data quality: %s %s: %s", row.symbol, row.check, row.detail)
+    return report
