@@ -159,7 +159,7 @@ class ReportingConfig(_Section):
 
 class OutputConfig(_Section):
     folder: str = Field("v4_trace_outputs", description="default output folder")
-    csv_twins: bool = Field(True, description="write a .csv twin of each Parquet artifact")
+    csv_twins: bool = Field(True, description="write a .csv twin of each Parquet artifact (signals_output.csv: wide target weights)")
 
 
 class LiveConfig(_Section):

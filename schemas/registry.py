@@ -15,7 +15,8 @@ ARTIFACT_SCHEMAS: list[tuple[str, str]] = [
     (r"prices" + _TABLE, "schemas.prices:PricesSchema"),
     (r"adjusted_prices" + _TABLE, "schemas.prices:PricesSchema"),
     (r"data_quality\.csv", "schemas.data:DataQualitySchema"),
-    (r"signals_output" + _TABLE, "schemas.signals:SignalsSchema"),
+    (r"signals_output\.parquet", "schemas.signals:SignalsSchema"),
+    (r"signals_output\.csv", "schemas.signals:SignalWeightsSchema"),  # the readable twin: wide target weights
     (rf"signals_{_DAY}\.csv", "schemas.signals:DailySignalsSchema"),
     (rf"scores_{_DAY}\.csv", "schemas.signals:DailyScoresSchema"),
     (r"trade_log" + _TABLE, "schemas.trading:TradeLogSchema"),

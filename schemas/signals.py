@@ -1,4 +1,5 @@
-"""signals_output.parquet (+ csv) and the daily signals_{D}.csv / scores_{D}.csv.
+"""signals_output.parquet, its readable twin signals_output.csv (wide target weights), and the daily
+signals_{D}.csv / scores_{D}.csv.
 
 The core columns below are the contract the trading stage relies on. One row per (date, symbol)
 that has a price row (suspension days are absent, exactly as in prices.parquet).
@@ -44,6 +45,34 @@ class SignalsSchema(pa.DataFrameModel):
     class Config:
         coerce = True
         strict = "filter"
+
+
+class SignalWeightsSchema(pa.DataFrameModel):
+    """signals_output.csv, wide in the V4 weights format: `date`, then one column per symbol with the
+    target weight (fraction of equity, in [0, 1]) the trading rules give an empty portfolio on each
+    rebalance day; a row sums to at most 1 (the rest is cash). Tradable as `trade --weights`.
+
+    The symbol columns are checked over the whole block at once (see AllocationHistorySchema)."""
+
+    date: Series[pd.Timestamp] = pa.Field(unique=True)
+
+    @pa.dataframe_check(error="symbol columns hold weights in [0, 1]")
+    def weights_in_range(cls, df: pd.DataFrame) -> Series[bool]:
+        block = df.drop(columns="date")
+        if not all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in block.dtypes):
+            return pd.Series(False, index=df.index)
+        values = block.to_numpy(dtype=float)
+        return pd.Series(((values >= 0) & (values <= 1)).all(axis=1), index=df.index)
+
+    @pa.dataframe_check(error="a row's weights sum to at most 1")
+    def at_most_fully_invested(cls, df: pd.DataFrame) -> Series[bool]:
+        block = df.drop(columns="date")
+        if not all(pd.api.types.is_numeric_dtype(t) for t in block.dtypes):
+            return pd.Series(False, index=df.index)
+        return pd.Series(block.to_numpy(dtype=float).sum(axis=1) <= 1 + 1e-9, index=df.index)
+
+    class Config:
+        coerce = True
 
 
 class DailySignalsSchema(pa.DataFrameModel):

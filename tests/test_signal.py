@@ -9,7 +9,7 @@ import pytest
 
 talib = pytest.importorskip("talib")
 
-from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema  # noqa: E402
+from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema, SignalWeightsSchema  # noqa: E402
 from stages.common.artifacts import read_artifact  # noqa: E402
 from stages.common.config import load_config  # noqa: E402
 from stages.common.demo import DemoSpec, generate_demo_prices  # noqa: E402
@@ -172,8 +172,8 @@ def test_stage_writes_validated_artifacts_and_daily_files(small_demo_dir, tmp_pa
     config = load_config()
     full = run_signal_stage(config, small_demo_dir, tmp_path / "full")
     signals = read_artifact(tmp_path / "full" / "signals_output.parquet", SignalsSchema)
-    twin = read_artifact(tmp_path / "full" / "signals_output.csv", SignalsSchema)
-    pd.testing.assert_frame_equal(signals, twin, check_dtype=False, atol=1e-12)
+    twin = read_artifact(tmp_path / "full" / "signals_output.csv", SignalWeightsSchema)  # wide target weights
+    assert list(twin["date"]) == sorted(signals["date"].unique())[::config.scoring.rebalance_frequency]
     assert full.rows["signals_output"] == len(signals)
     day = sorted(signals["date"].unique())[-10]
     as_of = pd.Timestamp(day).date()
@@ -191,6 +191,40 @@ def test_stage_writes_validated_artifacts_and_daily_files(small_demo_dir, tmp_pa
     pd.testing.assert_frame_equal(daily_full, signals[signals["date"] <= day].reset_index(drop=True))
     with pytest.raises(DataError, match="no prices on that date"):
         run_signal_stage(config, small_demo_dir, tmp_path / "bad", as_of_date=date(2016, 1, 2))  # a Saturday
+
+
+def test_readable_twin_is_v4_wide_weights_the_engine_gives_an_empty_portfolio(small_demo_dir, tmp_path):
+    """signals_output.csv: `date,SYM,...` target weights on rebalance days; on the first day with any
+    weight the backtest (still holding nothing) orders exactly those weights; it trades as --weights."""
+    from stages.trading import run_backtest, run_trading_stage
+
+    config = load_config()
+    run_signal_stage(config, small_demo_dir, tmp_path)
+    text = (tmp_path / "signals_output.csv").read_text()
+    assert text.startswith("date,") and '"' not in text.splitlines()[0]
+    twin = read_artifact(tmp_path / "signals_output.csv", SignalWeightsSchema)
+    signals = read_artifact(tmp_path / "signals_output.parquet", SignalsSchema)
+    prices = pd.read_parquet(tmp_path / "prices.parquet")
+    weights = twin.set_index("date")
+    assert (weights > 0).any().all()  # only symbols that are ever weighted have a column
+    sizing = config.position_sizing
+    assert (weights.to_numpy() <= sizing.max_position_size + 1e-12).all()
+    assert (weights.sum(axis=1) <= sizing.max_total_exposure + 1e-9).all()
+    assert ((weights > 0).sum(axis=1) <= config.scoring.buy_top_n).all()
+    held = signals.set_index(["date", "symbol"])["trend_signal"]
+    for day, row in weights.iterrows():
+        assert (held.loc[[(day, s) for s in row[row > 0].index]] == 1).all()
+
+    first = weights.index[(weights > 0).any(axis=1)][0]
+    bt = run_backtest(signals, prices, config)
+    orders = bt.orders[bt.orders["date"] == first]
+    assert set(orders["action"]) == {"BUY"}
+    expected = weights.loc[first]
+    expected = expected[expected > 0]
+    assert dict(zip(orders["symbol"], orders["target_weight"])) == pytest.approx(expected.to_dict(), abs=1e-15)
+
+    result = run_trading_stage(config, tmp_path, tmp_path / "traded", weights=tmp_path / "signals_output.csv")
+    assert result.summary["mode"] == "weights" and result.summary["fills"] > 0
 
 
 def test_signal_command_line(small_demo_dir, tmp_path, capsys):

@@ -12,8 +12,8 @@ import pandas as pd
 from schemas.config import TrendflowConfig
 from schemas.data import DataQualitySchema
 from schemas.prices import PricesSchema
-from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema
-from stages.common.artifacts import StageRun, read_manifest, stage_run
+from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema, SignalWeightsSchema
+from stages.common.artifacts import StageRun, read_manifest, stage_run, validate_frame
 from stages.common.errors import DataError, IntegrityError
 from stages.common.lineage import Lineage
 from stages.common.market_data import load_market_data
@@ -21,6 +21,7 @@ from stages.common.stage import StageResult, resolve_data_source
 from stages.data.quality import quality_report
 from stages.signal.compute import compute_signals_and_state, step_signals
 from stages.signal.state import STATE_NAME, SignalState, StateUnusable
+from stages.signal.target_weights import target_weights_table, weights_csv
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,9 @@ log = logging.getLogger(__name__)
 def run_signal_stage(
     config: TrendflowConfig, data_dir: str | Path | None, out_dir: str | Path, *, as_of_date: date | None = None
 ) -> StageResult:
-    """Write prices.parquet, signals_output.parquet (+csv) and signal_state.npz; with `as_of_date` D
-    use prices up to D only and also write signals_D.csv and scores_D.csv.
+    """Write prices.parquet, signals_output.parquet, its readable twin signals_output.csv (wide target
+    weights, when `output.csv_twins`) and signal_state.npz; with `as_of_date` D use prices up to D
+    only and also write signals_D.csv and scores_D.csv.
 
     A daily run whose folder holds the state of an earlier run on the same prices and config
     computes only the days after it (bit-for-bit what a full run gives) and appends them."""
@@ -63,11 +65,14 @@ def run_signal_stage(
         t_compute = time.perf_counter()
 
         if as_of_date is None:
-            run.write(signals, "signals_output.parquet", SignalsSchema)
+            run.write(signals, "signals_output.parquet", SignalsSchema, csv_twin=False)
+            if config.output.csv_twins:
+                weights = validate_frame(target_weights_table(prices, signals, config), SignalWeightsSchema, "signals_output.csv")
+                run.write_bytes(weights_csv(weights), "signals_output.csv", "SignalWeightsSchema", rows=len(weights))
         else:
-            # The evening run's readable output is the day's two CSVs; re-rendering the whole history
-            # as CSV every night would cost more than everything else the run does. The trading stage
-            # reads the Parquet, and a whole-history twin left by an earlier run would now be stale.
+            # The evening run's readable output is the day's two CSVs; the whole-history weights twin
+            # needs every day's signals, which a step does not hold. The trading stage reads the
+            # Parquet, and a twin left by an earlier run would now be stale.
             if step is None:
                 run.write(signals, "signals_output.parquet", SignalsSchema, csv_twin=False)
             else:

@@ -1,0 +1,64 @@
+"""signals_output.csv: the signals as a person reads them -- a wide date x symbol table of target weights.
+
+The long signals_output.parquet (18 columns per (date, symbol)) is what the trading stage reads; as
+CSV it was 310 MB at 500 symbols x 10 years, which nobody opens and which cost more to write than
+the signals cost to compute. This twin says what the signals *mean* for a book: on every rebalance
+day (day 0 of the history and every `scoring.rebalance_frequency` trading days after it), the target
+weights the trading rules give a portfolio that holds nothing yet -- the breaker, the walk down the
+ranking with the cluster cap, `buy_top_n` and `max_positions`, then inverse-volatility weights with
+their caps (the rule functions of stages/trading/rules.py, called exactly as the engine calls them).
+
+Target weights rather than trend signals because the file is then in the V4 weights format
+(`date,SPY,TLT,...`, values in [0, 1], rows summing to <= 1) and can be traded as it is with
+`trendflow trade --weights signals_output.csv`; the trend signal of every (date, symbol) stays in the
+Parquet. Only symbols that get a weight on some day have a column (a missing column means 0).
+Differences from the signal-mode backtest are those of a portfolio without history: no inertia bonus
+or buffer zone for holdings, no risk exits between rebalances.
+"""
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pandas as pd
+
+from schemas.config import TrendflowConfig
+
+
+def target_weights_table(prices: pd.DataFrame, signals: pd.DataFrame, config: TrendflowConfig) -> pd.DataFrame:
+    """`date` + one column per symbol ever weighted, one row per rebalance day, weights in [0, 1]."""
+    from stages.trading.market import build_market
+    from stages.trading.rules import buy_candidates, inertia_ranking, select_targets, target_weights
+
+    market = build_market(prices, signals, config)
+    n_symbols = len(market.symbols)
+    nobody = np.zeros(n_symbols, dtype=bool)
+    days = np.arange(0, len(market.dates), config.scoring.rebalance_frequency)
+    weights = np.zeros((len(days), n_symbols))
+    for row, t in enumerate(days.tolist()):
+        score = np.where(market.tradable[t], market.momentum_score[t], np.nan)
+        cluster = market.cluster[t].astype(np.int64)
+        buyable = buy_candidates(market.trend_signal[t], market.tradable[t], bool(market.breaker_on[t]))
+        picked = np.array(select_targets(inertia_ranking(score, nobody, 0.0), nobody, nobody, buyable, cluster, config).buy,
+                          dtype=np.int64)
+        weights[row, picked] = target_weights(market.volatility[t, picked], cluster[picked], config)
+    used = np.flatnonzero((weights > 0).any(axis=0))
+    table = pd.DataFrame(weights[:, used], columns=market.symbols[used].tolist())
+    table.insert(0, "date", market.dates[days])
+    return table
+
+
+def weights_csv(table: pd.DataFrame) -> bytes:
+    """The table as V4 wrote it: `date,SPY,TLT,...` with an unquoted header (quoted only for a
+    symbol that needs it), dates as YYYY-MM-DD, weights as the shortest round-trip decimals."""
+    import pyarrow as pa_arrow
+    import pyarrow.csv as pa_csv
+
+    arrow = pa_arrow.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.set_column(0, "date", arrow.column(0).cast(pa_arrow.date32()))
+    plain = all(re.fullmatch(r'[^",\r\n]+', name) for name in arrow.column_names)
+    sink = io.BytesIO()
+    pa_csv.write_csv(arrow, sink, write_options=pa_csv.WriteOptions(
+        quoting_style="needed", quoting_header="none" if plain else "needed"))
+    return sink.getvalue()
