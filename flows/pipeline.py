@@ -132,13 +132,16 @@ def execute_task(config_path, overrides, out, as_of_date, broker, profile, k=3, 
     prices_path = folder / "prices.parquet"
     prices = read_artifact(prices_path, PricesSchema) if prices_path.exists() else None
     db = _default_db(folder)
-    store = ExecutionStore(db, config.execution.initial_cash)
-    try:
-        result = execute_orders(orders, store=store, broker=PaperBroker(store, config), profile=risk, config=config,
-                                as_of=as_of_date, run_id="daily", prices=prices, notifier=Notifier(),
-                                audit=AuditLog(db.parent / "audit.jsonl"))
-    finally:
-        store.close()
+    from stages.common.folder_lock import writing
+
+    with writing(db.parent):  # the execution store's folder has one writer too
+        store = ExecutionStore(db, config.execution.initial_cash, create=False)
+        try:
+            result = execute_orders(orders, store=store, broker=PaperBroker(store, config), profile=risk, config=config,
+                                    as_of=as_of_date, run_id="daily", prices=prices, notifier=Notifier(),
+                                    audit=AuditLog(db.parent / "audit.jsonl"))
+        finally:
+            store.close()
     seconds = time.perf_counter() - t0
     rows = {"orders": len(orders), "filled": result.filled, "working": result.working, "rejected": result.rejected}
     log.info("[%d/%d] execute stage finished in %.2fs (%s)", k, n, seconds,
@@ -177,12 +180,17 @@ def trend_pipeline(
     overrides = list(overrides or [])
     if execute is not None and mode != "daily":
         raise ConfigError("--execute is for a daily run (--mode daily or `trendflow daily`)")
-    if execute is not None:
-        from stages.trading.execution.cli import load_profile
-
-        load_profile(risk_profile)  # a bad profile fails before any stage runs
     config = _config(config_path, overrides)  # fail fast on a bad config, before any stage
     out_dir = resolve_out_dir(out, config)
+    if execute is not None:  # a bad profile, webhook URL or a missing database fails before any stage runs
+        from stages.trading.execution.cli import _default_db, load_profile
+        from stages.trading.execution.notify import Notifier
+
+        load_profile(risk_profile)
+        Notifier()
+        if not _default_db(out_dir).is_file():
+            raise ConfigError(f"--execute: no execution database at {_default_db(out_dir)}; create the account once with "
+                              f"`trendflow execute --init --out {out_dir}`")
     chosen = [s for s in ALL_STAGES if s in (stages if stages is not None else default_stages(mode))]
     chosen, notes = plan_stages(chosen, out_dir, config)  # --stages means "at least these"
     for note in notes:

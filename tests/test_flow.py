@@ -5,7 +5,8 @@ import shutil
 
 import pytest
 
-from stages.common.errors import SchemaError, TransientIOError
+from flows.cli import main
+from stages.common.errors import ConfigError, SchemaError, TransientIOError
 
 pytestmark = pytest.mark.prefect
 ARTIFACTS = ["prices.parquet", "signals_output.parquet", "signals_output.csv", "trade_log.csv", "allocation_history.csv",
@@ -129,6 +130,9 @@ def test_paper_execution_step_sends_the_days_orders_once(full_run, tmp_path):
                            "current_price": last["close"].to_numpy(), "estimated_value": shares * last["close"].to_numpy()})
     with stage_run("trading", tmp_path, csv_twins=False) as run:
         run.write(orders, f"orders_{day}.csv", OrdersSchema)
+    with pytest.raises(ConfigError, match="no execution database at .*trendflow execute --init"):
+        trend_pipeline(out=str(tmp_path), stages=[], mode="daily", as_of_date=day, execute="paper", retry_delay_seconds=0)
+    assert main(["execute", "--init", "--out", str(tmp_path)]) == 0  # only --init creates the account
     first = trend_pipeline(out=str(tmp_path), stages=[], mode="daily", as_of_date=day, execute="paper", retry_delay_seconds=0)
     assert [s["stage"] for s in first["stages"]] == ["execute"]
     x, n_orders = first["stages"][0]["summary"], first["stages"][0]["rows"]["orders"]

@@ -169,7 +169,7 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     model = copy.deepcopy(state)
     settlement = None
     if not fresh and execution_db(out_dir).exists():
-        store = ExecutionStore(execution_db(out_dir), config.execution.initial_cash)
+        store = ExecutionStore(execution_db(out_dir), config.execution.initial_cash, create=False)
         try:
             settlement = settle_and_adopt(store, state, market, t, config, commit=run is not None)
         finally:

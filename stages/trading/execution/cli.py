@@ -44,7 +44,11 @@ def execute_main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(prog=prog or "trendflow execute",
                                      description="Send a daily run's orders to a broker under portfolio risk controls")
     add_common_arguments(parser)
-    parser.add_argument("--orders", required=True, help="orders_YYYY-MM-DD.csv written by the daily trading run")
+    parser.add_argument("--orders", help="orders_YYYY-MM-DD.csv written by the daily trading run")
+    parser.add_argument("--init", action="store_true",
+                        help="create the account's execution database (--db, or <--out>/execution/trendflow.db) holding "
+                             "config execution.initial_cash; the only way one is created")
+    parser.add_argument("--out", "--output-dir", help="with --init and no --db: the artifact folder the database goes in")
     parser.add_argument("--broker", choices=["paper", "ibkr"], default="paper")
     parser.add_argument("--profile", default="balanced", help="risk profile: conservative | balanced | aggressive | FILE")
     parser.add_argument("--db", help="execution database (default: <orders folder>/execution/trendflow.db)")
@@ -52,13 +56,23 @@ def execute_main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--run-id", default="daily", help="part of each client order id; reruns with the same id never resubmit")
 
     def body(args: argparse.Namespace) -> int:
-        from stages.trading.execution.brokers import BrokerConnectionError, IBKRBroker, IBKRSettings, PaperBroker, ib_route
-        from stages.trading.execution.executor import execute_orders
-        from stages.trading.execution.notify import AuditLog, Notifier
+        from stages.common.folder_lock import writing
+        from stages.trading.execution.notify import Notifier
         from stages.trading.execution.store import ExecutionStore
 
         config = config_from_args(args)
+        if args.init:
+            db = Path(args.db) if args.db else _default_db(resolve_out_dir(args.out, config))
+            if db.exists():
+                raise ConfigError(f"--init: {db} already exists; it holds an account (delete it yourself to start over)")
+            with writing(db.parent, wait=args.wait):
+                ExecutionStore(db, config.execution.initial_cash).close()
+            print(f"created execution database {db} holding cash {config.execution.initial_cash:,.2f}")
+            return 0
+        if not args.orders:
+            raise ConfigError("--orders FILE is required (or --init to create the execution database)")
         profile = load_profile(args.profile)
+        notifier = Notifier()  # a bad webhook URL is a config error here, before any order
         orders_path = Path(args.orders)
         match = re.search(r"orders_(\d{4}-\d{2}-\d{2})\.csv$", orders_path.name)
         if not match:
@@ -67,8 +81,16 @@ def execute_main(argv: list[str] | None = None, prog: str | None = None) -> int:
         prices_path = orders_path.parent / "prices.parquet"
         prices = read_artifact(prices_path, PricesSchema) if prices_path.exists() else None
         db = Path(args.db) if args.db else _default_db(orders_path.parent)
-        store = ExecutionStore(db, config.execution.initial_cash)
-        notifier = Notifier()
+        with writing(db.parent, wait=args.wait):
+            return _execute(args, config, profile, notifier, orders_path, orders, prices, db, match)
+
+    def _execute(args, config, profile, notifier, orders_path, orders, prices, db, match) -> int:
+        from stages.trading.execution.brokers import BrokerConnectionError, IBKRBroker, IBKRSettings, PaperBroker, ib_route
+        from stages.trading.execution.executor import execute_orders
+        from stages.trading.execution.notify import AuditLog
+        from stages.trading.execution.store import ExecutionStore
+
+        store = ExecutionStore(db, config.execution.initial_cash, create=False)
         if args.broker == "ibkr":
             settings = IBKRSettings.from_env()
             for symbol in orders["symbol"]:
@@ -109,20 +131,34 @@ def risk_main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from stages.trading.execution.notify import AuditLog
         from stages.trading.execution.store import ExecutionStore, now
 
+        from stages.common.folder_lock import writing
+
         config = config_from_args(args)
         db = Path(args.db) if args.db else _default_db(resolve_out_dir(args.out, config))
-        store = ExecutionStore(db, config.execution.initial_cash)
-        breaker = store.breaker()
         if args.action == "show":
+            store = ExecutionStore(db, config.execution.initial_cash, create=False)  # never creates one
+            breaker = store.breaker()
             print(json.dumps({"breaker_tripped": bool(breaker["tripped"]), "since": breaker["since"], "reason": breaker["reason"],
                               "cash": store.cash(), "peak_equity": store.peak_equity()}, indent=2))
+            store.close()
             return 0
         if not args.by:
             raise ConfigError("reset-breaker needs --by NAME (recorded in the audit log)")
-        store.reset_breaker()
-        AuditLog(db.parent / "audit.jsonl").append({"event": "breaker_reset", "by": args.by, "was_tripped": bool(breaker["tripped"]),
-                                                    "previous_reason": breaker["reason"], "timestamp": now()})
-        print(f"circuit breaker reset by {args.by}")
+        if not db.is_file():
+            raise ConfigError(f"no execution database at {db}: nothing to reset (check --out/--db)")
+        with writing(db.parent, wait=args.wait):
+            store = ExecutionStore(db, config.execution.initial_cash, create=False)
+            try:
+                breaker = store.breaker()
+                if not breaker["tripped"]:
+                    print(f"circuit breaker in {db} is not tripped: nothing to reset")
+                    return 0
+                store.reset_breaker(audit={"event": "breaker_reset", "by": args.by, "was_tripped": True,
+                                           "previous_reason": breaker["reason"], "timestamp": now()})
+                AuditLog(db.parent / "audit.jsonl").export(store)
+            finally:
+                store.close()
+        print(f"circuit breaker reset by {args.by} (was tripped since {breaker['since']}: {breaker['reason']})")
         return 0
 
     return parse_and_run(parser, body, argv)
@@ -147,9 +183,7 @@ def status_main(argv: list[str] | None = None, prog: str | None = None) -> int:
             print("\n".join(describe_folder(resolve_out_dir(args.out, config), config)))
             return 0
         db = Path(args.db) if args.db else _default_db(resolve_out_dir(args.out, config))
-        if not db.exists():
-            raise ConfigError(f"no execution database at {db}: run `trendflow execute` first")
-        store = ExecutionStore(db, config.execution.initial_cash)
+        store = ExecutionStore(db, config.execution.initial_cash, create=False)
         day = str(args.date) if args.date else (store.conn.execute("SELECT MAX(as_of_date) d FROM orders").fetchone()["d"] or "-")
         cost = {r["symbol"]: r["cost"] for r in store.conn.execute("SELECT symbol, cost FROM positions")}
         positions = store.positions()
@@ -190,11 +224,9 @@ def reconcile_main(argv: list[str] | None = None, prog: str | None = None) -> in
 
         config = config_from_args(args)
         db = Path(args.db) if args.db else _default_db(resolve_out_dir(args.out, config))
-        if not db.exists():
-            raise ConfigError(f"no execution database at {db}: run `trendflow execute` first")
         if args.accept and not args.by:
             raise ConfigError("--accept needs --by NAME (recorded in the audit log)")
-        store = ExecutionStore(db, config.execution.initial_cash)
+        store = ExecutionStore(db, config.execution.initial_cash, create=False)
         audit = AuditLog(db.parent / "audit.jsonl")
         try:
             if args.sync:

@@ -127,6 +127,8 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
                    config: TrendflowConfig, as_of: date, run_id: str = "daily", prices: pd.DataFrame | None = None,
                    notifier: Notifier | None = None, audit: AuditLog | None = None) -> ExecutionSummary:
     notifier = notifier or Notifier(url="")
+    if audit is not None:
+        audit.export(store)  # records a killed earlier run committed but did not export
     summary = ExecutionSummary()
     lot = config.execution.lot_size
     last_price = dict(zip(orders["symbol"], orders["current_price"]))
@@ -151,11 +153,10 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
     store.update_peak(current)
     drawdown = current / store.peak_equity() - 1.0
     if drawdown <= -profile.circuit_breaker and not store.breaker()["tripped"]:
-        store.trip_breaker(f"portfolio drawdown {drawdown:.2%} <= -{profile.circuit_breaker:.0%}")
+        store.trip_breaker(f"portfolio drawdown {drawdown:.2%} <= -{profile.circuit_breaker:.0%}",
+                           audit={"event": "breaker_tripped", "drawdown": drawdown, "timestamp": now()})
         summary.breaker_tripped = True
         notifier.critical(f"circuit breaker tripped: portfolio drawdown {drawdown:.2%}; buys stop until `trendflow risk reset-breaker`")
-        if audit:
-            audit.append({"event": "breaker_tripped", "drawdown": drawdown, "timestamp": now()})
 
     sharpe = sharpe_estimates(prices, profile.sharpe_window)
     frame = pd.concat([orders, stop_loss_sells(orders, store, profile, last_price)], ignore_index=True)
@@ -182,14 +183,14 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
                 shares, rejection, resize = _check_buy(row, store, book, profile, config, prices, deployment_full, lot)
                 deployment_full = deployment_full or rejection == "deployment_limit"
             if rejection:
-                store.set_status(coid, "REJECTED", rejection_reason=rejection, quality=float(row.quality))
+                store.set_status(coid, "REJECTED", rejection_reason=rejection, quality=float(row.quality),
+                                 audit=_audit_record(row, "REJECTED", False, 0, coid, rejection))
                 summary.rejected += 1
                 summary.rejections[row.symbol] = rejection
                 notifier.warning(f"rejected {row.action} {row.symbol}: {rejection}")
                 if rejection == "size_too_small":
                     warn(f"position size too small: {row.symbol} sized below one lot of {lot} "
                          f"(quality {row.quality:.2f}, price {row.current_price:.4f})")
-                _audit(audit, row, "REJECTED", False, 0, coid, rejection)
                 continue
             store.set_status(coid, "APPROVED", approved_shares=shares, quality=float(row.quality),
                              **({"rejection_reason": f"resized: {resize}"} if resize else {}))
@@ -205,7 +206,9 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
         if store.order(coid)["status"] == "APPROVED":
             store.set_status(coid, "SUBMITTED")
         report = broker.submit(BrokerOrder(coid, row.symbol, row.action, shares, float(row.current_price)))
-        outcome = _record(store, coid, row, shares, report, book, config)
+        outcome = _record(store, coid, row, shares, report, book, config,
+                          lambda status: _audit_record(row, status, status != "FAILED", shares, coid,
+                                                       None if status != "FAILED" else report.message))
         if outcome in ("FILLED", "PARTIALLY_FILLED"):
             summary.filled += 1
             notifier.info(f"{outcome.lower()} {row.action} {store.filled_shares(coid)} {row.symbol}")
@@ -220,7 +223,6 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
         else:
             summary.failed += 1
             notifier.critical(f"{row.action} {row.symbol}: {report.message or 'no fill from the broker'}")
-        _audit(audit, row, outcome, outcome != "FAILED", shares, coid, None if outcome != "FAILED" else report.message)
         if row.action == "BUY" and not deployment_warned:
             deployment = book.invested() / max(book.equity(), 1e-9)
             if deployment >= profile.max_deployment - profile.deployment_warning:
@@ -231,14 +233,17 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
         warn(f"cash {cash_share:.1%} of equity after the batch is above the buffer's upper edge "
              f"{profile.cash_buffer_max:.0%} (under-invested)")
     store.update_peak(book.equity())
+    if audit is not None:
+        audit.export(store)
     return summary
 
 
 def _record(store: ExecutionStore, coid: str, row, shares: int, report: BrokerReport, book: ProjectedBook,
-            config: TrendflowConfig) -> str:
+            config: TrendflowConfig, describe) -> str:
     """Record what the broker reports beyond what is already recorded (a rerun re-polls an OPEN order);
     returns the order's status. The projected book takes new fills at their price and a newly working
-    remainder at the reference price with slippage and commission."""
+    remainder at the reference price with slippage and commission. `describe(status)` is the audit
+    record, written in the transaction of the change it describes."""
     done = store.conn.execute("SELECT COALESCE(SUM(shares),0) n, COALESCE(SUM(shares*price),0) v, COALESCE(SUM(commission),0) c "
                               "FROM fills WHERE client_order_id=?", (coid,)).fetchone()
     filled = report.filled
@@ -254,10 +259,13 @@ def _record(store: ExecutionStore, coid: str, row, shares: int, report: BrokerRe
     if new > 0:
         price = (filled.shares * filled.price - float(done["v"])) / new
         fee = max(filled.commission - float(done["c"]), 0.0)
-        store.record_fill(coid, row.action, row.symbol, new, price, fee, status)
+        store.record_fill(coid, row.action, row.symbol, new, price, fee, status, audit=describe(status))
         book.apply(row.action, row.symbol, new, price, fee)
     elif store.order(coid)["status"] != status:
-        store.set_status(coid, status, **({"rejection_reason": report.message} if status == "FAILED" else {}))
+        store.set_status(coid, status, audit=describe(status),
+                         **({"rejection_reason": report.message} if status == "FAILED" else {}))
+    else:
+        store.add_audit(describe(status))
     if status == "OPEN" and not was_working:
         remainder = shares - total
         price = float(slipped_price(float(row.current_price), row.action, config))
@@ -325,15 +333,14 @@ def _check_buy(row, store: ExecutionStore, book: ProjectedBook, profile: RiskPro
         shares, resize = fit, "cash_buffer"
     return shares, None, resize
 
-def _audit(audit: AuditLog | None, row, status: str, passed: bool, shares: int, coid: str, reason: str | None,
-           value: float | None = None) -> None:
-    if audit is None:
-        return
-    audit.append({
+def _audit_record(row, status: str, passed: bool, shares: int, coid: str, reason: str | None,
+                  value: float | None = None) -> dict:
+    """The audit record of one processed signal."""
+    return {
         "signal": {"symbol": row.symbol, "action": row.action, "shares": int(row.shares), "reason": row.reason,
                    "signal_strength": None if pd.isna(row.signal_strength) else float(row.signal_strength),
                    "quality": float(row.quality)},
         "status": status, "risk_check_passed": passed, "position_size": int(shares),
         "position_value": float(value if value is not None else shares * float(row.current_price)),
         "order_id": coid, "rejection_reason": reason, "timestamp": now(),
-    })
+    }

@@ -1,15 +1,22 @@
 """Persisted execution state in one SQLite file: orders and their lifecycle, fills, positions,
-cash, and the circuit breaker. Every change is a transaction; WAL keeps readers unblocked."""
+cash, the circuit breaker, and the audit trail. Every change is a transaction, and the audit
+record describing a change is written in the same transaction (then exported to audit.jsonl),
+so a kill can lose neither without the other. WAL keeps readers unblocked.
+
+Only a missing file is ever created (`trendflow execute --init`): an existing file that is empty,
+not SQLite, or has no trendflow schema is an error, never a fresh account."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from stages.common.errors import TransientIOError, TrendflowError
+from stages.common.errors import ConfigError, TransientIOError, TrendflowError
 
 SCHEMA_VERSION = 1
 # OPEN: working at the broker (a paper order waits for the next session's open; an IBKR order for
@@ -40,6 +47,7 @@ CREATE TABLE IF NOT EXISTS breaker (id INTEGER PRIMARY KEY CHECK (id = 1), tripp
 CREATE TABLE IF NOT EXISTS paper_executions (client_order_id TEXT PRIMARY KEY, shares INTEGER NOT NULL,
     price REAL NOT NULL, commission REAL NOT NULL, executed_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS settlements (session TEXT PRIMARY KEY, record TEXT NOT NULL, settled_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS accepted_positions (symbol TEXT PRIMARY KEY, shares INTEGER NOT NULL, accepted_by TEXT NOT NULL,
     accepted_at TEXT NOT NULL);
 """
@@ -52,32 +60,57 @@ def now() -> str:
 class ExecutionStore:
     """The one place that reads and writes execution state."""
 
-    def __init__(self, path: str | Path, initial_cash: float):
+    def __init__(self, path: str | Path, initial_cash: float, *, create: bool = True, busy_timeout: float = 5.0):
+        """Open the database at `path`; with `create`, a missing file becomes a new account holding
+        `initial_cash` (built beside it and renamed into place, so a kill never leaves half a schema)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout = busy_timeout
+        if not self.path.exists():
+            if not create:
+                raise ConfigError(f"no execution database at {self.path}: create the account once with "
+                                  f"`trendflow execute --init --db {self.path}`")
+            _create(self.path, initial_cash)
+        if self.path.is_dir():
+            raise ConfigError(f"execution database {self.path} is a folder, not a file")
+        if self.path.stat().st_size == 0:
+            raise TrendflowError(f"execution database {self.path} is empty (0 bytes): it is not an account; "
+                                 "restore it from a backup (only `trendflow execute --init` creates a new one)")
         try:
-            self.conn = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+            self.conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
             self.conn.row_factory = sqlite3.Row
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            self.conn.executescript(_DDL)
             version = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
-            if "locked" in str(exc):
-                raise TransientIOError(f"execution database {self.path} is locked: {exc}") from None
+            if _is_busy(exc):
+                raise TransientIOError(f"execution database {self.path} is locked by another process: {exc}") from None
+            if "no such table" in str(exc):
+                raise TrendflowError(f"execution database {self.path} is not a trendflow execution database "
+                                     "(no schema); restore it from a backup or point --db at the right file") from None
             raise TrendflowError(f"execution database {self.path} is damaged or not a SQLite file: {exc}") from None
         if version is None:
-            with self.transaction() as cur:
-                cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                cur.execute("INSERT INTO account VALUES ('cash', ?), ('peak_equity', ?)", (initial_cash, initial_cash))
-                cur.execute("INSERT INTO breaker VALUES (1, 0, NULL, NULL)")
-        elif int(version["value"]) != SCHEMA_VERSION:
+            raise TrendflowError(f"execution database {self.path} has no schema version: not a trendflow execution "
+                                 "database; restore it from a backup")
+        if int(version["value"]) != SCHEMA_VERSION:
             raise TrendflowError(f"execution database {self.path} has schema version {version['value']}, expected {SCHEMA_VERSION}")
+        self._retrying(lambda: (self.conn.execute("PRAGMA journal_mode=WAL"), self.conn.execute("PRAGMA foreign_keys=ON"),
+                                self.conn.executescript(_DDL)))  # tables added since the file was made
+
+    def _retrying(self, work, attempts: int = 3):
+        """`work()`, retried while another process holds the database's write lock; then one line, exit 3."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if attempt == attempts:
+                    raise TransientIOError(f"execution database {self.path} is locked by another process "
+                                           f"({attempts} tries, {self.busy_timeout:g}s each); try again") from None
+                time.sleep(0.1 * attempt)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Cursor]:
         cur = self.conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        self._retrying(lambda: cur.execute("BEGIN IMMEDIATE"))
         try:
             yield cur
         except BaseException:
@@ -98,7 +131,8 @@ class ExecutionStore:
                         "reason, broker, created_at, updated_at) VALUES (?,?,?,?,?,?,'PENDING',?,?,?,?)",
                         (coid, run_id, as_of, symbol, side, shares, reason, broker, now(), now()))
 
-    def set_status(self, coid: str, status: str, **fields) -> None:
+    def set_status(self, coid: str, status: str, *, audit: dict | None = None, **fields) -> None:
+        """Move an order to `status` (and set `fields`), with its `audit` record in the same transaction."""
         current = self.order(coid)["status"]
         if status not in TRANSITIONS.get(current, set()):
             raise TrendflowError(f"order {coid}: illegal status change {current} -> {status}")
@@ -106,11 +140,25 @@ class ExecutionStore:
         with self.transaction() as cur:
             cur.execute(f"UPDATE orders SET status=?, updated_at=?{', ' + sets if sets else ''} WHERE client_order_id=?",
                         (status, now(), *fields.values(), coid))
+            _insert_audit(cur, audit)
 
-    def record_fill(self, coid: str, side: str, symbol: str, shares: int, price: float, commission: float, status: str) -> None:
-        """Fill, position, cash and order status change together or not at all."""
+    def record_fill(self, coid: str, side: str, symbol: str, shares: int, price: float, commission: float, status: str,
+                    *, audit: dict | None = None) -> None:
+        """Fill, position, cash, order status and the audit record change together or not at all."""
         with self.transaction() as cur:
             self._apply_fill(cur, coid, side, symbol, shares, price, commission, status)
+            _insert_audit(cur, audit)
+
+    # audit -------------------------------------------------------------------
+    def add_audit(self, record: dict) -> None:
+        """An audit record that goes with no state change (e.g. an order still working at a re-poll)."""
+        with self.transaction() as cur:
+            _insert_audit(cur, record)
+
+    def audit_since(self, seq: int) -> list[dict]:
+        """Audit records after sequence number `seq`, oldest first, each with its `seq`."""
+        rows = self.conn.execute("SELECT seq, record FROM audit WHERE seq > ? ORDER BY seq", (seq,))
+        return [{**json.loads(r["record"]), "seq": int(r["seq"])} for r in rows]
 
     @staticmethod
     def _apply_fill(cur: sqlite3.Cursor, coid: str, side: str, symbol: str, shares: int, price: float, commission: float,
@@ -153,13 +201,15 @@ class ExecutionStore:
     def breaker(self) -> sqlite3.Row:
         return self.conn.execute("SELECT * FROM breaker WHERE id=1").fetchone()
 
-    def trip_breaker(self, reason: str) -> None:
+    def trip_breaker(self, reason: str, *, audit: dict | None = None) -> None:
         with self.transaction() as cur:
             cur.execute("UPDATE breaker SET tripped=1, since=?, reason=? WHERE id=1", (now(), reason))
+            _insert_audit(cur, audit)
 
-    def reset_breaker(self) -> None:
+    def reset_breaker(self, *, audit: dict | None = None) -> None:
         with self.transaction() as cur:
             cur.execute("UPDATE breaker SET tripped=0, since=NULL, reason=NULL WHERE id=1")
+            _insert_audit(cur, audit)
 
     # the executed book: settlement of working orders, accepted foreign positions ---------------------
     def working_orders(self, broker: str, as_of: str | None = None) -> list[sqlite3.Row]:
@@ -208,3 +258,36 @@ class ExecutionStore:
     def counts_for(self, as_of: str) -> dict[str, int]:
         rows = self.conn.execute("SELECT status, COUNT(*) n FROM orders WHERE as_of_date=? GROUP BY status", (as_of,))
         return {r["status"]: int(r["n"]) for r in rows}
+
+
+def _insert_audit(cur: sqlite3.Cursor, record: dict | None) -> None:
+    if record is not None:
+        cur.execute("INSERT INTO audit (record) VALUES (?)",
+                    (json.dumps(record, sort_keys=True, default=str, allow_nan=False),))
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _create(path: Path, initial_cash: float) -> None:
+    """A new account database: built under a temp name, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    tmp.unlink(missing_ok=True)
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.executescript(_DDL)
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("INSERT INTO account VALUES ('cash', ?), ('peak_equity', ?)", (initial_cash, initial_cash))
+            conn.execute("INSERT INTO breaker VALUES (1, 0, NULL, NULL)")
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
