@@ -3,6 +3,7 @@ after a crash never executes an order twice."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ class IBKRBroker:
 
     name = "ibkr"
 
-    def __init__(self, settings: IBKRSettings | None = None, timeout: float = 30.0, ib=None):
+    def __init__(self, settings: IBKRSettings | None = None, timeout: float = 30.0, connect_timeout: float = 10.0, ib=None):
         try:
             from ib_async import IB
         except ImportError:
@@ -190,11 +191,16 @@ class IBKRBroker:
         self.timeout = timeout
         self.ib = ib if ib is not None else IB()
         where = f"TWS/IB Gateway at {self.settings.host}:{self.settings.port}"
+        ib_log = logging.getLogger("ib_async")
+        level = ib_log.level
+        ib_log.setLevel(logging.CRITICAL)  # a failed connect is reported once, as our own error line
         try:
-            self.ib.connect(self.settings.host, self.settings.port, clientId=self.settings.client_id, timeout=timeout)
+            self.ib.connect(self.settings.host, self.settings.port, clientId=self.settings.client_id, timeout=connect_timeout)
         except (OSError, TimeoutError, asyncio.TimeoutError, ConnectionError) as exc:
             raise BrokerConnectionError(f"cannot connect to {where} (client id {self.settings.client_id}): "
                                         f"{type(exc).__name__}: {exc or 'no answer'}; is it running with the API enabled?") from None
+        finally:
+            ib_log.setLevel(level)
         if not self.ib.isConnected():
             raise BrokerConnectionError(f"cannot connect to {where}: the connection closed during the handshake")
 

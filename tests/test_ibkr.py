@@ -1,0 +1,221 @@
+"""The IBKR adapter against a protocol-level stand-in for TWS (tests/fake_tws.py, 127.0.0.1): routing
+by symbol suffix, orders followed to a final state or left OPEN at a timeout, partial fills with the
+remainder working, the broker's book loaded into the execution database, connection failures."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import date
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("ib_async")
+
+from fake_tws import FakeTWS  # noqa: E402
+from flows.cli import main  # noqa: E402
+from schemas.trading import OrdersSchema  # noqa: E402
+from stages.common.artifacts import stage_run  # noqa: E402
+from stages.common.config import load_config  # noqa: E402
+from stages.common.errors import ConfigError  # noqa: E402
+from stages.trading.execution.brokers import IBKRBroker, IBKRSettings, ib_route, to_ib_contract  # noqa: E402
+from stages.trading.execution.cli import load_profile  # noqa: E402
+from stages.trading.execution.executor import client_order_id, execute_orders  # noqa: E402
+from stages.trading.execution.notify import Notifier  # noqa: E402
+from stages.trading.execution.store import ExecutionStore  # noqa: E402
+
+DAY = date(2026, 12, 4)
+
+
+def settings(port: int, routes=()) -> IBKRSettings:
+    return IBKRSettings("127.0.0.1", port, 17, None, "SMART", "USD", routes)
+
+
+def one_order(symbol="510300.SH", shares=300, price=4.0):
+    return pd.DataFrame([dict(symbol=symbol, action="BUY", shares=shares, reason="new_entry", signal_strength=1.0,
+                              momentum_score=1.0, target_weight=0.1, current_price=price, estimated_value=shares * price)])
+
+
+class Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        Hook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Hook.received = []
+    yield f"http://127.0.0.1:{server.server_port}/hook", Hook.received
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def env(tmp_path):
+    config = load_config(None, ["execution.initial_cash=100000"])
+    return config, ExecutionStore(tmp_path / "exec.db", config.execution.initial_cash)
+
+
+def run(env, broker, frame, notifier=None):
+    config, store = env
+    return execute_orders(frame, store=store, broker=broker, profile=load_profile("balanced"), config=config, as_of=DAY,
+                          notifier=notifier)
+
+
+# --------------------------------------------------------------------------- routing
+def test_cn_symbols_route_to_stock_connect_in_cnh_and_unknown_suffixes_are_refused():
+    s = settings(7497)
+    assert ib_route("510300.SH", s) == ("510300", "SEHKNTL", "CNH")
+    assert ib_route("159915.SZ", s) == ("159915", "SEHKSZSE", "CNH")
+    assert ib_route("SPY", s) == ("SPY", "SMART", "USD") == ib_route("SPY.US", s)
+    contract = to_ib_contract("510300.SH", s)
+    assert (contract.symbol, contract.exchange, contract.currency) == ("510300", "SEHKNTL", "CNH")
+    with pytest.raises(ConfigError, match=r"no IB route for the suffix \.HK"):
+        ib_route("0700.HK", s)
+    assert ib_route("0700.HK", settings(7497, (("HK", "SEHK", "HKD"),))) == ("0700", "SEHK", "HKD")
+
+
+def test_routes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("TRENDFLOW_IB_ROUTES", "HK=SEHK/HKD, sh=SSE/CNY")
+    s = IBKRSettings.from_env()
+    assert ib_route("0700.HK", s) == ("0700", "SEHK", "HKD") and ib_route("600000.SH", s) == ("600000", "SSE", "CNY")
+    monkeypatch.setenv("TRENDFLOW_IB_ROUTES", "HK=SEHK")
+    with pytest.raises(ConfigError, match="SUFFIX=EXCHANGE/CURRENCY"):
+        IBKRSettings.from_env()
+
+
+# --------------------------------------------------------------------------- orders over the socket protocol
+def fills_in_two(placed):
+    return [(0.02, "status", ("Submitted", 0, placed.quantity, 0.0)), (0.02, "fill", (100, 4.01, 1.5)),
+            (0.02, "status", ("Submitted", 100, placed.quantity - 100, 4.01)), (0.02, "fill", (placed.quantity - 100, 4.02, 2.0)),
+            (0.02, "status", ("Filled", placed.quantity, 0, 4.0167))]
+
+
+def test_an_order_is_followed_to_its_final_state_and_routed_by_suffix(env):
+    config, store = env
+    with FakeTWS(script=fills_in_two) as tws:
+        broker = IBKRBroker(settings(tws.port), timeout=5, connect_timeout=5)
+        summary = run(env, broker, one_order())
+        broker.close()
+    placed = tws.placed[0]
+    assert (placed.symbol, placed.exchange, placed.currency, placed.action, placed.quantity) == ("510300", "SEHKNTL", "CNH", "BUY", 300)
+    coid = client_order_id(DAY, "510300.SH", "BUY", "daily")
+    assert placed.order_ref == coid and summary.filled == 1
+    assert store.order(coid)["status"] == "FILLED" and store.positions() == {"510300.SH": 300}
+    cash_spent = 100 * 4.01 + 200 * 4.02 + 3.5
+    assert store.cash() == pytest.approx(100_000 - cash_spent)
+
+
+def test_a_partial_fill_stays_open_with_the_remainder_working_and_a_rerun_records_the_rest(env, webhook):
+    config, store = env
+    url, received = webhook
+
+    def slow_remainder(placed):
+        return [(0.02, "status", ("Submitted", 0, placed.quantity, 0.0)), (0.02, "fill", (100, 4.01, 1.5)),
+                (0.02, "status", ("Submitted", 100, placed.quantity - 100, 4.01)), (1.2, "fill", (placed.quantity - 100, 4.03, 2.0)),
+                (0.02, "status", ("Filled", placed.quantity, 0, 4.0233))]
+
+    with FakeTWS(script=slow_remainder) as tws:
+        broker = IBKRBroker(settings(tws.port), timeout=0.5, connect_timeout=5)
+        first = run(env, broker, one_order(), Notifier(url, retries=1, timeout=1))
+        coid = client_order_id(DAY, "510300.SH", "BUY", "daily")
+        assert first.working == 1 and store.order(coid)["status"] == "OPEN"
+        assert store.filled_shares(coid) == 100 and store.positions() == {"510300.SH": 100}
+        assert any(p["level"] == "WARNING" and "still working at ibkr (100 filled)" in p["text"] for p in received)
+        time.sleep(1.0)
+        second = run(env, broker, one_order(), Notifier(url, retries=1, timeout=1))  # the rerun polls the same order
+        broker.close()
+    assert len(tws.placed) == 1 and second.filled == 1 and store.order(coid)["status"] == "FILLED"
+    assert store.positions() == {"510300.SH": 300} and store.filled_shares(coid) == 300
+    prices = [r["price"] for r in store.conn.execute("SELECT price FROM fills WHERE client_order_id=? ORDER BY id", (coid,))]
+    assert prices == [pytest.approx(4.01), pytest.approx(4.03)]
+
+
+def test_a_cancelled_remainder_is_a_final_partial_fill_and_a_dead_order_fails_with_a_critical_alert(env, webhook):
+    config, store = env
+    url, received = webhook
+
+    def cancelled_after_100(placed):
+        if placed.symbol == "510300":
+            return [(0.02, "fill", (100, 4.01, 1.5)), (0.02, "status", ("Cancelled", 100, placed.quantity - 100, 4.01))]
+        return [(0.02, "status", ("Inactive", 0, placed.quantity, 0.0))]
+
+    with FakeTWS(script=cancelled_after_100) as tws:
+        broker = IBKRBroker(settings(tws.port), timeout=5, connect_timeout=5)
+        summary = run(env, broker, pd.concat([one_order(), one_order("159915.SZ", 200, 3.0)]), Notifier(url, retries=1, timeout=1))
+        broker.close()
+    assert store.order(client_order_id(DAY, "510300.SH", "BUY", "daily"))["status"] == "PARTIALLY_FILLED"
+    assert store.order(client_order_id(DAY, "159915.SZ", "BUY", "daily"))["status"] == "FAILED"
+    assert summary.filled == 1 and summary.failed == 1 and store.positions() == {"510300.SH": 100}
+    assert any(p["level"] == "CRITICAL" and "159915.SZ" in p["text"] for p in received)
+
+
+# --------------------------------------------------------------------------- command lines
+def _orders_folder(tmp_path, frame):
+    with stage_run("trading", tmp_path, csv_twins=False) as run_:
+        run_.write(frame, f"orders_{DAY}.csv", OrdersSchema)
+    return tmp_path / f"orders_{DAY}.csv"
+
+
+def test_execute_with_no_tws_is_one_error_line_exit_3_and_a_critical_alert(tmp_path, monkeypatch, capsys, webhook):
+    url, received = webhook
+    with socket_closed() as port:
+        monkeypatch.setenv("TRENDFLOW_IB_PORT", str(port))
+        monkeypatch.setenv("TRENDFLOW_WEBHOOK_URL", url)
+        orders = _orders_folder(tmp_path, one_order())
+        assert main(["execute", "--broker", "ibkr", "--orders", str(orders)]) == 3
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: cannot connect to TWS/IB Gateway at 127.0.0.1:") and "Traceback" not in err[0]
+        assert [p["level"] for p in received] == ["CRITICAL"] and "broker connection failed" in received[0]["text"]
+        received.clear()
+        assert main(["reconcile", "--sync", "ibkr", "--out", str(tmp_path)]) == 3
+        assert [p["level"] for p in received] == ["CRITICAL"]
+
+
+def test_execute_refuses_an_unroutable_symbol_before_connecting(tmp_path, monkeypatch, capsys):
+    with FakeTWS() as tws:
+        monkeypatch.setenv("TRENDFLOW_IB_PORT", str(tws.port))
+        orders = _orders_folder(tmp_path, pd.concat([one_order(), one_order("0700.HK", 100, 300.0)]))
+        assert main(["execute", "--broker", "ibkr", "--orders", str(orders)]) == 2
+    assert "0700.HK: no IB route for the suffix .HK" in capsys.readouterr().err
+    assert tws.placed == [] and tws.received == []
+
+
+def test_reconcile_sync_loads_the_brokers_positions_and_cash(tmp_path, monkeypatch, capsys):
+    config = load_config()
+    ExecutionStore(tmp_path / "execution" / "trendflow.db", config.execution.initial_cash).close()
+    with FakeTWS(positions=[("510300", "SEHKNTL", "CNH", 500, 4.0), ("SPY", "SMART", "USD", 10, 400.0)], cash=54321.5) as tws:
+        monkeypatch.setenv("TRENDFLOW_IB_PORT", str(tws.port))
+        assert main(["reconcile", "--sync", "ibkr", "--out", str(tmp_path)]) == 0
+    store = ExecutionStore(tmp_path / "execution" / "trendflow.db", 1.0)
+    assert store.positions() == {"510300.SH": 500, "SPY": 10} and store.cash() == 54321.5
+    assert "book loaded from ibkr: cash 54,321.50, 2 positions, 0 open orders" in capsys.readouterr().out
+    events = [json.loads(line) for line in (tmp_path / "execution" / "audit.jsonl").read_text().splitlines()]
+    assert events[-1]["event"] == "book_synced" and events[-1]["positions"] == {"510300.SH": 500, "SPY": 10}
+
+
+class socket_closed:
+    """A loopback port with nothing listening on it."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        sock.close()
+        return self.port
+
+    def __exit__(self, *exc) -> None:
+        pass
