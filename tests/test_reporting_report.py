@@ -23,7 +23,7 @@ from stages.reporting.__main__ import main as report_main
 from tests.conftest import shared_data_dir
 from tests.test_reporting_metrics import make_curve, make_trades
 
-CHARTS = {"equity", "underwater", "histogram", "rolling", "exposure", "turnover", "signal-quality"}
+CHARTS = {"equity", "underwater", "histogram", "holdings", "rolling", "exposure", "turnover", "signal-quality"}
 VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "wbr", "source", "track", "embed", "param"}
 
 

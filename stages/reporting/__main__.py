@@ -1,4 +1,4 @@
-"""python -m stages.reporting [--config F] [--set k=v] [--in DIR] --out DIR [--benchmark S]"""
+"""python -m stages.reporting [--config F] [--set k=v] [--in DIR] --out DIR [--benchmark S] [--data DIR]"""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--in", dest="in_dir", metavar="DIR", help="folder with the trading artifacts (default: --out)")
     parser.add_argument("--out", "--output-dir", metavar="DIR", help="output folder (default: config output.folder)")
     parser.add_argument("--benchmark", metavar="SYMBOL_OR_FILE", help="a symbol in prices.parquet or a price file (default: config reporting.benchmark)")
+    parser.add_argument("--data", metavar="DIR", help="the price folder the signals came from: shown in the report, and "
+                                                      "its names.csv gives display names (default: config data.source)")
 
     def body(args: argparse.Namespace) -> int:
         from stages.reporting.stage import run_reporting_stage
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
         config = config_from_args(args)
         with writing(resolve_out_dir(args.out, config), wait=args.wait) as out_dir:
-            result = run_reporting_stage(config, args.in_dir, out_dir, benchmark=args.benchmark)
+            result = run_reporting_stage(config, args.in_dir, out_dir, benchmark=args.benchmark, data=args.data)
         print(result.log_line())
         print(f"report: {result.summary['report']}")
         return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import warnings
 
 import matplotlib
 
@@ -52,7 +53,10 @@ def render_svg(fig: Figure, name: str) -> str:
     """The figure as an <svg> element: no XML prologue, no metadata (so no timestamp), every id prefixed
     with `name` (unique in the page) and hashed ids salted with it (reproducible)."""
     buf = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": f"trendflow-{name}", "svg.id": f"chart-{name}"}):
+    with matplotlib.rc_context({"svg.hashsalt": f"trendflow-{name}", "svg.id": f"chart-{name}"}), warnings.catch_warnings():
+        # text stays text in the SVG (svg.fonttype none): the browser draws names such as 沪深300ETF with its own
+        # fonts, so matplotlib's font lacking those glyphs is only a measuring matter
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
         fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
     text = buf.getvalue()
     text = re.sub(r"<metadata>.*?</metadata>\s*", "", text[text.index("<svg"):], flags=re.S)
@@ -130,7 +134,7 @@ def equity_chart(wealth: pd.Series, benchmark: pd.Series | None, benchmark_label
     both = pd.concat([wealth, benchmark]) if benchmark is not None else wealth
     low, high = float(np.nanmin(both)), float(np.nanmax(both))
     # label 1-2-5 steps (plain steps when the range is narrow); a log axis alone would label only powers of 10
-    ax.yaxis.set_major_locator(mticker.MaxNLocator(6) if high / low < 2.5 else mticker.LogLocator(10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_locator(mticker.MaxNLocator(6, steps=[1, 2, 2.5, 5, 10]) if high / low < 2.5 else mticker.LogLocator(10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_minor_locator(mticker.NullLocator())
     ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_ylabel("value of 1 invested (log scale)")
@@ -241,6 +245,30 @@ def exposure_chart(exposure: pd.Series, holdings: pd.Series, smooth: int = 20) -
 
 
 @_styled
+def holdings_chart(weights: pd.DataFrame, max_points: int = 600) -> str:
+    """Stacked weights (share of equity) of the largest holdings and 'other' at each close; the white space
+    above is cash. Long histories are drawn as means over buckets of k sessions (at most `max_points`)."""
+    fig, (ax,) = _figure(1, 3.4)
+    step = max(1, -(-len(weights) // max_points))
+    buckets = np.arange(len(weights)) // step
+    drawn = weights.groupby(buckets).mean().set_axis(weights.index[::step])  # each bucket's mean, at its first session
+    palette = ["#1f5fa8", "#d68910", "#2e7d32", "#c0392b", "#7d3c98", "#17a589", "#a04000", "#5d6d7e", "#c7c7c7"]
+    colours = [palette[k % (len(palette) - 1)] for k in range(drawn.shape[1])]
+    if "other" in drawn.columns:
+        colours[list(drawn.columns).index("other")] = palette[-1]
+    ax.stackplot(drawn.index.to_numpy(), drawn.to_numpy(dtype=float).T, labels=list(drawn.columns), colors=colours,
+                 alpha=0.85, lw=0)
+    ax.set_ylim(0, max(1.0, float(drawn.sum(axis=1).max())))
+    _percent(ax)
+    ax.set_ylabel("share of equity")
+    ax.set_title("Holdings over time (largest by average weight; white = cash)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7.5)
+    fig.subplots_adjust(right=1 - 2.1 / WIDTH)
+    _dates(ax, weights.index[0], weights.index[-1])
+    return render_svg(fig, "holdings")
+
+
+@_styled
 def turnover_chart(monthly: pd.Series) -> str:
     """One-way turnover per calendar month, as a share of equity."""
     fig, (ax,) = _figure(1, 2.4)
@@ -304,7 +332,7 @@ def walk_forward_chart(walk_forward: pd.Series, in_sample_best: pd.Series, buy_a
     ax.set_yscale("log")
     values = pd.concat([walk_forward, in_sample_best, buy_and_hold]).to_numpy(dtype=float)
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
-    ax.yaxis.set_major_locator(mticker.MaxNLocator(6) if high / low < 2.5 else mticker.LogLocator(10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_locator(mticker.MaxNLocator(6, steps=[1, 2, 2.5, 5, 10]) if high / low < 2.5 else mticker.LogLocator(10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_minor_locator(mticker.NullLocator())
     ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_ylabel("value of 1 (log scale)")

@@ -28,7 +28,10 @@ nav{font-size:12.5px;margin:6px 0 14px} nav a{color:#1f5fa8;text-decoration:none
 .chart svg{display:block;width:100%;height:auto}
 .grid2{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:20px;align-items:start}
 @media (max-width:1100px){.grid2{grid-template-columns:1fr}}
+@media (max-width:700px){main{padding:12px 10px 40px}.chart{overflow-x:auto}.chart svg{width:720px;max-width:none}}
 .scroll{overflow-x:auto}
+.tall{max-height:440px;overflow-y:auto}
+.wrap td{white-space:normal;overflow-wrap:anywhere}
 table{border-collapse:collapse;background:#fff;font-size:12.5px;margin:4px 0 8px;font-variant-numeric:tabular-nums}
 td,th{border:1px solid #e1e4e8;padding:3px 8px;text-align:right;white-space:nowrap}
 th{background:#eef1f4;font-weight:600} td:first-child,th:first-child{text-align:left}

@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from schemas.config import TrendflowConfig
-from stages.reporting import charts
+from stages.reporting import attribution, charts
 from stages.reporting.html import cards, chart, fmt, heat_table, note, page, section, table
 from stages.reporting.live import LiveRecord, live_section
 from stages.reporting.metrics import (TRAILING_PERIODS, drawdown_episodes, drawdown_series, per_period_rate, period_returns,
                                       rolling_beta, rolling_sortino, round_trips, strategy_returns, trailing_return)
+from stages.reporting.provenance import Provenance, display
 
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -32,6 +33,8 @@ class ReportInputs:
     notes: list[str]
     config: TrendflowConfig
     live: LiveRecord | None = None
+    provenance: Provenance | None = None
+    names: dict[str, str] = field(default_factory=dict)  # symbol -> display name (names.csv)
 
 
 # label, kind for each metric in the tables (the JSON keeps the raw keys)
@@ -297,14 +300,14 @@ def _trade_tables(trades: pd.DataFrame, sessions: pd.DatetimeIndex) -> str:
             + table(fills, {"fills": "int", "value": "money", "costs": "money"}) + "</div></div>")
 
 
-def _holdings(positions: pd.DataFrame, curve: pd.DataFrame) -> str:
+def _holdings(positions: pd.DataFrame, curve: pd.DataFrame, names: dict[str, str]) -> str:
     last = curve["date"].iloc[-1]
     held = positions[positions["date"] == last].sort_values(["weight", "symbol"], ascending=[False, True])
     title = f"<h3>Holdings at the close of {last.date()}</h3>"
     if held.empty:
         return title + '<p class="sub">No holdings: all cash.</p>'
     frame = pd.DataFrame({
-        "symbol": held["symbol"].to_numpy(), "shares": held["shares"].to_numpy(), "close": held["close"].to_numpy(),
+        "symbol": [display(x, names) for x in held["symbol"]], "shares": held["shares"].to_numpy(), "close": held["close"].to_numpy(),
         "market value": held["market_value"].to_numpy(), "weight": held["weight"].to_numpy(),
         "entry date": [fmt(d, "date") for d in held["entry_date"]], "entry price": held["entry_price"].to_numpy(),
         "since entry": (held["close"] / held["entry_price"] - 1.0).to_numpy(), "cluster": held["cluster"].to_numpy(),
@@ -357,8 +360,73 @@ def _years_and_drawdowns(inp: ReportInputs, r: pd.Series) -> str:
             + "</div><div><h3>Top 5 drawdowns</h3>" + _drawdown_table(r) + "</div></div>")
 
 
+
+def _provenance(inp: ReportInputs, r: pd.Series) -> str | None:
+    """What produced these numbers: version, config hash, data, non-default parameters, holdings' price dates."""
+    p = inp.provenance
+    if p is None:
+        return None
+    run = pd.DataFrame({"item": ["trendflow version", "config hash (sha256)", "price data", "symbols in the price panel",
+                                 "price panel dates", "display names"],
+                        "value": [p.version, p.config_hash, p.data_source, fmt(p.symbols, "int"),
+                                  f"{fmt(p.first_date, 'date')} to {fmt(p.last_date, 'date')}",
+                                  f"names.csv ({len(inp.names)} symbols)" if inp.names else "none (no names.csv)"]})
+    changed = pd.DataFrame(p.changed, columns=["parameter", "value", "default"])
+    parts = ['<div class="grid2"><div><h3>Run</h3><div class="wrap">' + table(run, {"item": "text", "value": "text"}) + "</div>"
+             + "</div><div><h3>Parameters that differ from the defaults</h3>"
+             + table(changed, empty="none: every parameter at its default") + "</div></div>"]
+    if len(p.holdings):
+        h = p.holdings
+        stale = h["sessions_behind"] > 0
+        frame = pd.DataFrame({"symbol": [display(x, inp.names) for x in h["symbol"]],
+                              "last price": [fmt(d, "date") for d in h["last_price_date"]],
+                              "sessions old": h["sessions_behind"].to_numpy(),
+                              "status": np.where(stale, "STALE: valued at an old close", "current")})
+        parts.append(f"<h3>Last price date of each holding at {fmt(r.index[-1], 'date')}</h3>"
+                     + (note(f"{int(stale.sum())} of {len(h)} holdings are valued at a close older than the last session: "
+                             "their marks (and the equity) may be wrong.") if stale.any() else "")
+                     + table(frame, {"sessions old": "int"}))
+    return "".join(parts)
+
+
+def _attribution(inp: ReportInputs, r: pd.Series) -> list[str]:
+    """P&L by symbol and by cluster from fills and marks (summing to the total P&L), top contributors and
+    detractors, round trips by symbol, and the holdings-over-time chart."""
+    if inp.trades.empty:
+        return ['<p class="sub">No trades in this run: nothing to attribute.</p>']
+    pnl = attribution.daily_pnl(inp.trades, inp.positions, r.index)
+    symbols = attribution.by_symbol(pnl, round_trips(inp.trades, r.index)).rename(
+        columns={"win_rate": "win rate", "avg_return": "avg return"})
+    if inp.names:
+        symbols.insert(1, "name", [inp.names.get(x, "") for x in symbols["symbol"]])
+    total = float(pnl["pnl"].sum())
+    kinds = {"pnl": "money", "share": "pct1", "trades": "int", "win rate": "pct1", "avg return": "pct"}
+    top = symbols[symbols["pnl"] > 0].head(10)
+    bottom = symbols[symbols["pnl"] < 0].iloc[::-1].head(10)
+    clusters = attribution.by_cluster(pnl)
+    clusters["cluster"] = clusters["cluster"].map(lambda c: "none" if c == attribution.NO_CLUSTER else str(c))
+    parts = [f'<p class="sub">Total P&amp;L {fmt(total, "money")} = final equity &minus; starting capital, split by symbol '
+             "from its fills (after commission and slippage) and daily marks to the close; share = P&amp;L / |total|.</p>",
+             '<div class="grid2"><div><h3>Top 10 contributors</h3>' + table(top, kinds, "no symbol made money")
+             + "</div><div><h3>Top 10 detractors</h3>" + table(bottom, kinds, "no symbol lost money") + "</div></div>"]
+    weights = attribution.holdings_weights(inp.positions, r.index)
+    if len(r) > 1 and weights.shape[1]:
+        weights.columns = [c if c == "other" else display(c, inp.names) for c in weights.columns]
+        parts.append(chart(charts.holdings_chart(weights), "holdings", "Weights of the largest holdings over time"))
+    parts.append('<div class="grid2"><div><h3>P&amp;L by cluster</h3><div class="tall">'
+                 + table(clusters, {"pnl": "money", "symbols": "int"}) + "</div>"
+                 + '<p class="sub">A day\'s P&amp;L goes to the cluster the symbol was in at that close. Clusters are '
+                   "re-estimated at each refresh, so an id is a label at the time, not a fixed group.</p></div>"
+                 "<div><h3>Round trips and P&amp;L by symbol</h3>"
+                 + '<div class="tall">' + table(symbols, kinds) + "</div>"
+                 + '<p class="sub">trades = closed round trips; win rate and average return over them; P&amp;L includes '
+                   "open positions at their last mark.</p></div></div>")
+    return parts
+
+
 # The page, top to bottom: add a section by writing its body function and listing it here.
 SECTIONS: list[Section] = [
+    Section("provenance", "Provenance", "Provenance: parameters, data and version", _provenance),
     Section("performance", "Performance", "Performance", _performance_charts),
     Section("live", "Live", "Live track record", live_section),
     Section("monthly", "Monthly", "Monthly returns", lambda inp, r: _monthly_table(r)),
@@ -368,8 +436,9 @@ SECTIONS: list[Section] = [
     Section("metrics", "Metrics", "Metrics", lambda inp, r: _metric_tables(inp.metrics, inp.benchmark_returns is not None,
                                                                           inp.benchmark_label)),
     Section("years", "Years & drawdowns", "Yearly returns and drawdowns", _years_and_drawdowns),
+    Section("attribution", "Attribution", "P&L attribution and holdings over time", _attribution),
     Section("trades", "Trades", "Trades", lambda inp, r: _trade_tables(inp.trades, r.index)),
     Section("holdings", "Holdings & orders", "Latest holdings and orders",
-            lambda inp, r: [_holdings(inp.positions, inp.curve), _orders(inp.orders, inp.orders_date)]),
+            lambda inp, r: [_holdings(inp.positions, inp.curve, inp.names), _orders(inp.orders, inp.orders_date)]),
     Section("signal-quality", "Signal quality", "Signal quality", lambda inp, r: _signal_quality(inp.quality, inp.ic_series)),
 ]

@@ -19,11 +19,13 @@ from stages.common.artifacts import StageRun, stage_run, validate_frame
 from stages.common.errors import ArtifactMissingError, DataError
 from stages.common.lineage import Lineage
 from stages.common.market_data import read_symbol_file
-from stages.common.stage import StageResult
+from stages.common.stage import DEMO_FOLDER_NAME, StageResult
 from stages.reporting.html import fmt
 from stages.reporting.live import read_live
 from stages.reporting.metrics import compute_metrics
 from stages.reporting.report import ReportInputs, render_report
+from stages.reporting.provenance import (Provenance, changed_parameters, find_names_file, holdings_freshness, last_price_dates,
+                                         read_names, trendflow_version)
 from stages.reporting.signal_quality import signal_quality
 
 log = logging.getLogger(__name__)
@@ -38,10 +40,12 @@ class Benchmark:
 
 
 def run_reporting_stage(config: TrendflowConfig, in_dir: str | Path | None, out_dir: str | Path, *,
-                        benchmark: str | None = None) -> StageResult:
+                        benchmark: str | None = None, data: str | Path | None = None) -> StageResult:
     """Read `in_dir` (default: `out_dir`), write performance_summary.json/.csv and report.html to `out_dir`.
 
-    benchmark: a symbol in `in_dir`/prices.parquet or a price file (default: config reporting.benchmark)."""
+    benchmark: a symbol in `in_dir`/prices.parquet or a price file (default: config reporting.benchmark).
+    data: the price folder the signal stage read (default: config data.source), shown in the provenance
+    block and searched, after `in_dir`, for names.csv (display names)."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     in_dir = Path(in_dir) if in_dir is not None else out_dir
@@ -59,11 +63,17 @@ def run_reporting_stage(config: TrendflowConfig, in_dir: str | Path | None, out_
         orders = run.read(orders_path, OrdersSchema) if orders_path else None
         signals = _read_signals(run, in_dir / "signals_output.parquet")
         bench = _benchmark(benchmark, in_dir, run, curve) if benchmark else None
+        source = _data_source(data, config, in_dir)
+        names_path = find_names_file(in_dir, Path(source) if Path(source).is_dir() else None)
+        names = read_names(names_path) if names_path else {}
+        if names_path:
+            run.record_input(names_path)
+        provenance = _provenance(run, config, source, in_dir / "prices.parquet", positions, curve)
 
         metrics = compute_metrics(curve, trades, config=config, positions=positions,
                                   benchmark_returns=bench.returns if bench else None)
         quality, ic_series = signal_quality(signals, rp.signal_horizons) if signals is not None and len(signals) else (None, {})
-        notes = _notes(curve, trades, metrics, signals, bench, benchmark, in_dir)
+        notes = _notes(curve, trades, metrics, signals, bench, benchmark, in_dir) + _stale_notes(provenance)
         summary = PerformanceSummary(metrics=_clean(metrics), signal_quality=_clean(quality), benchmark=bench.label if bench else None,
                                      notes=notes)
         run.write_json(summary, "performance_summary.json", PerformanceSummary)
@@ -73,7 +83,8 @@ def run_reporting_stage(config: TrendflowConfig, in_dir: str | Path | None, out_
             curve=curve, trades=trades, positions=positions, orders=orders,
             orders_date=ORDERS_FILE.match(orders_path.name).group(1) if orders_path else None,
             metrics=metrics, quality=quality, ic_series=ic_series, benchmark_returns=bench.returns if bench else None,
-            benchmark_label=bench.label if bench else None, notes=notes, config=config, live=read_live(run, in_dir)))
+            benchmark_label=bench.label if bench else None, notes=notes, config=config, live=read_live(run, in_dir),
+            provenance=provenance, names=names))
         run.write_text(html, "report.html", kind="html")
     seconds = time.perf_counter() - t0
     log.info("Report written: %s (Sharpe %s, CAGR %s, max drawdown %s) in %.2fs", out_dir / "report.html",
@@ -133,6 +144,43 @@ def _benchmark(spec: str, in_dir: Path, run: StageRun, curve: pd.DataFrame) -> B
     first = aligned.first_valid_index()
     returns[first] = 0.0
     return Benchmark(label, returns.rename(None), first)
+
+
+def _data_source(data: str | Path | None, config: TrendflowConfig, in_dir: Path) -> str:
+    """The price data as the user named it: --data, else config data.source, else the demo universe the
+    signal stage generated into the input folder."""
+    if data is not None:
+        return str(data)
+    if config.data.source is not None:
+        return str(config.data.source)
+    if (in_dir / DEMO_FOLDER_NAME).is_dir():
+        return f"demo universe ({DEMO_FOLDER_NAME}/ in the input folder)"
+    return "not recorded (pass --data to the reporting stage)"
+
+
+def _provenance(run: StageRun, config: TrendflowConfig, source: str, prices_path: Path, positions: pd.DataFrame,
+                curve: pd.DataFrame) -> Provenance:
+    """Version, config, data and each holding's last real price date (prices.parquet, when in the folder)."""
+    sessions = pd.DatetimeIndex(curve["date"])
+    held = sorted(positions.loc[positions["date"] == sessions[-1], "symbol"])
+    if prices_path.exists():
+        panel = run.read_with(prices_path, lambda p: pd.read_parquet(p, columns=["date", "symbol"]))
+        last = last_price_dates(panel)
+        first, final, count = panel["date"].min(), panel["date"].max(), len(last)
+    else:
+        last, first, final, count = pd.Series(dtype="datetime64[ns]"), None, None, 0
+    return Provenance(version=trendflow_version(), config_hash=config.config_hash(), changed=changed_parameters(config),
+                      data_source=source, symbols=count, first_date=first, last_date=final,
+                      holdings=holdings_freshness(held, last, sessions))
+
+
+def _stale_notes(p: Provenance) -> list[str]:
+    stale = p.holdings[p.holdings["sessions_behind"] > 0]
+    if stale.empty:
+        return []
+    listed = ", ".join(f"{row.symbol} (last price {row.last_price_date.date() if pd.notna(row.last_price_date) else 'none'}, "
+                       f"{row.sessions_behind} sessions old)" for row in stale.head(5).itertuples())
+    return [f"{len(stale)} holding(s) valued at a stale price: {listed}{f' and {len(stale) - 5} more' if len(stale) > 5 else ''}. See Provenance."]
 
 
 # --------------------------------------------------------------------------- summary

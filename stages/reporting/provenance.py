@@ -1,0 +1,96 @@
+"""Where a report's numbers come from: the parameters that differ from the defaults, the price data (source,
+dates, symbols), each holding's last real price date (a year-old price looks current in a table of marks),
+the software version and the config hash; and the optional display names of symbols (names.csv)."""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from schemas.config import TrendflowConfig
+from stages.common.errors import DataError
+
+NAMES_FILE = "names.csv"
+
+
+@dataclass
+class Provenance:
+    version: str
+    config_hash: str
+    changed: list[tuple[str, str, str]]          # (dotted key, value, default), JSON-encoded values
+    data_source: str                             # the price folder or file, as the user gave it
+    symbols: int                                 # symbols in prices.parquet
+    first_date: pd.Timestamp | None
+    last_date: pd.Timestamp | None
+    holdings: pd.DataFrame = field(default_factory=pd.DataFrame)  # symbol, last_price_date, sessions_behind
+
+
+def trendflow_version() -> str:
+    try:
+        return importlib.metadata.version("trendflow")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def changed_parameters(config: TrendflowConfig) -> list[tuple[str, str, str]]:
+    """Every config key whose value differs from the default, dotted (e.g. risk.atr_multiplier), with both values."""
+    ours, defaults = _flat(config.model_dump(mode="json")), _flat(TrendflowConfig().model_dump(mode="json"))
+    return [(k, json.dumps(v, ensure_ascii=False), json.dumps(defaults.get(k), ensure_ascii=False))
+            for k, v in sorted(ours.items()) if defaults.get(k) != v]
+
+
+def _flat(section: dict, prefix: str = "") -> dict:
+    out = {}
+    for name, value in section.items():
+        if isinstance(value, dict) and value and name != "momentum_weights":
+            out.update(_flat(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
+
+
+def last_price_dates(prices: pd.DataFrame) -> pd.Series:
+    """Per symbol, the date of its last row in the price panel (its last real close)."""
+    return prices.groupby("symbol", sort=True)["date"].max()
+
+
+def holdings_freshness(held: list[str], last_dates: pd.Series, sessions: pd.DatetimeIndex) -> pd.DataFrame:
+    """For each held symbol: its last price date and how many sessions of the run came after it (0 = priced
+    at the last close; more = valued at a carried-over, stale price)."""
+    when = last_dates.reindex(held)
+    behind = len(sessions) - sessions.searchsorted(when.to_numpy(), side="right")
+    return pd.DataFrame({"symbol": held, "last_price_date": when.to_numpy(),
+                         "sessions_behind": np.where(when.notna().to_numpy(), behind, len(sessions))})
+
+
+def read_names(path: Path) -> dict[str, str]:
+    """names.csv: columns symbol,name (e.g. 510300.SH,沪深300ETF) -> {symbol: name}; a bad file is a DataError."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot be read as CSV ({exc})") from None
+    if list(frame.columns[:2]) != ["symbol", "name"]:
+        raise DataError(f"{path}: expected the columns symbol,name; found {','.join(map(str, frame.columns))}")
+    frame = frame[frame["symbol"].str.strip() != ""]
+    duplicated = frame.loc[frame["symbol"].duplicated(), "symbol"]
+    if len(duplicated):
+        raise DataError(f"{path}: symbol {duplicated.iloc[0]!r} is listed twice")
+    return dict(zip(frame["symbol"].str.strip(), frame["name"].str.strip()))
+
+
+def find_names_file(*folders: Path | None) -> Path | None:
+    """The first names.csv in the given folders (the report's input folder, then the price folder)."""
+    for folder in folders:
+        if folder is not None and (Path(folder) / NAMES_FILE).is_file():
+            return Path(folder) / NAMES_FILE
+    return None
+
+
+def display(symbol: str, names: dict[str, str]) -> str:
+    """'510300.SH 沪深300ETF' with a name, else the symbol."""
+    name = names.get(symbol)
+    return f"{symbol} {name}" if name else symbol
