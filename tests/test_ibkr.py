@@ -219,3 +219,24 @@ class socket_closed:
 
     def __exit__(self, *exc) -> None:
         pass
+
+
+def test_the_readme_reconcile_commands_run_as_written(tmp_path, monkeypatch, capsys):
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = [line.split("#")[0].strip() for line in readme.splitlines() if line.startswith("trendflow reconcile ")]
+    assert len(commands) == 3
+    monkeypatch.chdir(tmp_path)
+    store = ExecutionStore(tmp_path / "live" / "execution" / "trendflow.db", 100_000.0)
+    store.set_book({"510300.SH": (500, 2000.0)}, 98_000.0)
+    store.close()
+    with FakeTWS(positions=[("510300", "SEHKNTL", "CNH", 500, 4.0)], cash=98_000.0) as tws:
+        monkeypatch.setenv("TRENDFLOW_IB_PORT", str(tws.port))
+        for command in commands:
+            argv = shlex.split(command)
+            assert argv[0] == "trendflow" and main(argv[1:]) == 0, command
+    out = capsys.readouterr().out
+    assert '"510300.SH": 500' in out and "accepted 500 510300.SH into the model's book (by alice)" in out
+    assert ExecutionStore(tmp_path / "live" / "execution" / "trendflow.db", 1.0).accepted() == {"510300.SH": 500}

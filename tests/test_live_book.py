@@ -25,6 +25,7 @@ from stages.trading.execution.executor import execute_orders
 from stages.trading.execution.notify import AuditLog
 from stages.trading.execution.store import ExecutionStore
 from stages.trading.market import build_market
+from tests.conftest import shared_data_dir
 
 SESSIONS = 20
 PERMISSIVE = {"name": "permissive", "max_position_size": 1.0, "max_drawdown": 0.99, "circuit_breaker": 0.99, "stop_loss": 0.99,
@@ -168,3 +169,26 @@ def test_a_broker_position_the_model_does_not_know_is_an_error_until_accepted(de
 def _write(path: Path, obj: dict) -> Path:
     path.write_text(json.dumps(obj))
     return path
+
+
+@pytest.mark.parametrize("market_name, start_date", [("cn_etf", "2023-06-01"), ("us_etf", "2019-06-01")])
+def test_real_etfs_twenty_chained_paper_sessions_equal_the_backtest_and_the_books_agree(market_name, start_date, tmp_path):
+    data = shared_data_dir(market_name)
+    config = load_config(None, [f"data.start_date={start_date}"])
+    run_signal_stage(config, data, tmp_path)
+    profile = load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+    start = 160  # past every warm-up, on a rebalance-day cycle of its own
+    market, days, store, summaries = paper_month(tmp_path, config, profile, start)
+    assert sum(s.rejected for s in summaries) == 0 and not any(s.resized for s in summaries)
+    backtest = fold(market, config, start=start, end=start + SESSIONS + 1)
+    live = pd.read_parquet(tmp_path / "live_fills.parquet")
+    cols = ["date", "symbol", "side", "quantity", "price", "commission"]
+    assert len(backtest.trade_log) >= 5
+    pd.testing.assert_frame_equal(live[cols].reset_index(drop=True), backtest.trade_log[cols].reset_index(drop=True),
+                                  check_dtype=False)
+    last = read_json_artifact(tmp_path / f"portfolio_{days[-1]}.json", PortfolioSnapshot)
+    assert {s: h.shares for s, h in last.holdings.items()} == store.positions()
+    assert last.cash == pytest.approx(store.cash(), abs=1e-6)
+    for day in days[1:]:
+        rec = read_artifact(tmp_path / f"reconcile_{day}.csv", ReconcileSchema)
+        assert (rec["share_drift"] == 0).all() and rec["cash_difference"].abs().max() < 1e-6, day
