@@ -10,8 +10,8 @@ from typing import Sequence
 
 # command -> ("module:function", one-line help). Each function takes argv and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("flows.pipeline:main", "run the Prefect flow: signal -> trading -> reporting"),
-    "daily": ("flows.pipeline:daily_main", "the daily run for one date (flow in daily mode)"),
+    "run": ("flows.commands:main", "run the Prefect flow: signal -> trading -> reporting"),
+    "daily": ("flows.commands:daily_main", "the daily run for one date (flow in daily mode)"),
     "signal": ("stages.signal.__main__:main", "signal stage alone (no Prefect)"),
     "trade": ("stages.trading.__main__:main", "trading stage alone (no Prefect)"),
     "report": ("stages.reporting.__main__:main", "reporting stage alone (no Prefect)"),
@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("stages.common.legacy:main", "config import OLD.json: convert an older signal_pipeline config (prints the new one)"),
     "validate": ("stages.common.validate:main", "check artifact files against their schemas"),
     "serve": ("flows.schedule:main", "serve the flow on a cron schedule (exchange trading days only)"),
+    "server": ("flows.local_server:server_main", "the shared local Prefect server: status | start | stop"),
     "sweep": ("flows.sweep:main", "parameter sweep / walk-forward, optionally on Dask"),
     "execute": ("stages.trading.execution.cli:execute_main", "send a daily run's orders to a broker under risk controls"),
     "risk": ("stages.trading.execution.cli:risk_main", "risk controls: reset-breaker, show"),

@@ -1,17 +1,19 @@
 """The Prefect flow: signal -> trading -> reporting, one task per stage (thin wrappers over
-`stages`), file paths between tasks, retries only for transient I/O faults.
+`stages`), file paths between tasks, retries only for transient I/O faults, an alert on every
+failed run and after every daily run (flows/alerts.py, as state hooks).
 
-`trendflow run` and `trendflow daily` call it; with no Prefect server configured it runs in
-ephemeral mode (a temporary local server, ~5 s of start-up).
+`trendflow run` and `trendflow daily` (flows/commands.py) check their inputs and then call it;
+`trendflow serve` and `prefect deploy` (prefect.yaml) schedule it.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
-from datetime import date, datetime
+from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
+from typing import Iterator
 
 from stages.common.config import PROJECT_ROOT
 
@@ -22,15 +24,17 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 from prefect import flow, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
+from flows.alerts import alert_on_completion, alert_on_failure  # noqa: E402
+from flows.commands import ALL_STAGES, default_stages  # noqa: E402
+from flows.folder_guard import preserved  # noqa: E402
 from stages.common.artifacts import verify_against_manifest  # noqa: E402
-from stages.common.cli import add_common_arguments, run_command, setup_logging  # noqa: E402
 from stages.common.config import load_config  # noqa: E402
 from stages.common.lineage import plan_stages  # noqa: E402
 from stages.common.errors import ArtifactMissingError, ConfigError, TransientIOError, TrendflowError  # noqa: E402
 from stages.common.stage import StageResult, resolve_out_dir  # noqa: E402
 
 log = logging.getLogger("trendflow.flow")
-ALL_STAGES = ("signal", "trading", "reporting")
+__all__ = ["trend_pipeline", "default_stages", "is_transient", "check_inputs"]
 STAGE_INPUTS = {
     "signal": (),
     "trading": ("prices.parquet", "signals_output.parquet"),
@@ -83,13 +87,13 @@ def signal_task(config_path, overrides, data, out, as_of_date, k=1, n=3) -> dict
 
 
 @task(name="trading", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
-def trading_task(config_path, overrides, out, as_of_date, fresh, k=2, n=3, allow_stale=False) -> dict:
+def trading_task(config_path, overrides, out, as_of_date, fresh, k=2, n=3, allow_stale=False, portfolio=None) -> dict:
     from stages.trading import run_trading_stage
 
     log.info("[%d/%d] trading stage starting", k, n)
     check_inputs("trading", Path(out))
     result = run_trading_stage(_config(config_path, overrides), Path(out), Path(out), as_of_date=as_of_date, fresh=fresh,
-                               allow_stale=allow_stale)
+                               allow_stale=allow_stale, portfolio=portfolio)
     return _announce(result, k, n)
 
 
@@ -155,7 +159,8 @@ def execute_task(config_path, overrides, out, as_of_date, broker, profile, k=3, 
     return {"stage": "execute", "seconds": round(seconds, 3), "rows": rows, "summary": summary}
 
 
-@flow(name="trend_pipeline", log_prints=False)
+@flow(name="trend_pipeline", log_prints=False, on_failure=[alert_on_failure], on_crashed=[alert_on_failure],
+      on_completion=[alert_on_completion])
 def trend_pipeline(
     config_path: str | None = None,
     overrides: list[str] | None = None,
@@ -171,12 +176,15 @@ def trend_pipeline(
     calendar: str = "XSHG",
     execute: str | None = None,
     risk_profile: str = "balanced",
+    portfolio: str | None = None,
 ) -> dict:
     """Run the chosen stages in order; each reads the previous one's files from `out`.
 
     A daily run without an as-of date (a scheduled run) uses today in `timezone`, and does
-    nothing on a day the exchange `calendar` has no session. `execute="paper"` (daily mode only)
-    sends the day's orders to the paper broker under `risk_profile` as a last step."""
+    nothing on a day the exchange `calendar` has no session. A daily run that fails puts back every
+    file of `out` as it was (flows/folder_guard.py). `portfolio` replaces the default snapshot
+    <out>/portfolio_<previous session>.json. `execute="paper"` (daily mode only) sends the day's
+    orders to the paper broker under `risk_profile` as a last step."""
     overrides = list(overrides or [])
     if execute is not None and mode != "daily":
         raise ConfigError("--execute is for a daily run (--mode daily or `trendflow daily`)")
@@ -207,23 +215,26 @@ def trend_pipeline(
     done: list[dict] = []
     n = len(chosen) + (execute is not None)
     opts = {"retry_delay_seconds": retry_delay_seconds}
-    for k, stage in enumerate(chosen, start=1):
-        if stage == "signal":
-            done.append(signal_task.with_options(**opts)(config_path, overrides, data, str(out_dir), day, k, n))
-        elif stage == "trading":
-            done.append(trading_task.with_options(**opts)(config_path, overrides, str(out_dir), day, fresh, k, n, allow_stale))
-        else:
-            done.append(reporting_task.with_options(**opts)(config_path, overrides, str(out_dir), k, n, data=data))
+    with preserved(out_dir) if mode == "daily" and chosen else _nothing():
+        for k, stage in enumerate(chosen, start=1):
+            if stage == "signal":
+                done.append(signal_task.with_options(**opts)(config_path, overrides, data, str(out_dir), day, k, n))
+            elif stage == "trading":
+                done.append(trading_task.with_options(**opts)(config_path, overrides, str(out_dir), day, fresh, k, n,
+                                                              allow_stale, portfolio))
+            else:
+                done.append(reporting_task.with_options(**opts)(config_path, overrides, str(out_dir), k, n, data=data))
     if execute is not None:
         done.append(execute_task.with_options(**opts)(config_path, overrides, str(out_dir), day, execute, risk_profile, n, n))
-    summary = {"mode": mode, "out": str(out_dir), "stages": done, "seconds": round(time.perf_counter() - t0, 3)}
+    summary = {"mode": mode, "out": str(out_dir), "stages": done, "seconds": round(time.perf_counter() - t0, 3),
+               "as_of_date": day.isoformat() if day else None}
     _publish(summary, out_dir, day)
     return summary
 
 
-def default_stages(mode: str) -> tuple[str, ...]:
-    """A backtest runs all three stages; a daily run makes signals and orders (the report covers backtests)."""
-    return ALL_STAGES if mode == "backtest" else ("signal", "trading")
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def _publish(summary: dict, out_dir: Path, day: date | None) -> None:
@@ -244,96 +255,3 @@ def _publish(summary: dict, out_dir: Path, day: date | None) -> None:
     if orders:
         lines += ["", f"## Orders ({orders[-1].name})", "", "```", orders[-1].read_text(encoding="utf-8").strip()[:4000], "```"]
     create_markdown_artifact(markdown="\n".join(lines), key="trendflow-run", description="trendflow pipeline summary")
-
-
-# --------------------------------------------------------------------------- command lines
-def _parser(prog: str, daily: bool) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=(
-        "Daily run for one date: signals up to D, one trading step from portfolio_{D-1}.json -> orders_{D}.csv"
-        if daily else "Run the pipeline (signal -> trading -> reporting) as a Prefect flow"))
-    add_common_arguments(parser)
-    parser.add_argument("--data", help="price folder or long file (default: config data.source, else the demo universe)")
-    parser.add_argument("--out", "--output-dir", help="output folder (default: config output.folder = v4_trace_outputs)")
-    parser.add_argument("--stages", help="comma-separated subset of signal,trading,reporting (default: all; daily: signal,trading; "
-                             "'' with --execute: only send the existing orders_{D}.csv)")
-    if not daily:
-        parser.add_argument("--mode", choices=["backtest", "daily"], default="backtest")
-    parser.add_argument("--as-of-date", type=date.fromisoformat, metavar="YYYY-MM-DD", required=daily,
-                        help="daily mode: the date whose close the orders are decided at")
-    parser.add_argument("--fresh", action="store_true", help="daily mode: start from cash instead of the previous snapshot")
-    parser.add_argument("--allow-stale", action="store_true",
-                        help="daily mode: carry the last close of holdings without a price on the as-of date (default: an error naming them)")
-    parser.add_argument("--execute", choices=["paper"], help="daily mode: send the day's orders to the paper broker as a last step")
-    parser.add_argument("--profile", default="balanced", help="risk profile for --execute: conservative | balanced | aggressive | FILE")
-    parser.add_argument("--no-dry-run", dest="no_dry_run", action="store_true",
-                        help="accepted for signal_pipeline's habit: runs always write their files (see `trendflow trade --dry-run`)")
-    parser.add_argument("--retry-delay", type=float, default=5.0, help="seconds between retries of a transient fault")
-    return parser
-
-
-def _run(args: argparse.Namespace, mode: str) -> int:
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages is not None else None
-    unknown = [s for s in stages or [] if s not in ALL_STAGES]
-    if unknown:
-        raise TrendflowError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(ALL_STAGES)}")
-    if stages == [] and not args.execute:
-        raise TrendflowError("--stages is empty: name at least one of signal,trading,reporting "
-                             "(an empty --stages only makes sense with --execute paper)")
-    if args.execute and mode != "daily":
-        raise ConfigError("--execute is for a daily run: add --mode daily --as-of-date D (or use `trendflow daily`)")
-    config = load_config(args.config, args.overrides)
-    out_dir = resolve_out_dir(args.out, config)
-    from stages.common.folder_lock import writing
-
-    with writing(out_dir, wait=args.wait):
-        return _run_locked(args, mode, stages, out_dir)
-
-
-def _run_locked(args: argparse.Namespace, mode: str, stages: list[str] | None, out_dir: Path) -> int:
-    """`_run` while holding the output folder's write lock (one writer per folder)."""
-    log_file = out_dir / "logs" / f"trendflow_{datetime.now():%Y%m%d_%H%M%S}.log"
-    setup_logging(args.log_level, log_file)
-    # Prefect logs a failed task with its traceback; a user error is reported once, as one clear line.
-    logging.getLogger("prefect").setLevel(logging.INFO if args.log_level == "DEBUG" else logging.CRITICAL)
-    try:
-        summary = trend_pipeline(config_path=args.config, overrides=args.overrides, data=args.data, out=str(out_dir),
-                                 stages=stages, mode=mode, as_of_date=args.as_of_date, fresh=args.fresh, allow_stale=args.allow_stale,
-                                 retry_delay_seconds=args.retry_delay, execute=args.execute, risk_profile=args.profile)
-    except TrendflowError as exc:  # the log file records why the run stopped, not only the terminal
-        _to_log_file(logging.ERROR, f"trendflow {mode} run failed: {exc}")  # the terminal gets it once, as `error: ...`
-        raise
-    log.info("trendflow %s run finished in %.2fs", mode, summary["seconds"])
-    print(f"trendflow {mode} run finished in {summary['seconds']:.1f}s; artifacts in {out_dir}")
-    for stage in summary["stages"]:
-        if stage["stage"] == "reporting":
-            print(f"report: {stage['summary']['report']}")
-        if stage["stage"] == "execute":
-            x = stage["summary"]
-            print(f"executed on {x['broker']} ({x['profile']}): filled {x['filled']}, working {x['working']} (paper: fills at "
-                  f"the next session's open, settled by that day's run), rejected {x['rejected']}, "
-                  f"already done {x['already_done']}; orders database {x['db']}")
-    print(f"log: {log_file}")
-    return 0
-
-
-def _to_log_file(level: int, message: str) -> None:
-    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-
-
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """`trendflow run`."""
-    parser = _parser(prog or "trendflow run", daily=False)
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    return run_command(lambda a: _run(a, a.mode), args)
-
-
-def daily_main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """`trendflow daily --as-of-date D`."""
-    parser = _parser(prog or "trendflow daily", daily=True)
-    args = parser.parse_args(argv)
-    setup_logging(args.log_level)
-    return run_command(lambda a: _run(a, "daily"), args)

@@ -11,6 +11,9 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / ".prefect"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# A test that runs `trendflow run/daily` without a server of its own gets Prefect's temporary one,
+# never the shared local server (which would outlive the test session).
+os.environ.setdefault("TRENDFLOW_PREFECT_SERVER", "ephemeral")
 
 
 def shared_data_dir(market: str) -> Path:

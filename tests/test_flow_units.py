@@ -65,7 +65,6 @@ def test_daily_defaults_and_stage_selection(capsys, tmp_path):
     assert "unknown stage(s) ['charts']" in capsys.readouterr().err
     assert main(["run", "--out", str(tmp_path), "--stages", ""]) == 2
     assert "--stages is empty" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exit_:
-        main(["daily", "--out", str(tmp_path)])  # --as-of-date is required
-    assert exit_.value.code == 2
+    assert main(["daily", "--out", str(tmp_path), "--force"]) == 2  # --force goes with --fresh only
+    assert "--force only goes with --fresh" in capsys.readouterr().err
 

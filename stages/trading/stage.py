@@ -179,14 +179,20 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
                  execution_db(out_dir), state.cash, int(state.held.sum()))
     opening_equity = state.equity() if settlement is None else settlement.before.equity()
     decide = decide_by_weights(plan.get(t)) if plan is not None else decide_by_signals
-    record = step(state, market.day(t), config, decide)
+    day, day_index = market.day(t), state.day_index
+    record = step(state, day, config, decide)
     orders = orders_frame([order_row(o, market) for o in record.orders], ORDER_COLUMNS)
     tag = as_of_date.isoformat()
     summary = {
         "mode": mode, "as_of_date": tag, "fills_today": len(record.fills), "orders": len(orders), "equity": record.equity,
         "cash": record.cash, "positions": int(state.held.sum()), "breaker_on": record.breaker_on,
         "unfilled_today": [f"{o.side} {o.shares} {market.symbols[o.symbol]}" for o in record.unfilled],
+        "order_list": [f"{o.side} {o.shares} {market.symbols[o.symbol]}" for o in record.orders],
     }
+    if not record.orders:
+        summary["no_orders_reason"] = why_no_orders(day, day_index, config, weights_today=plan.get(t) if plan else None,
+                                                    weights_mode=plan is not None)
+        log.info("No orders after the close of %s: %s", tag, summary["no_orders_reason"])
     for f in record.fills:
         log.info("filled %s: %s %d %s at %.4f (commission %.2f, %s)", tag, f.side, f.quantity, market.symbols[f.symbol],
                  f.price, f.commission, f.reason)
@@ -234,6 +240,27 @@ def check_fresh_holdings(state, market, t: int) -> None:
     named = ", ".join(f"{market.symbols[i]} (last price {d.date() if d is not None else 'never'})" for i, d in zip(stale, last))
     raise DataError(f"daily run {market.dates[t].date()}: {len(stale)} holding(s) have no price on that date -- stale data: "
                     f"{named}. Update the price files, or run with --allow-stale to carry their last close")
+
+
+def why_no_orders(day, day_index: int, config: TrendflowConfig, *, weights_mode: bool = False,
+                  weights_today=None) -> str:
+    """Why a daily step decided no orders, in the order the day step applies its rules (risk exits
+    run every day, so reaching here means none fired)."""
+    from stages.trading.rules import is_rebalance_day
+
+    if weights_mode:
+        return ("no row of target weights for this date" if weights_today is None
+                else "every holding is already at its target weight (whole lots)")
+    if not is_rebalance_day(day_index, config):
+        wait = config.scoring.rebalance_frequency - day_index % config.scoring.rebalance_frequency
+        return f"not a rebalance day (the next is in {wait} session(s)) and no holding hit a risk exit"
+    if day.breaker_on:
+        return (f"the market circuit breaker is on (market {day.market_drawdown:.1%} from its peak): no new buys, "
+                "and no holding hit a risk exit")
+    if not (day.tradable & (day.trend_signal == 1)).any():
+        return "no symbol has a buy signal (trend signal 1) today, and no holding hit a risk exit"
+    return ("the holdings are already at their targets (within position_sizing.rebalance_threshold) and no "
+            "candidate with a buy signal made the selection")
 
 
 def _print_orders(orders: pd.DataFrame, day: date, config: TrendflowConfig) -> None:
