@@ -25,7 +25,7 @@ from prefect import flow, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
 from flows.alerts import alert_on_completion, alert_on_failure  # noqa: E402
-from flows.commands import ALL_STAGES, default_stages  # noqa: E402
+from flows.commands import ALL_STAGES, _parser, daily_main, default_stages, main  # noqa: E402,F401 -- older entry points
 from flows.folder_guard import preserved  # noqa: E402
 from stages.common.artifacts import verify_against_manifest  # noqa: E402
 from stages.common.config import load_config  # noqa: E402
