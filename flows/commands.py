@@ -140,12 +140,11 @@ def _plan_daily(plan: Plan, args: argparse.Namespace, config, chosen: list[str],
         source = resolve_data_source(args.data, config, plan.out_dir)
         d = config.data
         prices = load_market_data(source, d.symbols, d.start_date, d.end_date, d.bad_rows, d.min_history_days).prices
-        where = str(source)
+        sessions = pd.DatetimeIndex(prices["date"].unique()).sort_values()
     else:
-        source = plan.out_dir / "prices.parquet"
-        prices = pd.read_parquet(source, columns=["date"])
-        where = str(source)
-    sessions = pd.DatetimeIndex(prices["date"].unique()).sort_values()
+        source, prices = plan.out_dir / "prices.parquet", None
+        sessions = pd.DatetimeIndex(pd.read_parquet(source, columns=["date"])["date"].unique()).sort_values()
+    where = str(source)
     if plan.as_of_date is None:
         plan.as_of_date = sessions[-1].date()
         _say(prog, f"as of {plan.as_of_date}, the latest session in {where} (--as-of-date D for another day)")
@@ -162,7 +161,7 @@ def _plan_daily(plan: Plan, args: argparse.Namespace, config, chosen: list[str],
                                 "that day again from cash, or leave out --fresh to continue from it")
         _say(prog, f"starting from cash on {day} (--fresh)")
         return
-    from stages.trading.snapshot import read_snapshot
+    from stages.trading.legacy import read_any_snapshot
 
     t = sessions.get_loc(pd.Timestamp(day))
     if t == 0:
@@ -170,7 +169,7 @@ def _plan_daily(plan: Plan, args: argparse.Namespace, config, chosen: list[str],
                             "start with --fresh")
     previous = sessions[t - 1].date()
     path = Path(plan.portfolio) if plan.portfolio is not None else plan.out_dir / f"portfolio_{previous.isoformat()}.json"
-    read_snapshot(path, previous)
+    read_any_snapshot(path, previous, config, prices)  # an older signal_pipeline snapshot is converted, as the stage does
     _say(prog, f"resuming from {path}")
 
 
