@@ -121,6 +121,12 @@ def preflight(args: argparse.Namespace, mode: str, prog: str) -> Plan:
         raise ConfigError(f"--out {out_dir}: exists and is not a folder")
     if args.portfolio is not None and not Path(args.portfolio).is_file():
         raise SnapshotError(f"--portfolio {args.portfolio}: no such file")
+    if args.execute:
+        from stages.trading.execution.cli import _default_db
+
+        if not _default_db(out_dir).is_file():
+            raise ConfigError(f"--execute: no execution database at {_default_db(out_dir)}; create the account once with "
+                              f"`trendflow execute --init --out {out_dir}`")
     plan = Plan(mode, stages, out_dir, args.as_of_date, args.portfolio)
     chosen = [s for s in ALL_STAGES if s in (stages if stages is not None else default_stages(mode))]
     if mode == "daily" and (chosen or args.as_of_date is None):
