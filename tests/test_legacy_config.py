@@ -117,5 +117,6 @@ def test_the_older_example_runs(small_demo_dir, tmp_path):
     assert signal_main(argv + ["--data", str(small_demo_dir)]) == 0
     assert trade_main(argv) == 0
     assert (tmp_path / "trade_log.csv").stat().st_size > 100
-    assert json.loads((tmp_path / "manifest.json").read_text())["artifacts"]["signals_output.parquet"]["lineage"][
-        "config"]["scoring.momentum_weights.20"] == 0.3
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    made_with = manifest["lineage"][manifest["artifacts"]["signals_output.parquet"]["lineage"]["keys_hash"]]["config"]
+    assert made_with["scoring.momentum_weights.20"] == 0.3 and made_with["strategy.name"] == "macd"

@@ -47,14 +47,17 @@ def test_every_artifact_records_the_hash_and_values_of_its_own_keys(made):
     from schemas.config import REPORTING_KEYS, SIGNAL_KEYS, TRADING_KEYS
 
     config = load_config()
-    entries = json.loads((made / "manifest.json").read_text())["artifacts"]
+    manifest = json.loads((made / "manifest.json").read_text())
+    entries, table = manifest["artifacts"], manifest["lineage"]
     expected = {"signal": SIGNAL_KEYS, "trading": TRADING_KEYS, "reporting": REPORTING_KEYS}
     for name, entry in entries.items():
         keys = ("data",) if name == "prices.parquet" else expected[entry["stage"]]
-        assert tuple(entry["lineage"]["keys"]) == keys, name
-        assert entry["lineage"]["keys_hash"] == config.parameters_hash(keys), name
+        digest = entry["lineage"]["keys_hash"]
+        assert digest == config.parameters_hash(keys) and tuple(table[digest]["keys"]) == keys, name
+    assert len(table) == 4  # one record per key set, however many files share it
+    signals = table[entries["signals_output.parquet"]["lineage"]["keys_hash"]]
     assert entries["signals_output.parquet"]["lineage"]["keys_hash"] == config.signal_hash()
-    assert entries["signals_output.parquet"]["lineage"]["config"]["strategy.macd.fast"] == 12
+    assert signals["config"]["strategy.macd.fast"] == 12
     assert set(entries["equity_curve.parquet"]["inputs"]) == {"prices.parquet", "signals_output.parquet"}
     assert "equity_curve.parquet" in entries["report.html"]["inputs"]
 

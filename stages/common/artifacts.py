@@ -712,8 +712,8 @@ class StageRun:
                 "started_at": self._started,
                 "finished_at": finished,
             }
-            if self.lineage is not None:
-                manifest["artifacts"][pending.target.name]["lineage"] = self.lineage.record(pending.target.name)
+        if self.lineage is not None:
+            self.lineage.annotate(manifest, [pending.target.name for pending in self._pending])
         manifest["runs"][self.stage] = {
             "config_hash": self.config_hash,
             "started_at": self._started,

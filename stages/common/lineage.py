@@ -3,9 +3,9 @@
 Each artifact depends on a fixed set of config keys -- its stage's (`SIGNAL_KEYS`, `TRADING_KEYS`,
 `REPORTING_KEYS` in schemas/config.py; `prices.parquet` only on the `data` keys) -- and on the
 artifacts its stage read. When a stage commits, the manifest entry of each output gets `lineage`:
-the hash of those keys' values (`TrendflowConfig.parameters_hash`, the signal stage's is
-`signal_hash`) and the values themselves, leaf by leaf, so a difference can be named. The sha256 of
-every input is already in the entry (`inputs`).
+the hash of those keys' values (`TrendflowConfig.parameters_hash`; the signal stage's equals
+`signal_hash`), and the manifest's `lineage` table keeps the values behind each hash, leaf by leaf,
+so a difference can be named. The sha256 of every input is already in the entry (`inputs`).
 
 An artifact is *stale* under a config when
 - one of its keys has another value now, or
@@ -85,10 +85,20 @@ def leaf_values(config: TrendflowConfig, keys: tuple[str, ...]) -> dict[str, Any
     return flat
 
 
-def lineage_record(config: TrendflowConfig, name: str, stage: str) -> dict[str, Any]:
-    """What goes into artifact `name`'s manifest entry as `lineage`."""
-    keys = keys_for(name, stage)
-    return {"keys": list(keys), "keys_hash": config.parameters_hash(keys), "config": leaf_values(config, keys)}
+def annotate(manifest: dict[str, Any], names: list[str], stage: str, config: TrendflowConfig) -> None:
+    """Record the lineage of `stage`'s outputs `names` in `manifest`: each entry gets
+    `lineage: {keys_hash}`, and the manifest's `lineage` table holds, once per hash, the keys and their
+    values (a year of daily files made under one config shares one record). Records no entry refers
+    to any more are dropped."""
+    table = manifest.setdefault("lineage", {})
+    for name in names:
+        keys = keys_for(name, stage)
+        digest = config.parameters_hash(keys)
+        manifest["artifacts"][name]["lineage"] = {"keys_hash": digest}
+        table[digest] = {"keys": list(keys), "config": leaf_values(config, keys)}
+    used = {e["lineage"]["keys_hash"] for e in manifest["artifacts"].values() if isinstance(e.get("lineage"), dict)}
+    for digest in [d for d in table if d not in used]:
+        del table[digest]
 
 
 def _show(value: Any) -> str:
@@ -108,13 +118,19 @@ def changed_keys(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return parts
 
 
-def _manifest_entries(folder: Path, cache: dict[Path, dict]) -> dict[str, Any]:
+def _manifest(folder: Path, cache: dict[Path, dict]) -> dict[str, Any]:
     from stages.common.artifacts import read_manifest
 
     folder = folder.resolve()
     if folder not in cache:
-        cache[folder] = read_manifest(folder)["artifacts"]
+        cache[folder] = read_manifest(folder)
     return cache[folder]
+
+
+def _entry(path: Path, cache: dict[Path, dict]) -> dict[str, Any] | None:
+    """The manifest entry of `path` when it has a lineage record, else None."""
+    entry = _manifest(path.parent, cache)["artifacts"].get(path.name)
+    return entry if entry is not None and isinstance(entry.get("lineage"), dict) else None
 
 
 def _input_path(folder: Path, key: str) -> Path:
@@ -127,19 +143,20 @@ def staleness(path: str | Path, config: TrendflowConfig, *, _cache: dict | None 
     """Why artifact `path` is stale under `config`, or None when it is fresh or has no lineage record."""
     path = Path(path)
     cache = {} if _cache is None else _cache
-    entry = _manifest_entries(path.parent, cache).get(path.name)
-    if entry is None or "lineage" not in entry:
+    entry = _entry(path, cache)
+    if entry is None:
         return None
-    stage, recorded = entry["stage"], entry["lineage"]
-    keys = tuple(recorded.get("keys", ()))
-    if recorded.get("keys_hash") != config.parameters_hash(keys):
+    stage = entry["stage"]
+    keys = keys_for(path.name, stage)
+    if entry["lineage"].get("keys_hash") != config.parameters_hash(keys):
+        recorded = _manifest(path.parent, cache).get("lineage", {}).get(entry["lineage"].get("keys_hash"), {})
         changes = changed_keys(recorded.get("config", {}), leaf_values(config, keys))
         what = "; ".join(changes) if changes else f"other values of {', '.join(keys)}"
         return Staleness(path.name, f"was made with {what}", stage)
     for key, sha in sorted(entry.get("inputs", {}).items()):
         source = _input_path(path.parent, key)
-        source_entry = _manifest_entries(source.parent, cache).get(source.name)
-        if source_entry is None or "lineage" not in source_entry or source_entry["stage"] == stage:
+        source_entry = _entry(source, cache)
+        if source_entry is None or source_entry["stage"] == stage:
             continue  # raw data, a file made elsewhere, or the stage's own earlier output (daily runs)
         if source_entry["sha256"] != sha:
             return Staleness(path.name, f"was made from an earlier {source.name} (rewritten since)", stage)
@@ -165,8 +182,8 @@ class Lineage:
         if found is not None:
             raise StaleArtifactError(found.hint(self.stage))
 
-    def record(self, name: str) -> dict[str, Any]:
-        return lineage_record(self.config, name, self.stage)
+    def annotate(self, manifest: dict[str, Any], names: list[str]) -> None:
+        annotate(manifest, names, self.stage, self.config)
 
 
 def _producer(path: Path) -> str | None:
@@ -223,12 +240,12 @@ def describe_folder(folder: str | Path, config: TrendflowConfig) -> list[str]:
     for name, entry in sorted(entries.items(), key=lambda kv: (order.get(kv[1].get("stage"), 9), kv[0])):
         inputs = sorted(Path(k).name for k in entry.get("inputs", {}))
         record = entry.get("lineage")
-        if record is None:
+        if not isinstance(record, dict):
             state, keys = "unknown (written before lineage was recorded)", "-"
         else:
             found = staleness(folder / name, config, _cache=cache)
             state = "fresh" if found is None else f"STALE: {found.reason}"
-            keys = record["keys_hash"][:12]
-        made_from = ", ".join(inputs) if inputs else "(prices / config only)"
+            keys = str(record.get("keys_hash"))[:12]
+        made_from = ", ".join(inputs) if inputs else "the price data"
         lines.append(f"  {name:<28} {entry.get('stage', '?'):<9} keys {keys:<12}  from {made_from}  -> {state}")
     return lines
