@@ -27,6 +27,7 @@ class DataConfig(_Section):
     market_index_symbol: str | None = Field(None, description="symbol for the circuit breaker; null = equal-weight universe")
     bad_rows: Literal["error", "drop"] = Field("error", description="error: stop listing bad rows; drop: drop them with a warning")
     min_history_days: int = Field(1, ge=1, description="symbols with fewer rows are skipped with a warning")
+    corporate_actions: str | None = Field(None, description="CSV ex_date,symbol,cash_dividend,split_ratio for raw prices: dividends credit cash, splits scale holdings; null = prices already adjusted")
 
 
 class MacdConfig(_Section):
@@ -138,6 +139,41 @@ class ExecutionConfig(_Section):
     slippage_bps: float = Field(5.0, ge=0, description="fill price worse than reference by this many bps")
     lot_size: int = Field(100, ge=1, description="shares per lot; orders round down to whole lots")
     fill_price: Literal["next_open", "close"] = Field("next_open", description="next_open: fill at the next session's open; close: at the signal close")
+    sell_commission_rate: float | None = Field(None, ge=0, lt=0.1, description="commission rate on sells (same minimum); null = commission_rate, which applies to buys")
+    stamp_duty_rate: float | None = Field(None, ge=0, lt=0.1, description="stamp duty on the value of sells (A-shares 0.0005, ETFs 0); null = the preset's, else 0")
+    transfer_fee_rate: float | None = Field(None, ge=0, lt=0.1, description="transfer fee on the value of buys and sells; null = the preset's, else 0")
+    max_volume_share: float | None = Field(None, gt=0, le=1, description="a fill takes at most this share of the day's volume (rest of a sell waits, rest of a buy is dropped); null = the preset's, else no cap")
+    volume_unit: Literal["shares", "lots"] | None = Field(None, description="unit of the volume column: shares, or lots of lot_size shares; null = the preset's, else shares")
+
+
+class MarketConfig(_Section):
+    """Rules of the exchange traded: price limits and settlement (costs and volume cap are in execution)."""
+
+    preset: Literal["none", "cn_etf", "cn_stock", "us_etf"] = Field(
+        "none", description="fills its values (MARKET_PRESETS) into the market keys left null; none = no market rules")
+    price_limits: bool | None = Field(None, description="no buy at limit-up, no sell at limit-down; band from the previous close (10%; 20% for 300/301/688/588 codes and the symbol table); null = the preset's, else off")
+    price_decimals: int | None = Field(None, ge=0, le=4, description="limit prices are rounded to this many decimals (3 for ETFs, 2 for stocks); null = the preset's, else 3")
+    settlement: Literal["T+0", "T+1"] | None = Field(None, description="T+1: shares bought in a session cannot be sold in it (per-symbol override in the symbol table); null = the preset's, else T+0")
+    symbol_table: str | None = Field(None, description="CSV symbol,price_limit,settlement whose rows override config/cn_symbols.csv; null = that table alone")
+
+
+# What each market preset puts into the market keys a config leaves null (a value given wins). The
+# commission rate, minimum and lot size keep their own defaults (CN: 0.03%, 5, 100): set them for US.
+MARKET_PRESETS: dict[str, dict[str, dict]] = {
+    "none": {},
+    "cn_etf": {
+        "market": {"price_limits": True, "price_decimals": 3, "settlement": "T+1"},
+        "execution": {"stamp_duty_rate": 0.0, "transfer_fee_rate": 0.0, "max_volume_share": 0.1, "volume_unit": "lots"},
+    },
+    "cn_stock": {
+        "market": {"price_limits": True, "price_decimals": 2, "settlement": "T+1"},
+        "execution": {"stamp_duty_rate": 0.0005, "transfer_fee_rate": 0.00001, "max_volume_share": 0.1, "volume_unit": "shares"},
+    },
+    "us_etf": {
+        "market": {"price_limits": False, "settlement": "T+0"},
+        "execution": {"stamp_duty_rate": 0.0, "transfer_fee_rate": 0.0, "max_volume_share": 0.1, "volume_unit": "shares"},
+    },
+}
 
 
 class ReportingConfig(_Section):
@@ -178,9 +214,26 @@ class TrendflowConfig(_Section):
     risk: RiskConfig = RiskConfig()
     position_sizing: PositionSizingConfig = PositionSizingConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    market: MarketConfig = MarketConfig()
     reporting: ReportingConfig = ReportingConfig()
     output: OutputConfig = OutputConfig()
     live: LiveConfig = LiveConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_market_preset(cls, raw):
+        """`market.preset` fills its values (MARKET_PRESETS) into the keys the config leaves null or out."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("market"), dict):
+            return raw
+        preset = MARKET_PRESETS.get(raw["market"].get("preset", "none"))
+        if not preset:
+            return raw
+        raw = dict(raw)
+        for section, values in preset.items():
+            given = raw.get(section, {})
+            if isinstance(given, dict):
+                raw[section] = {**given, **{k: v for k, v in values.items() if given.get(k) is None}}
+        return raw
 
     def canonical_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
@@ -230,6 +283,7 @@ SIGNAL_KEYS = (
 # only under the same values).
 TRADING_KEYS = (
     "data.market_index_symbol",
+    "data.corporate_actions",
     "scoring.buy_top_n",
     "scoring.hold_until_rank",
     "scoring.inertia_bonus",
@@ -242,6 +296,7 @@ TRADING_KEYS = (
     "position_sizing.max_total_exposure",
     "position_sizing.rebalance_threshold",
     "execution",
+    "market",
 )
 
 # Config paths the reporting stage reads (besides the trading artifacts it reports on).

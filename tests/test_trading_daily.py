@@ -223,3 +223,15 @@ def test_trendflow_trade_runs_the_same_command(work, tmp_path, capsys):
 def test_missing_inputs_are_named(tmp_path, capsys):
     assert main(["--in", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert "prices.parquet does not exist" in capsys.readouterr().err
+
+
+def test_readme_market_preset_command_runs_as_written(work, capsys):
+    """README, 'Market rules and presets': trendflow trade --out out/ --set market.preset=cn_etf"""
+    from flows.cli import main as trendflow
+
+    folder, _, _ = work
+    assert trendflow(["trade", "--out", str(folder), "--set", "market.preset=cn_etf"]) == 0
+    preset = load_config(None, ["market.preset=cn_etf"])
+    assert preset.market.price_limits and preset.execution.max_volume_share == 0.1
+    assert preset.config_hash() in (folder / "manifest.json").read_text()  # the run used the preset's settings
+    assert (folder / "trade_log.csv").exists()

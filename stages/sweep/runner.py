@@ -19,7 +19,7 @@ from stages.common.artifacts import atomic_write_bytes
 from stages.common.errors import ConfigError
 from stages.reporting.metrics import compute_metrics, strategy_returns
 from stages.trading.backtest import BacktestResult, fold
-from stages.trading.market import Day, Market, build_market
+from stages.trading.market import Day, Market, build_market, market_settings
 
 # Metrics that can pick the best combination, with their direction (+1: higher is better).
 SELECTION_METRICS = {"sharpe": 1, "sortino": 1, "calmar": 1, "cagr": 1, "total_return": 1, "max_drawdown": 1,
@@ -46,10 +46,9 @@ class SharedDaysMarket(Market):
 
 def market_for(prices: pd.DataFrame, signals: pd.DataFrame, config: TrendflowConfig) -> Market:
     """build_market, memoised: every combination of a signal group trades the same aligned arrays, and
-    build_market reads only the circuit-breaker settings from the config. The cache holds the frames
+    build_market reads only `market_settings` from the config. The cache holds the frames
     themselves, so the id()s in its key stay unique while an entry lives."""
-    key = (id(prices), id(signals), config.data.market_index_symbol, config.risk.circuit_breaker_lookback,
-           config.risk.circuit_breaker_threshold)
+    key = (id(prices), id(signals), *market_settings(config))
     hit = _MARKETS.get(key)
     if hit is not None and hit[0] is prices and hit[1] is signals:
         _MARKETS.move_to_end(key)

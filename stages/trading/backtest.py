@@ -36,6 +36,7 @@ class BacktestResult:
     state: PortfolioState
     market: Market
     mode: str
+    blocked: dict[str, int]
 
 
 def run_backtest(signals: pd.DataFrame | None, prices: pd.DataFrame, config: TrendflowConfig, *,
@@ -78,8 +79,18 @@ def _tables(records: list[DayRecord], held_rows: list[tuple], state: PortfolioSt
     return BacktestResult(
         trade_log=trade_table(records, market), allocation_history=allocation_table(positions, curve),
         positions=positions, equity_curve=curve, orders=orders_table(records, market), state=state, market=market,
-        mode=mode,
+        mode=mode, blocked=blocked_counts(records),
     )
+
+
+def blocked_counts(records: list[DayRecord]) -> dict[str, int]:
+    """How many orders each reason (suspended, limit_up, limit_down, t_plus_one, volume_cap, cash,
+    not_held) kept from filling in full, over the run: a sell waiting several sessions counts once a session."""
+    total: dict[str, int] = {}
+    for record in records:
+        for note, n in record.blocked.items():
+            total[note] = total.get(note, 0) + n
+    return dict(sorted(total.items()))
 
 
 def trade_table(records: list[DayRecord], market: Market) -> pd.DataFrame:

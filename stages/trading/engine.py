@@ -28,20 +28,24 @@ from stages.trading.rules import (
     affordable_shares,
     atr_stop_hits,
     buy_candidates,
-    commission,
     data_ended_hits,
     inertia_ranking,
     is_rebalance_day,
     lot_shares,
+    price_limit_block,
     reentry_blocked,
     resize_needed,
     risk_exit_reason,
     select_targets,
     sell_signal_hits,
+    sellable_shares,
     slipped_price,
+    split_shares,
     target_weights,
     time_stop_hits,
+    trade_fees,
     trailing_stop_levels,
+    volume_cap_shares,
 )
 
 NOT_HELD = np.datetime64("NaT", "D")
@@ -61,6 +65,7 @@ class Order:
     target_weight: float
     reference_price: float
     decided: pd.Timestamp
+    note: str = ""  # why it was not filled, or not in full (suspended, limit_up, volume_cap, ...)
 
 
 @dataclass
@@ -92,6 +97,8 @@ class PortfolioState:
     cluster: np.ndarray
     exit_day: np.ndarray
     pending: list[Order] = field(default_factory=list)
+    session: object = None  # date of the session fills last happened in (T+1 bookkeeping)
+    session_bought: dict[int, int] = field(default_factory=dict)  # shares bought in that session
     day_index: int = 0
     peak_equity: float = 0.0
     breaker_on: bool = False
@@ -159,6 +166,7 @@ class DayRecord:
     fills: list[Fill]
     orders: list[Order]
     unfilled: list[Order]
+    blocked: dict[str, int]
     equity: float
     cash: float
     positions_value: float
@@ -175,14 +183,16 @@ def step(state: PortfolioState, day: Day, config: TrendflowConfig, decide: Decid
     """Advance `state` (after the close of the previous day) through `day`. `decide` makes the
     day's orders (default: the signal rules, `decide_by_signals`)."""
     decide = decide or decide_by_signals
+    apply_corporate_actions(state, day, config)
     fills: list[Fill] = []
     unfilled: list[Order] = []
-    carried: list[Order] = []
     next_open = config.execution.fill_price == "next_open"
     if next_open:
         fills, unfilled = fill_orders(state, state.pending, day.open, day, config)
         carried = [o for o in unfilled if o.side == "SELL" and state.shares[o.symbol] > 0]
-        state.pending = []
+    else:  # sells that could not fill at an earlier close (price limit, volume cap) try again at this one
+        carried = [o for o in state.pending if o.side == "SELL" and state.shares[o.symbol] > 0]
+    state.pending = []
     mark_to_close(state, day)
     fills += sell_ended_series(state, day, config)
     carried = [o for o in carried if state.shares[o.symbol] > 0]
@@ -193,19 +203,53 @@ def step(state: PortfolioState, day: Day, config: TrendflowConfig, decide: Decid
     if next_open:
         state.pending = orders
     else:
-        more, unfilled = fill_orders(state, orders, day.close, day, config)
+        more, at_close = fill_orders(state, orders, day.close, day, config)
         fills += more
-    carried_ids = {id(o) for o in carried}
+        unfilled += at_close
+        state.pending = [o for o in at_close if o.side == "SELL" and state.shares[o.symbol] > 0]
+    waiting = {id(o) for o in (carried if next_open else state.pending)}
+    blocked: dict[str, int] = {}
+    for order in unfilled:
+        blocked[order.note] = blocked.get(order.note, 0) + 1
     positions_value = state.positions_value()
     equity = state.cash + positions_value
     state.peak_equity = max(state.peak_equity, equity)
     state.day_index += 1
     return DayRecord(
-        t=day.t, date=day.date, fills=fills, orders=orders, unfilled=[o for o in unfilled if id(o) not in carried_ids],
-        equity=equity, cash=state.cash, positions_value=positions_value,
+        t=day.t, date=day.date, fills=fills, orders=orders, unfilled=[o for o in unfilled if id(o) not in waiting],
+        blocked=blocked, equity=equity, cash=state.cash, positions_value=positions_value,
         traded_value=sum(f.quantity * f.price for f in fills), costs=sum(f.commission + f.slippage for f in fills),
         breaker_on=day.breaker_on, market_drawdown=day.market_drawdown,
     )
+
+
+def apply_corporate_actions(state: PortfolioState, day: Day, config: TrendflowConfig) -> None:
+    """Before the session (raw prices only): a cash dividend per share held at the previous close is
+    credited on its ex-date; a split multiplies the shares held (whole lots; a reverse split's odd
+    shares are paid in cash at the previous close / ratio) and divides every per-share level --
+    entry price, highest close, stop level, last close -- so no stop fires on a split. Pending
+    orders of a split symbol are rescaled the same way."""
+    if day.dividend is not None:
+        paid = np.flatnonzero(state.shares * day.dividend)
+        state.cash += float(state.shares[paid] @ day.dividend[paid])
+    if day.split is None:
+        return
+    for idx in np.flatnonzero(day.split != 1.0).tolist():
+        ratio = float(day.split[idx])
+        state.pending = [replace(o, shares=split_shares(o.shares, ratio, config.execution.lot_size)[0],
+                                 reference_price=o.reference_price / ratio) if o.symbol == idx else o
+                         for o in state.pending]  # new orders: the day's record keeps the ones decided
+        if state.shares[idx] == 0:
+            continue
+        for name in ("entry_price", "highest_close", "stop_level", "last_close"):
+            getattr(state, name)[idx] /= ratio
+        shares, odd = split_shares(int(state.shares[idx]), ratio, config.execution.lot_size)
+        state.cash += odd * float(state.last_close[idx])
+        if shares == 0:
+            state.close_position(idx)
+        else:
+            state.shares[idx] = shares
+    state.pending = [o for o in state.pending if o.shares > 0]
 
 
 def mark_to_close(state: PortfolioState, day: Day) -> None:
@@ -321,35 +365,64 @@ def make_order(day: Day, idx: int, side: str, shares: int, reason: str, weight: 
 
 def fill_orders(state: PortfolioState, orders: list[Order], prices: np.ndarray, day: Day,
                 config: TrendflowConfig) -> tuple[list[Fill], list[Order]]:
-    """Fill `orders` at `prices` (today's open, or close) with slippage and commission: all sells
-    first (sized by the shares actually held), then buys in order, each shrunk to whole lots that
-    cash (after the earlier fills) can pay for. No price today -> no fill."""
+    """The one place orders become fills (backtest, daily run and paper broker alike).
+
+    Fills `orders` at `prices` (the session's open, or its close) with slippage and fees, updating
+    `state` as it goes: all sells first (sized by the shares actually held), then buys in order,
+    each shrunk to whole lots that cash (after the earlier fills) can pay for. Returns the fills
+    and the orders not filled in full, each with `note` saying why: `suspended` (no price),
+    `limit_up` / `limit_down` (price limits), `t_plus_one` (shares bought this session),
+    `volume_cap` (the rest above the session's volume cap), `cash` (not even one lot affordable).
+    An unfilled sell carries its unfilled shares; the caller keeps it pending (next_open) or retries
+    it at the next close."""
+    if state.session != day.date:
+        state.session, state.session_bought = day.date, {}
     fills: list[Fill] = []
     unfilled: list[Order] = []
     for order in [o for o in orders if o.side == "SELL"] + [o for o in orders if o.side == "BUY"]:
         idx = order.symbol
         ref = float(prices[idx])
         if not (day.tradable[idx] and ref > 0):
-            unfilled.append(order)
+            unfilled.append(replace(order, note="suspended"))
             continue
+        if day.price_band is not None and day.prev_close is not None:
+            limit = price_limit_block(order.side, ref, float(day.prev_close[idx]), float(day.price_band[idx]),
+                                      config.market.price_decimals if config.market.price_decimals is not None else 3)
+            if limit:
+                unfilled.append(replace(order, note=limit))
+                continue
+        cap = volume_cap_shares(float(day.volume[idx]), config) if day.volume is not None else None
         price = float(slipped_price(ref, order.side, config))
         if order.side == "SELL":
-            quantity = min(order.shares, int(state.shares[idx]))
-            if quantity <= 0:
-                unfilled.append(order)
+            t1 = day.t_plus_one is not None and bool(day.t_plus_one[idx])
+            wanted = min(order.shares, int(state.shares[idx]))
+            sellable = sellable_shares(int(state.shares[idx]), state.session_bought.get(idx, 0), t1)
+            quantity = min(wanted, sellable, wanted if cap is None else cap)
+            if wanted <= 0:
+                unfilled.append(replace(order, note="not_held"))
                 continue
-            fee = float(commission(quantity * price, config))
+            if quantity < wanted:
+                note = "t_plus_one" if sellable == quantity else "volume_cap"
+                unfilled.append(replace(order, shares=wanted - quantity, note=note))
+            if quantity <= 0:
+                continue
+            fee = float(trade_fees(quantity * price, "SELL", config))
             state.cash += quantity * price - fee
             state.shares[idx] -= quantity
             if state.shares[idx] == 0:
                 state.close_position(idx)
         else:
-            quantity = affordable_shares(order.shares, price, state.cash, config)
+            wanted = order.shares if cap is None else min(order.shares, cap)
+            quantity = affordable_shares(wanted, price, state.cash, config)
+            if wanted < order.shares:
+                unfilled.append(replace(order, shares=order.shares - wanted, note="volume_cap"))
             if quantity <= 0:
-                unfilled.append(order)
+                if wanted > 0:
+                    unfilled.append(replace(order, note="cash"))
                 continue
-            fee = float(commission(quantity * price, config))
+            fee = float(trade_fees(quantity * price, "BUY", config))
             state.cash -= quantity * price + fee
+            state.session_bought[idx] = state.session_bought.get(idx, 0) + quantity
             if state.shares[idx] == 0:
                 state.open_position(idx, quantity, price, day, float(day.close[idx]))
             else:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from schemas.config import TrendflowConfig
 from stages.common.errors import DataError
+from stages.trading.exchange import load_corporate_actions, symbol_rules
 
 SIGNAL_FIELDS = ("trend_signal", "signal_strength", "atr", "volatility", "momentum_score", "cluster")
 
@@ -36,6 +37,12 @@ class Day:
     breaker_on: bool
     market_drawdown: float
     sessions_without_price: np.ndarray
+    volume: np.ndarray | None = None
+    prev_close: np.ndarray | None = None
+    price_band: np.ndarray | None = None
+    t_plus_one: np.ndarray | None = None
+    dividend: np.ndarray | None = None
+    split: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,12 @@ class Market:
     cluster: np.ndarray
     breaker_on: np.ndarray
     market_drawdown: np.ndarray
+    volume: np.ndarray | None = None      # in shares (volume_unit applied); None = no volume known
+    prev_close: np.ndarray | None = None  # each symbol's last close before the day (over suspensions)
+    price_band: np.ndarray | None = None  # per symbol: daily price limit as a fraction, NaN = none
+    t_plus_one: np.ndarray | None = None  # per symbol: shares bought in a session cannot be sold in it
+    dividend: np.ndarray | None = None    # cash dividend per share on its ex-date (raw prices)
+    split: np.ndarray | None = None       # split ratio on its ex-date (1 = none)
 
     def day(self, t: int) -> Day:
         return Day(
@@ -64,6 +77,8 @@ class Market:
             volatility=self.volatility[t], momentum_score=self.momentum_score[t], cluster=self.cluster[t],
             breaker_on=bool(self.breaker_on[t]), market_drawdown=float(self.market_drawdown[t]),
             sessions_without_price=self.sessions_without_price[t],
+            volume=_row(self.volume, t), prev_close=_row(self.prev_close, t), price_band=self.price_band,
+            t_plus_one=self.t_plus_one, dividend=_row(self.dividend, t), split=_row(self.split, t),
         )
 
     @cached_property
@@ -90,9 +105,9 @@ def build_market(prices: pd.DataFrame, signals: pd.DataFrame | None, config: Tre
     """Align prices and (optionally) signals on one date x symbol grid and compute the breaker series.
 
     Signals must come from the same run as the prices: every signal row has a price row and the
-    same close; otherwise DataError (rerun the signal stage). Of the config it reads only
-    data.market_index_symbol and risk.circuit_breaker_* (a market can be reused across settings
-    that differ elsewhere, as parameter sweeps do).
+    same close; otherwise DataError (rerun the signal stage). Of the config it reads only the keys
+    of `market_settings` (a market can be reused across settings that differ elsewhere, as
+    parameter sweeps do).
     """
     if prices.empty:
         raise DataError("prices.parquet has no rows")
@@ -122,11 +137,42 @@ def build_market(prices: pd.DataFrame, signals: pd.DataFrame | None, config: Tre
         for name in SIGNAL_FIELDS:
             fields[name][rows, cols] = signals[name].to_numpy(dtype=float)
     fields["cluster"] = np.where(np.isnan(fields["cluster"]), -1.0, fields["cluster"])
-    drawdown = market_drawdown(grid["close"], np.asarray(symbols, dtype=str), config)
+    symbols = np.asarray(symbols, dtype=str)
+    drawdown = market_drawdown(grid["close"], symbols, config)
     return Market(
-        dates=dates, symbols=np.asarray(symbols, dtype=str), open=grid["open"], close=grid["close"], tradable=tradable,
+        dates=dates, symbols=symbols, open=grid["open"], close=grid["close"], tradable=tradable,
         breaker_on=circuit_breaker(drawdown, config), market_drawdown=drawdown, **fields,
+        **exchange_fields(prices, dates, symbols, date_codes, sym_codes, grid["close"], config),
     )
+
+
+def market_settings(config: TrendflowConfig) -> tuple:
+    """The config values build_market reads: two configs with equal ones can share a Market."""
+    ex, risk = config.execution, config.risk
+    return (config.data.market_index_symbol, risk.circuit_breaker_lookback, risk.circuit_breaker_threshold,
+            ex.max_volume_share, ex.volume_unit, ex.lot_size, config.market.model_dump_json(), config.data.corporate_actions)
+
+
+def exchange_fields(prices: pd.DataFrame, dates: pd.DatetimeIndex, symbols: np.ndarray, date_codes: np.ndarray,
+                    sym_codes: np.ndarray, close: np.ndarray, config: TrendflowConfig) -> dict:
+    """The arrays the market rules need, only for the rules switched on (none by default): volume in
+    shares (volume cap), previous close and price band (price limits), T+1 flags, corporate actions."""
+    ex, m = config.execution, config.market
+    out: dict = {}
+    if ex.max_volume_share is not None:
+        unit = ex.lot_size if ex.volume_unit == "lots" else 1
+        out["volume"] = _scatter(close.shape, date_codes, sym_codes, prices["volume"]) * unit
+    if m.price_limits or m.settlement == "T+1":
+        out["price_band"], out["t_plus_one"] = symbol_rules(symbols, config)
+    if m.price_limits:
+        out["prev_close"] = np.vstack([np.full((1, close.shape[1]), np.nan), _carry_forward(close)[:-1]])
+    if config.data.corporate_actions is not None:
+        out["dividend"], out["split"] = load_corporate_actions(config.data.corporate_actions, dates, symbols)
+    return out
+
+
+def _row(values: np.ndarray | None, t: int) -> np.ndarray | None:
+    return None if values is None else values[t]
 
 
 def _scatter(shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray, values: pd.Series) -> np.ndarray:

@@ -212,10 +212,88 @@ def lot_shares(value, price, lot_size: int):
     return int(shares) if shares.ndim == 0 else shares
 
 
-def commission(value, config: TrendflowConfig):
-    """Commission of an order: max(`commission_rate` x traded value, `commission_minimum`)."""
+def commission(value, config: TrendflowConfig, side: str = "BUY"):
+    """Commission of an order: max(rate x traded value, `commission_minimum`); the rate is
+    `commission_rate`, or on sells `sell_commission_rate` when set."""
     ex = config.execution
-    return np.maximum(ex.commission_rate * value, ex.commission_minimum)
+    rate = ex.sell_commission_rate if side == "SELL" and ex.sell_commission_rate is not None else ex.commission_rate
+    return np.maximum(rate * value, ex.commission_minimum)
+
+
+def trade_fees(value, side: str, config: TrendflowConfig):
+    """Requires: an order's traded value and side. Decides: everything it pays (the trade log's
+    `commission` column): the side's commission, stamp duty on sells (`stamp_duty_rate`), and the
+    transfer fee on both sides (`transfer_fee_rate`). With the defaults: the commission alone."""
+    ex = config.execution
+    stamp = (ex.stamp_duty_rate or 0.0) if side == "SELL" else 0.0
+    extra = stamp + (ex.transfer_fee_rate or 0.0)
+    fee = commission(value, config, side)
+    return fee + extra * value if extra else fee
+
+
+# --------------------------------------------------------------------------- market rules (presets)
+# Each reads one symbol's facts for the session being filled; none applies unless switched on.
+def board_price_limit(code: str) -> float:
+    """Requires: an exchange code. Decides: the daily price band of its board -- 20% for ChiNext
+    (300/301) and STAR (688) shares and STAR ETFs (588), 10% otherwise. ETFs tracking ChiNext or
+    STAR indices on other codes (159915...) are listed in config/cn_symbols.csv."""
+    return 0.20 if code.startswith(("300", "301", "688", "588")) else 0.10
+
+
+def settlement_class(code: str, default: str) -> str:
+    """Requires: an exchange code and `market.settlement`. Decides: T+0 for Shanghai cross-border
+    (513), bond and money-market (511) and gold (518) ETFs; otherwise the market's default
+    (other T+0 ETFs on Shenzhen codes are listed in config/cn_symbols.csv)."""
+    return "T+0" if code.startswith(("511", "513", "518")) else default
+
+
+def limit_prices(prev_close: float, band: float, decimals: int) -> tuple[float, float]:
+    """Requires: the previous close and the band. Decides: (limit-down, limit-up) = previous close
+    x (1 -/+ band), rounded half-up to the exchange's tick (`market.price_decimals`)."""
+    scale = 10.0 ** decimals
+    return (np.floor(prev_close * (1.0 - band) * scale + 0.5 + 1e-9) / scale,
+            np.floor(prev_close * (1.0 + band) * scale + 0.5 + 1e-9) / scale)
+
+
+def price_limit_block(side: str, price: float, prev_close: float, band: float, decimals: int) -> str:
+    """Requires: the side, the session's fill reference price (the open for next_open fills, the
+    close for close fills), the previous close and the band. Decides: "limit_up" for a buy at or
+    above limit-up, "limit_down" for a sell at or below limit-down, else "" (no block; also when the
+    band or previous close is unknown). A session that opens at the limit blocks the open fill --
+    daily bars cannot tell whether the limit opened later in the day, so the engine does not guess."""
+    if not (np.isfinite(band) and np.isfinite(prev_close) and prev_close > 0):
+        return ""
+    down, up = limit_prices(prev_close, band, decimals)
+    tick = 0.5 / 10.0 ** decimals
+    if side == "BUY" and price >= up - tick:
+        return "limit_up"
+    if side == "SELL" and price <= down + tick:
+        return "limit_down"
+    return ""
+
+
+def volume_cap_shares(volume: float, config: TrendflowConfig) -> int | None:
+    """Requires: the session's volume in shares. Decides: the most a fill may take, whole lots of
+    `execution.max_volume_share` x volume (None = no cap: the cap is off or the volume unknown)."""
+    share = config.execution.max_volume_share
+    if share is None or not np.isfinite(volume):
+        return None
+    return lot_shares(share * volume, 1.0, config.execution.lot_size)
+
+
+def sellable_shares(held: int, bought_this_session: int, t_plus_one: bool) -> int:
+    """Requires: shares held, shares bought in this session, the symbol's settlement. Decides: how
+    many may be sold now -- under T+1 not the ones bought in this session (cash from a sale is
+    usable at once, so sell-A-buy-B rotations still work)."""
+    return int(held) - int(bought_this_session) if t_plus_one else int(held)
+
+
+def split_shares(shares: int, ratio: float, lot_size: int) -> tuple[int, float]:
+    """Requires: shares held at the ex-date and the split ratio. Decides: the shares after the split,
+    whole lots, and the fraction of (post-split) shares paid in cash (a reverse split's odd lot)."""
+    exact = shares * ratio
+    whole = lot_shares(exact, 1.0, lot_size)
+    return whole, exact - whole
 
 
 def slipped_price(price, side: str, config: TrendflowConfig):
@@ -226,11 +304,13 @@ def slipped_price(price, side: str, config: TrendflowConfig):
 
 def affordable_shares(wanted: int, price: float, cash: float, config: TrendflowConfig) -> int:
     """Requires: the wanted quantity, fill price, cash on hand. Decides: the largest whole-lot
-    quantity <= wanted whose value plus commission fits in cash -- so cash never goes negative.
-    cost(v) = v + max(rate v, minimum) <= cash  <=>  v <= cash / (1 + rate) and v <= cash - minimum."""
+    quantity <= wanted whose value plus fees fits in cash -- so cash never goes negative.
+    cost(v) = v(1 + f) + max(rate v, minimum) <= cash  <=>  v <= cash / (1 + f + rate) and
+    v <= (cash - minimum) / (1 + f), with f the transfer fee rate."""
     ex = config.execution
-    most = min(cash / (1.0 + ex.commission_rate), cash - ex.commission_minimum)
+    fee = ex.transfer_fee_rate or 0.0
+    most = min(cash / (1.0 + fee + ex.commission_rate), (cash - ex.commission_minimum) / (1.0 + fee))
     quantity = min(int(wanted), lot_shares(most, price, ex.lot_size)) if most > 0 else 0
-    while quantity > 0 and quantity * price + float(commission(quantity * price, config)) > cash:
+    while quantity > 0 and quantity * price + float(trade_fees(quantity * price, "BUY", config)) > cash:
         quantity -= ex.lot_size
     return max(quantity, 0)

@@ -127,10 +127,13 @@ def _backtest(run: StageRun | None, prices, signals, weights_frame, source: str,
         "final_equity": float(curve["equity"].iat[-1]),
         "total_return": float(curve["equity"].iat[-1] / config.execution.initial_cash - 1.0),
         "fills": len(bt.trade_log), "open_positions": int(bt.state.held.sum()), "orders_next_session": len(orders),
+        "blocked_or_resized": bt.blocked,
     }
     log.info("Backtest %s..%s (%s mode): final equity %.2f (%+.2f%%), %d fills, %d open positions", summary["first_date"],
              summary["last_date"], bt.mode, summary["final_equity"], 100 * summary["total_return"], summary["fills"],
              summary["open_positions"])
+    log.info("Orders not filled in full, by reason (a waiting sell counts each session): %s",
+             ", ".join(f"{k} {v}" for k, v in bt.blocked.items()) or "none")
     rows = {"trade_log": len(bt.trade_log), "positions": len(bt.positions), "equity_curve": len(curve), "orders": len(orders)}
     if run is None:
         _print_orders(orders, last_day, config)
@@ -186,8 +189,9 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     summary = {
         "mode": mode, "as_of_date": tag, "fills_today": len(record.fills), "orders": len(orders), "equity": record.equity,
         "cash": record.cash, "positions": int(state.held.sum()), "breaker_on": record.breaker_on,
-        "unfilled_today": [f"{o.side} {o.shares} {market.symbols[o.symbol]}" for o in record.unfilled],
+        "unfilled_today": [f"{o.side} {o.shares} {market.symbols[o.symbol]} ({o.note})" for o in record.unfilled],
         "order_list": [f"{o.side} {o.shares} {market.symbols[o.symbol]}" for o in record.orders],
+        "blocked_or_resized": record.blocked,
     }
     if not record.orders:
         summary["no_orders_reason"] = why_no_orders(day, day_index, config, weights_today=plan.get(t) if plan else None,
@@ -197,7 +201,7 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
         log.info("filled %s: %s %d %s at %.4f (commission %.2f, %s)", tag, f.side, f.quantity, market.symbols[f.symbol],
                  f.price, f.commission, f.reason)
     if record.unfilled:
-        log.warning("%d order(s) not filled on %s (no price, or no cash): %s", len(record.unfilled), tag,
+        log.warning("%d order(s) not filled in full on %s: %s", len(record.unfilled), tag,
                     summary["unfilled_today"])
     log.info("Daily run %s: %d fills, %d orders for the next session, equity %.2f", tag, len(record.fills), len(orders),
              record.equity)

@@ -1,0 +1,99 @@
+"""The exchange's per-symbol facts and the corporate actions, read from files into arrays over the
+universe's symbols (market.py puts them beside the prices; rules.py decides with them).
+
+- config/cn_symbols.csv (symbol, price_limit, settlement, note), overridden row by row by
+  `market.symbol_table`: a symbol's daily price band and its settlement (T+0 / T+1). Symbols not
+  in the table follow the code rules of `board_price_limit` and `settlement_class` (rules.py).
+- `data.corporate_actions`: a CSV ex_date, symbol, cash_dividend, split_ratio (per share held at
+  the close before the ex-date) for raw prices.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from schemas.config import TrendflowConfig
+from stages.common.config import PROJECT_ROOT
+from stages.common.errors import ConfigError, DataError
+from stages.trading.rules import board_price_limit, settlement_class
+
+SYMBOL_TABLE = PROJECT_ROOT / "config" / "cn_symbols.csv"
+TABLE_COLUMNS = ("symbol", "price_limit", "settlement")
+ACTION_COLUMNS = ("ex_date", "symbol", "cash_dividend", "split_ratio")
+
+
+def exchange_code(symbol: str) -> str:
+    """The exchange code of a symbol file name: '159915.SZ' -> '159915' (the table's key)."""
+    return str(symbol).split(".")[0]
+
+
+def read_symbol_table(path: Path) -> pd.DataFrame:
+    """A symbol table, checked: price_limit in (0, 1), settlement T+0 or T+1, one row per symbol."""
+    try:
+        table = pd.read_csv(path, dtype={"symbol": str})
+    except FileNotFoundError:
+        raise ConfigError(f"key 'market.symbol_table': {path} does not exist") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; expected {list(TABLE_COLUMNS)}")
+    limit = pd.to_numeric(table["price_limit"], errors="coerce")
+    bad = table[~((limit > 0) & (limit < 1)) | ~table["settlement"].isin(["T+0", "T+1"]) | table["symbol"].duplicated()]
+    if len(bad):
+        raise DataError(f"{path}: bad rows (price_limit must be a fraction in (0, 1), settlement T+0 or T+1, symbols "
+                        f"once each), first: {bad.head(3).to_dict('records')}")
+    return table.assign(price_limit=limit).set_index("symbol")[["price_limit", "settlement"]]
+
+
+def symbol_rules(symbols: np.ndarray, config: TrendflowConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per symbol: the daily price band (NaN = no limit, when `market.price_limits` is off) and
+    whether it settles T+1. The table (config/cn_symbols.csv, then `market.symbol_table`) wins over
+    the code rules."""
+    m = config.market
+    if not m.price_limits and m.settlement != "T+1":
+        return np.full(len(symbols), np.nan), np.zeros(len(symbols), dtype=bool)
+    table = read_symbol_table(SYMBOL_TABLE)
+    if m.symbol_table is not None:
+        override = read_symbol_table(Path(m.symbol_table))
+        table = pd.concat([table.drop(index=override.index, errors="ignore"), override])
+    codes = [exchange_code(s) for s in symbols]
+    listed = table.reindex(codes)
+    band = np.array([board_price_limit(c) for c in codes], dtype=float)
+    band = np.where(listed["price_limit"].notna(), listed["price_limit"], band)
+    t1 = np.array([settlement_class(c, m.settlement) == "T+1" for c in codes], dtype=bool)
+    t1 = np.where(listed["settlement"].notna(), listed["settlement"].eq("T+1"), t1)
+    return (band if m.price_limits else np.full(len(symbols), np.nan)), t1.astype(bool)
+
+
+def load_corporate_actions(path: str | Path, dates: pd.DatetimeIndex, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dates x symbols) cash dividend per share and split ratio (1 = none) from a corporate_actions
+    CSV. An action on a day the symbol has no session in the prices applies at its next session;
+    symbols outside the universe and actions after the last date are ignored."""
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype={"symbol": str})
+    except FileNotFoundError:
+        raise ConfigError(f"key 'data.corporate_actions': {path} does not exist") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc})") from None
+    missing = [c for c in ACTION_COLUMNS if c not in raw.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; expected {list(ACTION_COLUMNS)}")
+    ex_date = pd.to_datetime(raw["ex_date"], errors="coerce", format="ISO8601")
+    dividend = pd.to_numeric(raw["cash_dividend"].fillna(0.0), errors="coerce")
+    ratio = pd.to_numeric(raw["split_ratio"].fillna(1.0), errors="coerce")
+    bad = raw[ex_date.isna() | ~(dividend >= 0) | ~(ratio > 0)]
+    if len(bad):
+        raise DataError(f"{path}: bad rows (ex_date an ISO date, cash_dividend >= 0, split_ratio > 0), first lines "
+                        f"{(bad.index[:3] + 2).tolist()}: {bad.head(3).to_dict('records')}")
+    dividends = np.zeros((len(dates), len(symbols)))
+    splits = np.ones((len(dates), len(symbols)))
+    col = pd.Index(symbols).get_indexer(raw["symbol"].astype(str))
+    row = dates.searchsorted(ex_date.to_numpy())
+    keep = (col >= 0) & (row < len(dates)) & (ex_date >= dates[0]).to_numpy()
+    np.add.at(dividends, (row[keep], col[keep]), dividend.to_numpy()[keep])
+    np.multiply.at(splits, (row[keep], col[keep]), ratio.to_numpy()[keep])
+    return dividends, splits
