@@ -152,3 +152,54 @@ def test_run_reruns_the_stale_signal_stage_and_matches_a_fresh_full_run(small_de
     assert "report.html" in names and "signals_output.parquet" in names
     for name in names:
         assert (reused / name).read_bytes() == (fresh / name).read_bytes(), name
+
+
+# A valid other value for the keys whose default cannot simply be nudged (None, choices, lists).
+OTHER_VALUE = {
+    "data.bad_rows": "drop", "data.end_date": "2024-06-28", "data.start_date": "2022-01-03", "data.source": "elsewhere",
+    "data.symbols": ["A", "B"], "data.market_index_symbol": "A", "strategy.combo_mode": "either", "strategy.name": "macd",
+    "clustering.linkage": "complete", "position_sizing.volatility_method": "std", "execution.fill_price": "close",
+    "reporting.benchmark": "A", "reporting.signal_horizons": [5],
+}
+
+
+def _other(key, value):
+    if key in OTHER_VALUE:
+        return OTHER_VALUE[key]
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return round(value * 0.9, 6) if value else 0.01
+    pytest.skip(f"no other value known for {key}={value!r}")
+
+
+def _leaves(keys):
+    from stages.common.lineage import leaf_values
+
+    return sorted(leaf_values(load_config(), keys).items())
+
+
+def _all_leaves():
+    from schemas.config import REPORTING_KEYS, SIGNAL_KEYS, TRADING_KEYS
+
+    return ([("signals_output.parquet", "signal", k, v) for k, v in _leaves(SIGNAL_KEYS)]
+            + [("equity_curve.parquet", "trading", k, v) for k, v in _leaves(TRADING_KEYS)]
+            + [("report.html", "reporting", k, v) for k, v in _leaves(REPORTING_KEYS)])
+
+
+@pytest.mark.parametrize("name, stage, key, value", _all_leaves(), ids=[f"{s}:{k}" for _, s, k, _ in _all_leaves()])
+def test_changing_any_key_of_a_stage_makes_its_outputs_stale_naming_the_key(made, name, stage, key, value):
+    from stages.common.lineage import Lineage, StaleArtifactError, staleness
+
+    other = _other(key, value)
+    config = load_config(overrides=[f"{key}={json.dumps(other)}"])
+    found = staleness(made / name, config)
+    shown = lambda v: v if isinstance(v, str) else json.dumps(v)  # noqa: E731
+    assert found is not None and found.rerun_from == stage
+    assert f"{key}={shown(value)}, now {shown(other)}" in found.reason
+    downstream = {"signal": "trading", "trading": "reporting"}.get(stage)
+    if downstream is not None:  # and the next stage refuses it, saying which stages to run
+        with pytest.raises(StaleArtifactError, match=f"rerun the {stage} stage or use --stages {stage},{downstream}$"):
+            Lineage(downstream, config).check_input(made / name)
