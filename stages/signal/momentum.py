@@ -49,12 +49,12 @@ def window_momentum(close: np.ndarray, log_ret: np.ndarray, window: int, _sums: 
 def momentum_score(
     close: np.ndarray, log_ret: np.ndarray, weights: dict[int, float], carry: Carry | None = None
 ) -> np.ndarray:
-    """Weighted sum of window momenta; NaN unless every window is available."""
-    total = sum(weights.values())
+    """Weighted sum of window momenta (the config holds weights summing to 1; they are not rescaled
+    here); NaN unless every window is available."""
     sums = _PrefixSums(log_ret, carry)
     score = np.zeros(close.shape)
     for window, weight in sorted(weights.items()):
-        score += (weight / total if total else 0.0) * window_momentum(close, log_ret, window, sums)
+        score += weight * window_momentum(close, log_ret, window, sums)
     return score
 
 
