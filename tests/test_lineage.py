@@ -49,12 +49,14 @@ def test_every_artifact_records_the_hash_and_values_of_its_own_keys(made):
     config = load_config()
     manifest = json.loads((made / "manifest.json").read_text())
     entries, table = manifest["artifacts"], manifest["lineage"]
-    expected = {"signal": SIGNAL_KEYS, "trading": TRADING_KEYS, "reporting": REPORTING_KEYS}
+    expected = {"signal": SIGNAL_KEYS, "trading": TRADING_KEYS, "reporting": REPORTING_KEYS,
+                "prices.parquet": ("data",), "data_quality.csv": ("data", "risk.data_ended_sessions"),
+                "signals_output.csv": tuple(dict.fromkeys(SIGNAL_KEYS + TRADING_KEYS))}  # the twin: target weights
     for name, entry in entries.items():
-        keys = ("data",) if name == "prices.parquet" else expected[entry["stage"]]
+        keys = expected.get(name, expected[entry["stage"]])
         digest = entry["lineage"]["keys_hash"]
         assert digest == config.parameters_hash(keys) and tuple(table[digest]["keys"]) == keys, name
-    assert len(table) == 4  # one record per key set, however many files share it
+    assert len(table) == len({expected.get(name, expected[e["stage"]]) for name, e in entries.items()})  # one per key set
     signals = table[entries["signals_output.parquet"]["lineage"]["keys_hash"]]
     assert entries["signals_output.parquet"]["lineage"]["keys_hash"] == config.signal_hash()
     assert signals["config"]["strategy.macd.fast"] == 12
@@ -159,7 +161,10 @@ OTHER_VALUE = {
     "data.bad_rows": "drop", "data.end_date": "2024-06-28", "data.start_date": "2022-01-03", "data.source": "elsewhere",
     "data.symbols": ["A", "B"], "data.market_index_symbol": "A", "strategy.combo_mode": "either", "strategy.name": "macd",
     "clustering.linkage": "complete", "position_sizing.volatility_method": "std", "execution.fill_price": "close",
-    "reporting.benchmark": "A", "reporting.signal_horizons": [5],
+    "reporting.benchmark": "A", "reporting.signal_horizons": [5], "data.corporate_actions": "actions.csv",
+    "execution.max_volume_share": 0.1, "execution.sell_commission_rate": 0.0002, "execution.stamp_duty_rate": 0.0005,
+    "execution.transfer_fee_rate": 0.00001, "execution.volume_unit": "lots", "market.preset": "cn_etf",
+    "market.price_decimals": 2, "market.price_limits": True, "market.settlement": "T+1", "market.symbol_table": "t.csv",
 }
 
 

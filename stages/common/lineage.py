@@ -28,8 +28,14 @@ from stages.common.errors import TrendflowError
 
 STAGES = ("signal", "trading", "reporting")
 STAGE_KEYS: dict[str, tuple[str, ...]] = {"signal": SIGNAL_KEYS, "trading": TRADING_KEYS, "reporting": REPORTING_KEYS}
-# Artifacts that depend on fewer keys than the rest of their stage's outputs.
-ARTIFACT_KEYS: dict[str, tuple[str, ...]] = {"prices.parquet": ("data",)}
+# Artifacts whose keys are not their stage's: the prices depend on the data keys only; the quality
+# report also on when a series counts as ended; the readable twin of the signals applies the trading
+# rules to an empty book (stages/signal/target_weights.py), so the trading keys are its keys too.
+ARTIFACT_KEYS: dict[str, tuple[str, ...]] = {
+    "prices.parquet": ("data",),
+    "data_quality.csv": ("data", "risk.data_ended_sessions"),
+    "signals_output.csv": tuple(dict.fromkeys(SIGNAL_KEYS + TRADING_KEYS)),
+}
 # What each stage reads from its folder (the ones present are checked; optional ones may be absent).
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "signal": (),
