@@ -12,6 +12,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+# Upper bounds where the arithmetic breaks (a window of 1e9 days allocates a billion-row array; a
+# lot of 1e18 shares overflows the int64 share counts): far above any real use.
+MAX_WINDOW = 5000  # trading days, ~20 years
+MAX_LOT_SIZE = 1_000_000
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
@@ -26,14 +31,14 @@ class DataConfig(_Section):
     end_date: date | None = Field(None, strict=False, description="last date used (inclusive)")
     market_index_symbol: str | None = Field(None, description="symbol for the circuit breaker; null = equal-weight universe")
     bad_rows: Literal["error", "drop"] = Field("error", description="error: stop listing bad rows; drop: drop them with a warning")
-    min_history_days: int = Field(1, ge=1, description="symbols with fewer rows are skipped with a warning")
+    min_history_days: int = Field(1, ge=1, le=MAX_WINDOW, description="symbols with fewer rows are skipped with a warning")
     corporate_actions: str | None = Field(None, description="CSV ex_date,symbol,cash_dividend,split_ratio for raw prices: dividends credit cash, splits scale holdings; null = prices already adjusted")
 
 
 class MacdConfig(_Section):
-    fast: int = Field(12, ge=1, description="fast EMA period")
-    slow: int = Field(26, ge=2, description="slow EMA period")
-    signal: int = Field(9, ge=1, description="signal-line EMA period")
+    fast: int = Field(12, ge=1, le=MAX_WINDOW, description="fast EMA period")
+    slow: int = Field(26, ge=2, le=MAX_WINDOW, description="slow EMA period")
+    signal: int = Field(9, ge=1, le=MAX_WINDOW, description="signal-line EMA period")
 
     @model_validator(mode="after")
     def _fast_below_slow(self) -> "MacdConfig":
@@ -43,18 +48,18 @@ class MacdConfig(_Section):
 
 
 class KamaConfig(_Section):
-    er_window: int = Field(10, ge=1, description="Kaufman efficiency-ratio window")
-    fast: int = Field(2, ge=1, description="fastest smoothing constant period")
-    slow: int = Field(30, ge=2, description="slowest smoothing constant period")
-    slope_window: int = Field(5, ge=1, description="days over which the KAMA slope is measured")
+    er_window: int = Field(10, ge=1, le=MAX_WINDOW, description="Kaufman efficiency-ratio window")
+    fast: int = Field(2, ge=1, le=MAX_WINDOW, description="fastest smoothing constant period")
+    slow: int = Field(30, ge=2, le=MAX_WINDOW, description="slowest smoothing constant period")
+    slope_window: int = Field(5, ge=1, le=MAX_WINDOW, description="days over which the KAMA slope is measured")
 
 
 class FilterConfig(_Section):
     adx_enabled: bool = Field(False, description="veto buys unless ADX >= adx_threshold")
-    adx_window: int = Field(14, ge=2, description="ADX period (Wilder)")
+    adx_window: int = Field(14, ge=2, le=MAX_WINDOW, description="ADX period (Wilder)")
     adx_threshold: float = Field(20.0, ge=0, le=100, description="minimum ADX for a buy")
     volume_enabled: bool = Field(False, description="veto buys unless volume >= multiplier x average")
-    volume_window: int = Field(20, ge=1, description="days in the volume average")
+    volume_window: int = Field(20, ge=1, le=MAX_WINDOW, description="days in the volume average")
     volume_multiplier: float = Field(1.0, ge=0, description="volume >= k x its average")
     slope_enabled: bool = Field(False, description="veto buys unless the KAMA slope is positive")
 
@@ -79,15 +84,15 @@ class ScoringConfig(_Section):
     buy_top_n: int = Field(10, ge=1, description="buy only within the top N admissible ranks")
     hold_until_rank: int = Field(15, ge=1, description="keep a holding while its rank <= this (buffer zone)")
     inertia_bonus: float = Field(0.05, ge=0, description="added to held symbols' scores before ranking")
-    rebalance_frequency: int = Field(5, ge=1, description="trading days between rebalances")
+    rebalance_frequency: int = Field(5, ge=1, le=MAX_WINDOW, description="trading days between rebalances")
 
     @model_validator(mode="after")
     def _check(self) -> "ScoringConfig":
         if not self.momentum_weights:
             raise ValueError("momentum_weights must name at least one window")
         for window, weight in self.momentum_weights.items():
-            if not window.isdigit() or int(window) < 2:
-                raise ValueError(f"momentum_weights key {window!r} must be a window length in days (>= 2)")
+            if not window.isdigit() or not 2 <= int(window) <= MAX_WINDOW:
+                raise ValueError(f"momentum_weights key {window!r} must be a window length in days (2..{MAX_WINDOW})")
             if weight < 0:
                 raise ValueError(f"momentum_weights[{window!r}] must be >= 0, got {weight}")
         total = sum(self.momentum_weights.values())
@@ -105,20 +110,20 @@ class ScoringConfig(_Section):
 
 
 class ClusteringConfig(_Section):
-    correlation_window: int = Field(60, ge=5, description="days of daily returns in each correlation")
+    correlation_window: int = Field(60, ge=5, le=MAX_WINDOW, description="days of daily returns in each correlation")
     max_positions_per_cluster: int = Field(2, ge=1, description="cluster cap on holdings")
-    update_frequency: int = Field(20, ge=1, description="trading days between cluster refreshes")
+    update_frequency: int = Field(20, ge=1, le=MAX_WINDOW, description="trading days between cluster refreshes")
     distance_threshold: float = Field(0.8, gt=0, le=2, description="cut height on sqrt(2(1-rho))")
     linkage: Literal["average", "complete", "single", "ward"] = Field("average", description="scipy hierarchical linkage method")
 
 
 class RiskConfig(_Section):
-    atr_window: int = Field(14, ge=2, description="ATR period (Wilder)")
+    atr_window: int = Field(14, ge=2, le=MAX_WINDOW, description="ATR period (Wilder)")
     atr_multiplier: float = Field(2.0, gt=0, description="trailing stop = highest close since entry - m x ATR")
-    time_stop_days: int = Field(60, ge=1, description="trading days held before the time stop applies")
+    time_stop_days: int = Field(60, ge=1, le=MAX_WINDOW, description="trading days held before the time stop applies")
     time_stop_threshold: float = Field(-0.05, le=0, description="time stop when return since entry is below this")
     circuit_breaker_threshold: float = Field(-0.10, lt=0, gt=-1, description="no new buys while the market index is this far below its recent peak")
-    circuit_breaker_lookback: int = Field(60, ge=1, description="days over which the recent peak is taken")
+    circuit_breaker_lookback: int = Field(60, ge=1, le=MAX_WINDOW, description="days over which the recent peak is taken")
     exit_on_sell_signal: bool = Field(False, description="also exit a holding on a -1 trend signal")
     reentry_cooldown_days: int = Field(0, ge=0, description="trading days after a risk exit before the symbol may be bought again (0 = from the next decision)")
     data_ended_sessions: int = Field(10, ge=1, description="a holding without a price for this many sessions while others trade is sold at its last close (data_ended)")
@@ -127,7 +132,7 @@ class RiskConfig(_Section):
 class PositionSizingConfig(_Section):
     volatility_method: Literal["ewma", "std"] = Field("ewma", description="volatility behind inverse-vol sizing: ewma or rolling std")
     ewma_lambda: float = Field(0.94, gt=0, lt=1, description="RiskMetrics decay")
-    volatility_window: int = Field(20, ge=2, description="window for the 'std' method")
+    volatility_window: int = Field(20, ge=2, le=MAX_WINDOW, description="window for the 'std' method")
     max_positions: int = Field(20, ge=1, description="most holdings at once")
     max_position_size: float = Field(0.15, gt=0, le=1, description="largest weight of one holding")
     max_cluster_size: float = Field(0.30, gt=0, le=1, description="largest total weight of one cluster")
@@ -142,7 +147,7 @@ class ExecutionConfig(_Section):
     commission_rate: float = Field(0.0003, ge=0, lt=0.1, description="commission = max(rate x value, minimum)")
     commission_minimum: float = Field(5.0, ge=0, description="minimum commission per order")
     slippage_bps: float = Field(5.0, ge=0, description="fill price worse than reference by this many bps")
-    lot_size: int = Field(100, ge=1, description="shares per lot; orders round down to whole lots")
+    lot_size: int = Field(100, ge=1, le=MAX_LOT_SIZE, description="shares per lot; orders round down to whole lots")
     fill_price: Literal["next_open", "close"] = Field("next_open", description="next_open: fill at the next session's open; close: at the signal close")
     sell_commission_rate: float | None = Field(None, ge=0, lt=0.1, description="commission rate on sells (same minimum); null = commission_rate, which applies to buys")
     stamp_duty_rate: float | None = Field(None, ge=0, lt=0.1, description="stamp duty on the value of sells (A-shares 0.0005, ETFs 0); null = the preset's, else 0")
@@ -187,7 +192,7 @@ class ReportingConfig(_Section):
     risk_free_rate: float = Field(0.0, ge=-0.1, le=0.5, description="annual; per session (1 + r)^(1/periods_per_year) - 1")
     benchmark: str | None = Field(None, description="a symbol in prices.parquet or a price file")
     periods_per_year: int = Field(252, ge=1, description="annualisation factor")
-    rolling_window_days: int = Field(126, ge=2, description="window of the rolling Sharpe/volatility chart (126 = ~6 months)")
+    rolling_window_days: int = Field(126, ge=2, le=MAX_WINDOW, description="window of the rolling Sharpe/volatility chart (126 = ~6 months)")
     signal_horizons: list[Annotated[int, Field(ge=1)]] = Field(
         [5, 20], min_length=1, description="forward-return horizons (sessions) for rank IC, buy hit rate and score quintiles")
 

@@ -3,6 +3,7 @@ the previous or the new generation once the next command has recovered it, `vali
 no temp file survives."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -203,3 +204,59 @@ def test_a_run_stopped_between_its_stages_leaves_a_manifest_that_says_which_stag
     assert len(notes) == 2
     assert any("stage 'trading' is not current" in n and "earlier signals_output.parquet" in n for n in notes)
     assert any("stage 'reporting' is not current" in n for n in notes)
+
+
+# --------------------------------------------------------------------------- every fault a line
+@pytest.fixture(scope="module")
+def signals_dir(tmp_path_factory, small_demo_dir) -> Path:
+    from stages.common.config import load_config
+    from stages.signal.stage import run_signal_stage
+
+    folder = tmp_path_factory.mktemp("signals")
+    run_signal_stage(load_config(), small_demo_dir, folder)
+    return folder
+
+
+@pytest.mark.parametrize("code, exit_code, said", [(errno.EROFS, 2, "the file system is read-only"),
+                                                   (errno.EACCES, 2, "permission denied"),
+                                                   (errno.ENOSPC, 3, "no space left on the device")])
+def test_an_os_fault_while_writing_is_one_line_with_the_path_and_nothing_changes(signals_dir, tmp_path, monkeypatch,
+                                                                                   capsys, code, exit_code, said):
+    folder = tmp_path / "out"
+    shutil.copytree(signals_dir, folder)
+    before = _files(folder)
+
+    def refuses(df, path, kind):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(artifacts, "_write_table", refuses)
+    assert trendflow(["trade", "--out", str(folder), "--log-level", "WARNING"]) == exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: cannot use {folder / 'trade_log.csv'}: {said}"]
+    assert _files(folder) == before and not leftovers(folder)
+
+
+def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, small_demo_dir, capsys):
+    (tmp_path / "out").write_text("a file")
+    assert trendflow(["signal", "--data", str(small_demo_dir), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: cannot create the output folder {tmp_path / 'out'}: "
+                                               "a file stands where a folder is expected")
+
+
+@pytest.mark.parametrize("override, key", [("execution.lot_size=1000000000000000000", "'execution.lot_size'"),
+                                           ('scoring.momentum_weights={"1000000000": 1.0}', "momentum_weights key '1000000000'"),
+                                           ("risk.atr_window=1000000000", "'risk.atr_window'")])
+def test_config_values_where_the_arithmetic_breaks_are_refused_naming_the_key(tmp_path, small_demo_dir, capsys,
+                                                                              override, key):
+    assert trendflow(["signal", "--data", str(small_demo_dir), "--out", str(tmp_path), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and key in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_account_too_small_for_one_lot_runs_and_says_so(signals_dir, tmp_path, capsys):
+    folder = tmp_path / "out"
+    shutil.copytree(signals_dir, folder)
+    assert trendflow(["trade", "--out", str(folder), "--set", "execution.initial_cash=50"]) == 0
+    err = capsys.readouterr().err
+    assert "account too small: execution.initial_cash 50.00 cannot buy one lot (execution.lot_size 100 shares)" in err
+    assert (folder / "equity_curve.parquet").exists()

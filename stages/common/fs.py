@@ -4,6 +4,8 @@ retry can help (exit 3: a full disk, a busy or flaky device) or the user must ch
 from __future__ import annotations
 
 import errno
+import os
+import re
 from pathlib import Path
 
 from stages.common.errors import FileSystemError, TransientIOError, TrendflowError
@@ -24,10 +26,16 @@ _PLAIN = {
 
 def os_error(exc: OSError, path: str | Path | None = None, doing: str = "cannot write") -> TrendflowError:
     """The TrendflowError for an OSError met while `doing` something to `path`."""
-    where = exc.filename or path
+    where = _artifact_path(str(exc.filename or path))
     what = _PLAIN.get(exc.errno or -1, exc.strerror or str(exc))
     kind = TransientIOError if exc.errno in _TRANSIENT else FileSystemError
     return kind(f"{doing} {where}: {what}")
+
+
+def _artifact_path(path: str) -> str:
+    """A file staged for a commit (<out>/.staging/<run>/0001-trade_log.csv) is named as the artifact it
+    becomes (<out>/trade_log.csv)."""
+    return re.sub(r"[\\/]\.staging[\\/][^\\/]+[\\/]\d{4}-([^\\/]+)$", lambda m: os.sep + m.group(1), path)
 
 
 def is_os_fault(exc: BaseException) -> bool:

@@ -105,6 +105,17 @@ def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | N
     return _daily(run, prices, signals, weights_frame, source, config, as_of_date, portfolio, fresh, out_dir, allow_stale)
 
 
+def _warn_if_no_lot_is_affordable(prices: pd.DataFrame, config: TrendflowConfig) -> None:
+    """A backtest without a single fill because the account cannot pay for one lot of anything runs
+    to the end (an all-cash equity curve is a valid answer) and says why."""
+    lot, cash = config.execution.lot_size, config.execution.initial_cash
+    cheapest = prices.loc[prices["close"].idxmin()] if len(prices) else None
+    if cheapest is not None and cheapest["close"] * lot > cash:
+        log.warning("account too small: execution.initial_cash %.2f cannot buy one lot (execution.lot_size %d shares) of "
+                    "any symbol; the cheapest lot, %s on %s, costs %.2f: the backtest made no trades", cash, lot,
+                    cheapest["symbol"], pd.Timestamp(cheapest["date"]).date(), cheapest["close"] * lot)
+
+
 def _dry_run_reader(config: TrendflowConfig) -> Callable:
     """read_artifact with the lineage check a StageRun makes (a dry run writes nothing, not even the manifest)."""
     lineage = Lineage("trading", config)
@@ -118,6 +129,8 @@ def _dry_run_reader(config: TrendflowConfig) -> Callable:
 
 def _backtest(run: StageRun | None, prices, signals, weights_frame, source: str, config: TrendflowConfig) -> StageResult:
     bt = run_backtest(signals, prices, config, weights=weights_frame, weights_source=source)
+    if bt.trade_log.empty:
+        _warn_if_no_lot_is_affordable(prices, config)
     market, last_t = bt.market, len(bt.market.dates) - 1
     last_day = market.dates[last_t].date()
     orders = bt.orders[bt.orders["date"] == market.dates[last_t]].drop(columns="date").reset_index(drop=True)
