@@ -42,3 +42,31 @@ def test_signal_command_does_not_import_scipy_signal():
 def test_lfilter_falls_back_to_scipy_when_scipy_signal_is_loaded():
     name = _run_python("import scipy.signal, stages.signal.indicators as i; print(i.lfilter.__module__)")
     assert name.startswith("scipy.signal")
+
+
+def test_read_artifact_reads_and_checks_only_the_asked_columns(small_demo_dir, tmp_path):
+    import pandas as pd
+
+    from schemas.signals import SignalsSchema
+    from stages.common.artifacts import read_artifact
+    from stages.common.config import load_config
+    from stages.common.errors import IntegrityError, SchemaError
+    from stages.signal import run_signal_stage
+    from stages.trading.market import SIGNAL_COLUMNS_READ
+
+    run_signal_stage(load_config(), small_demo_dir, tmp_path)
+    path = tmp_path / "signals_output.parquet"
+    whole = read_artifact(path, SignalsSchema)
+    part = read_artifact(path, SignalsSchema, columns=SIGNAL_COLUMNS_READ)
+    assert list(part.columns) == SIGNAL_COLUMNS_READ
+    pd.testing.assert_frame_equal(part, whole[SIGNAL_COLUMNS_READ])
+
+    bad = whole.copy()
+    bad.loc[3, "trend_signal"] = 7
+    (tmp_path / "other").mkdir()
+    bad.to_parquet(tmp_path / "other" / "signals_output.parquet")  # no manifest there: the schema must catch it
+    with pytest.raises(SchemaError, match="trend_signal"):
+        read_artifact(tmp_path / "other" / "signals_output.parquet", SignalsSchema, columns=SIGNAL_COLUMNS_READ)
+    bad.to_parquet(path)  # edited after the run: refused whatever columns are asked
+    with pytest.raises(IntegrityError):
+        read_artifact(path, SignalsSchema, columns=["date", "symbol"])

@@ -20,6 +20,7 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -90,7 +91,10 @@ def validate_frame(
     frames the caller built and owns, e.g. the loader's freshly assembled panel.
     """
     try:
-        return schema.validate(df, lazy=True, inplace=inplace)
+        with warnings.catch_warnings():
+            # pandera 0.35 warns on inplace=True with strict="filter"; the filtered frame it returns is the one used
+            warnings.filterwarnings("ignore", message=r".*strict='filter'.*inplace=True", category=FutureWarning)
+            return schema.validate(df, lazy=True, inplace=inplace)
     except pa_errors.SchemaErrors as exc:
         raise SchemaError(describe_failures(exc.failure_cases, source, _schema_name(schema), df)) from None
     except pa_errors.SchemaError as exc:  # raised by non-lazy paths (e.g. strict column checks)
@@ -314,15 +318,16 @@ def _write_csv(df: pd.DataFrame, path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_table(path: Path, schema: type[pa.DataFrameModel]) -> pd.DataFrame:
+def _read_table(path: Path, schema: type[pa.DataFrameModel], columns: list[str] | None = None) -> pd.DataFrame:
     if path.suffix == ".parquet":
-        return pd.read_parquet(path, engine="pyarrow")
+        return pd.read_parquet(path, engine="pyarrow", columns=columns)
     dtypes, dates = _csv_dtypes(schema)
     header = pd.read_csv(path, nrows=0).columns
     return pd.read_csv(
         path,
         dtype={k: v for k, v in dtypes.items() if k in header},
         parse_dates=[d for d in dates if d in header],
+        usecols=columns,
     )
 
 
@@ -390,11 +395,15 @@ def read_artifact(
     schema: type[pa.DataFrameModel],
     *,
     verify_hash: bool = True,
+    columns: list[str] | None = None,
 ) -> pd.DataFrame:
     """Read and validate one table artifact (Parquet or CSV).
 
     With verify_hash, a file listed in its folder's manifest must still have the recorded sha256
-    (a file edited by hand after the run is refused rather than silently used).
+    (a file edited by hand after the run is refused rather than silently used). With `columns`,
+    only those columns are read and checked, by the schema's rules for them (the sha256 still
+    covers the whole file): a stage that needs half of a wide table neither decodes nor holds the
+    rest. The frame is validated in place: it was just read, nobody else holds it.
     """
     path = Path(path)
     if not path.exists():
@@ -402,12 +411,13 @@ def read_artifact(
     if verify_hash:
         verify_against_manifest(path)
     try:
-        df = _read_table(path, schema)
+        df = _read_table(path, schema, columns)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError)) and exc.errno in (11, 13, 16):
             raise TransientIOError(f"{path} cannot be read now: {exc}") from exc
         raise SchemaError(f"{path} cannot be read as {path.suffix[1:]}: {exc}") from None
-    return validate_frame(df, schema, str(path))
+    checked = schema if columns is None else schema.to_schema().select_columns(columns)
+    return validate_frame(df, checked, str(path), inplace=True)
 
 
 def verify_against_manifest(path: Path, digest: str | None = None) -> None:
@@ -481,10 +491,12 @@ class StageRun:
         self.out_dir.mkdir(parents=True, exist_ok=True)
 
     # reading ---------------------------------------------------------------
-    def read(self, path: str | Path, schema: type[pa.DataFrameModel], *, verify_hash: bool = True) -> pd.DataFrame:
+    def read(self, path: str | Path, schema: type[pa.DataFrameModel], *, verify_hash: bool = True,
+             columns: list[str] | None = None) -> pd.DataFrame:
         """read_artifact, recorded as an input of this run; the file is hashed once, on a second
         thread while it is read (hashlib releases the GIL), for both the manifest check and the record."""
-        return self.read_with(path, lambda p: read_artifact(p, schema, verify_hash=False), verify_hash=verify_hash)
+        return self.read_with(path, lambda p: read_artifact(p, schema, verify_hash=False, columns=columns),
+                              verify_hash=verify_hash)
 
     def read_with(self, path: str | Path, read: Callable[[Path], Any], *, verify_hash: bool = True) -> Any:
         """`read(path)` for a reader of one's own (e.g. a few columns of a big Parquet), hash-checked

@@ -17,6 +17,7 @@ from stages.common.errors import DataError
 from stages.trading.exchange import load_corporate_actions, symbol_rules
 
 SIGNAL_FIELDS = ("trend_signal", "signal_strength", "atr", "volatility", "momentum_score", "cluster")
+SIGNAL_COLUMNS_READ = ["date", "symbol", "close", *SIGNAL_FIELDS]  # all build_market needs of signals_output.parquet
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from stages.trading.execution.notify import Notifier
 from stages.trading.execution.store import ExecutionStore
 from stages.trading.live import LIVE_ARTIFACTS, append_day, live_rows
 from stages.trading.engine import decide_by_signals, decide_by_weights, fresh_state, step
-from stages.trading.market import build_market
+from stages.trading.market import SIGNAL_COLUMNS_READ, build_market
 from stages.trading.legacy import read_any_snapshot
 from stages.trading.snapshot import from_snapshot, to_snapshot
 from stages.trading.weights import load_weights_file, validate_weights
@@ -93,7 +93,7 @@ def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | N
     read: Callable = run.read if run is not None else _dry_run_reader(config)
     prices = read(in_dir / "prices.parquet", PricesSchema)
     signals_path = in_dir / "signals_output.parquet"
-    signals = read(signals_path, SignalsSchema) if weights is None or signals_path.exists() else None
+    signals = read(signals_path, SignalsSchema, columns=SIGNAL_COLUMNS_READ) if weights is None or signals_path.exists() else None
     weights_frame = None
     if weights is not None:
         weights_frame = load_weights_file(weights)
@@ -120,9 +120,9 @@ def _dry_run_reader(config: TrendflowConfig) -> Callable:
     """read_artifact with the lineage check a StageRun makes (a dry run writes nothing, not even the manifest)."""
     lineage = Lineage("trading", config)
 
-    def read(path: Path, schema) -> pd.DataFrame:
+    def read(path: Path, schema, columns: list[str] | None = None) -> pd.DataFrame:
         lineage.check_input(path)
-        return read_artifact(path, schema)
+        return read_artifact(path, schema, columns=columns)
 
     return read
 
