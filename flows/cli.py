@@ -12,6 +12,7 @@ from typing import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("flows.commands:main", "run the Prefect flow: signal -> trading -> reporting"),
     "daily": ("flows.commands:daily_main", "the daily run for one date (flow in daily mode)"),
+    "fetch": ("stages.data.__main__:main", "data stage: fetch prices (akshare / yfinance) into the local store -> adjusted_prices.parquet"),
     "signal": ("stages.signal.__main__:main", "signal stage alone (no Prefect)"),
     "trade": ("stages.trading.__main__:main", "trading stage alone (no Prefect)"),
     "report": ("stages.reporting.__main__:main", "reporting stage alone (no Prefect)"),

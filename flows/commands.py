@@ -21,13 +21,13 @@ from stages.common.cli import add_common_arguments, run_command, setup_logging
 from stages.common.errors import ConfigError, DataError, SnapshotError, TrendflowError
 
 log = logging.getLogger("trendflow.flow")
-ALL_STAGES = ("signal", "trading", "reporting")
+ALL_STAGES = ("data", "signal", "trading", "reporting")  # data (trendflow fetch) only when asked for
 SERVER_ENV = "TRENDFLOW_PREFECT_SERVER"  # "shared" (default) | "ephemeral": Prefect's own temporary server
 
 
 def default_stages(mode: str) -> tuple[str, ...]:
     """A backtest runs all three stages; a daily run makes signals and orders (the report covers backtests)."""
-    return ALL_STAGES if mode == "backtest" else ("signal", "trading")
+    return ("signal", "trading", "reporting") if mode == "backtest" else ("signal", "trading")
 
 
 def _day(text: str) -> date:
@@ -44,7 +44,8 @@ def _parser(prog: str, daily: bool) -> argparse.ArgumentParser:
     add_common_arguments(parser)
     parser.add_argument("--data", help="price folder or long file (default: config data.source, else the demo universe)")
     parser.add_argument("--out", "--output-dir", help="output folder (default: config output.folder = v4_trace_outputs)")
-    parser.add_argument("--stages", help="comma-separated subset of signal,trading,reporting (default: all; daily: signal,trading; "
+    parser.add_argument("--stages", help="comma-separated subset of data,signal,trading,reporting (default: signal,trading,reporting; "
+                             "daily: signal,trading; data = trendflow fetch of data.symbols first; "
                              "'' with --execute: only send the existing orders_{D}.csv)")
     if not daily:
         parser.add_argument("--mode", choices=["backtest", "daily"], default="backtest")

@@ -78,6 +78,19 @@ def _announce(result: StageResult, k: int, n: int) -> dict:
     return {"stage": result.stage, "seconds": round(result.seconds, 3), "rows": result.rows, "summary": result.summary}
 
 
+@task(name="data", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
+def data_task(config_path, overrides, out, as_of_date, k=1, n=4) -> dict:
+    """Fetch data.symbols into the store; the signal stage then reads <out>/adjusted_prices.parquet."""
+    from stages.data.fetch import run_fetch
+
+    log.info("[%d/%d] data stage starting", k, n)
+    config = _config(config_path, overrides)
+    summary, result = run_fetch(config, list(config.data.symbols or []), Path(out), end=as_of_date)
+    for line in summary.lines():
+        (log.warning if line.lstrip().startswith("FAILED") else log.info)(line)
+    return _announce(result, k, n)
+
+
 @task(name="signal", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
 def signal_task(config_path, overrides, data, out, as_of_date, k=1, n=3) -> dict:
     from stages.signal import run_signal_stage
@@ -199,8 +212,9 @@ def trend_pipeline(
         if not _default_db(out_dir).is_file():
             raise ConfigError(f"--execute: no execution database at {_default_db(out_dir)}; create the account once with "
                               f"`trendflow execute --init --out {out_dir}`")
-    chosen = [s for s in ALL_STAGES if s in (stages if stages is not None else default_stages(mode))]
-    chosen, notes = plan_stages(chosen, out_dir, config)  # --stages means "at least these"
+    requested = [s for s in ALL_STAGES if s in (stages if stages is not None else default_stages(mode))]
+    chosen, notes = plan_stages([s for s in requested if s != "data"], out_dir, config)  # --stages means "at least these"
+    chosen = (["data"] if "data" in requested else []) + chosen  # fetch first: the signal stage reads its panel
     for note in notes:
         log.info(note)
     if mode == "daily" and as_of_date is None:
@@ -217,7 +231,10 @@ def trend_pipeline(
     opts = {"retry_delay_seconds": retry_delay_seconds}
     with preserved(out_dir) if mode == "daily" and chosen else _nothing():
         for k, stage in enumerate(chosen, start=1):
-            if stage == "signal":
+            if stage == "data":
+                done.append(data_task.with_options(**opts)(config_path, overrides, str(out_dir), day, k, n))
+                data = str(out_dir / "adjusted_prices.parquet")
+            elif stage == "signal":
                 done.append(signal_task.with_options(**opts)(config_path, overrides, data, str(out_dir), day, k, n))
             elif stage == "trading":
                 done.append(trading_task.with_options(**opts)(config_path, overrides, str(out_dir), day, fresh, k, n,

@@ -33,6 +33,7 @@ class DataConfig(_Section):
     bad_rows: Literal["error", "drop"] = Field("error", description="error: stop listing bad rows; drop: drop them with a warning")
     min_history_days: int = Field(1, ge=1, le=MAX_WINDOW, description="symbols with fewer rows are skipped with a warning")
     corporate_actions: str | None = Field(None, description="CSV ex_date,symbol,cash_dividend,split_ratio for raw prices: dividends credit cash, splits scale holdings; null = prices already adjusted")
+    adjust: Literal["forward", "back"] = Field("forward", description="prices built from the data store (trendflow fetch): forward (latest = as traded) or back adjusted")
 
 
 class MacdConfig(_Section):
@@ -208,6 +209,17 @@ class OutputConfig(_Section):
     csv_twins: bool = Field(True, description="write a .csv twin of each Parquet artifact (signals_output.csv: wide target weights)")
 
 
+class FetchConfig(_Section):
+    """The data stage (`trendflow fetch`): where prices come from and where they are kept."""
+
+    provider: Literal["auto", "akshare", "yfinance"] = Field("auto", description="auto: akshare for .SH/.SZ symbols, yfinance for the rest")
+    store: str = Field("data_store", description="folder of the local Parquet store (raw bars + adjustment factors)")
+    history_start: date = Field(date(2015, 1, 1), strict=False, description="first date of a symbol's first fetch")
+    recheck_sessions: int = Field(5, ge=0, description="sessions up to the last stored one fetched again (vendor revisions)")
+    min_interval_seconds: float = Field(1.0, ge=0, description="rate limit: least time between two requests to a vendor")
+    retries: int = Field(3, ge=0, description="retries of a transient failure (connection reset, rate limit), with backoff")
+
+
 class LiveConfig(_Section):
     """Daily runs against an execution database (the executed book)."""
 
@@ -228,6 +240,7 @@ class TrendflowConfig(_Section):
     reporting: ReportingConfig = ReportingConfig()
     output: OutputConfig = OutputConfig()
     live: LiveConfig = LiveConfig()
+    fetch: FetchConfig = FetchConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -1,0 +1,53 @@
+"""US ETFs through yfinance: `Ticker(symbol).history(start, end, auto_adjust=False, actions=True)`.
+
+Yahoo's Open/High/Low/Close (and Dividends) come split-adjusted even with auto_adjust=False (only
+dividends are left unadjusted), so the bars are put back to as-traded prices here: every value
+before a split is multiplied by that split's ratio (volume divided). Every split after a fetched
+row is inside the fetched span, because a span always ends at the fetch date.
+Columns: Open, High, Low, Close, Adj Close, Volume, Dividends, Stock Splits (0 = none); index Date,
+tz-aware in the exchange's time zone. `ticker` is injectable, so tests replay a recorded frame.
+"""
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from stages.data.adapters.base import Fetched, connection_trouble
+
+
+class YfinanceSource:
+    name = "yfinance"
+
+    def __init__(self, ticker: Callable | None = None):
+        self._ticker = ticker
+
+    def fetch(self, symbol: str, start: date, end: date) -> Fetched:
+        if self._ticker is None:
+            import yfinance as yf
+
+            self._ticker = yf.Ticker
+        frame = self._ticker(symbol).history(start=start.isoformat(), end=(end + timedelta(days=1)).isoformat(),
+                                             interval="1d", auto_adjust=False, actions=True,
+                                             raise_errors=True)
+        if frame is None or frame.empty:
+            return Fetched(bars=pd.DataFrame(columns=["date", "open", "high", "low", "close", "volume"]),
+                           events=pd.DataFrame(columns=["date", "dividend", "split"]))
+        index = pd.DatetimeIndex(frame.index)
+        dates = (index.tz_localize(None) if index.tz is not None else index).normalize().astype("datetime64[ns]")
+        ratio = frame["Stock Splits"].astype(float).to_numpy() if "Stock Splits" in frame else np.zeros(len(frame))
+        ratio = np.where(ratio > 0, ratio, 1.0)
+        # product of the split ratios strictly after each row: how far Yahoo scaled that row down
+        later = np.concatenate([np.cumprod(ratio[::-1])[::-1][1:], [1.0]])
+        bars = pd.DataFrame({"date": dates.to_numpy(), **{name.lower(): frame[name].astype(float).to_numpy() * later
+                                                           for name in ("Open", "High", "Low", "Close")},
+                             "volume": frame["Volume"].astype(float).to_numpy() / later})
+        dividend = frame["Dividends"].astype(float).to_numpy() * later if "Dividends" in frame else np.zeros(len(frame))
+        event = (dividend > 0) | (ratio != 1.0)
+        events = pd.DataFrame({"date": dates.to_numpy()[event], "dividend": dividend[event], "split": ratio[event]})
+        return Fetched(bars=bars, events=events)
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return connection_trouble(exc) or type(exc).__name__ == "YFRateLimitError"
