@@ -9,6 +9,7 @@ Usage: .venv/bin/python benchmarks/bench_reporting.py [n_symbols]
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 import time
@@ -65,10 +66,20 @@ def _phases(config, src: Path, out: Path, benchmark: str, repeat: int = 3) -> No
     spent: dict[str, list[float]] = {}
     originals = {}
     targets = [(stage, "_read_signals", "read signals_output (5 columns)"), (stage, "_benchmark", "benchmark (prices.parquet)"),
+               (stage, "_provenance", "provenance (prices.parquet dates)"),
                (stage, "compute_metrics", "metrics"), (stage, "signal_quality", "signal quality"),
-               (report, "_performance_charts", "charts: equity, underwater"), (report, "_rolling", "chart: rolling Sharpe/vol"),
-               (report, "_exposure_charts", "charts: exposure, turnover"), (report, "_signal_quality", "signal-quality tables + chart"),
                (stage, "render_report", "render report.html (all)")]
+    originals[(report, "SECTIONS")] = list(report.SECTIONS)
+    for k, section in enumerate(report.SECTIONS):  # each section of the page, as listed there
+        def body(*args, _f=section.body, _label=f"section: {section.anchor}", **kwargs):
+            start, cpu = time.perf_counter(), time.process_time()
+            try:
+                return _f(*args, **kwargs)
+            finally:
+                total = spent.setdefault(_label, [0.0, 0.0])
+                total[0] += time.perf_counter() - start
+                total[1] += time.process_time() - cpu
+        report.SECTIONS[k] = dataclasses.replace(section, body=body)
     for module, name, label in targets:
         original = getattr(module, name)
         originals[(module, name)] = original
@@ -93,7 +104,10 @@ def _phases(config, src: Path, out: Path, benchmark: str, repeat: int = 3) -> No
                 kept[0], kept[1] = min(kept[0], wall), min(kept[1], cpu_s)
     finally:
         for (module, name), original in originals.items():
-            setattr(module, name, original)
+            if name == "SECTIONS":
+                module.SECTIONS[:] = original
+            else:
+                setattr(module, name, original)
     print(f"    {'phase (best of ' + str(repeat) + ')':<34} {'wall':>7} {'CPU':>7}")
     for label, (wall, cpu_s) in best.items():
         print(f"    {label:<34} {wall:6.3f}s {cpu_s:6.3f}s")

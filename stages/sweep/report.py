@@ -12,6 +12,8 @@ from stages.reporting.html import cards, chart, fmt, note, page, render_sweep_se
 
 TOP_COLUMNS = {"sharpe": "num", "cagr": "pct", "max_drawdown": "pct", "calmar": "num", "annual_volatility": "pct",
                "closed_trades": "int", "annual_turnover": "times"}
+LABELS = {"sharpe": "Sharpe ratio", "cagr": "CAGR", "max_drawdown": "Max drawdown", "calmar": "Calmar ratio",
+          "annual_volatility": "Volatility (p.a.)", "closed_trades": "Closed trades", "annual_turnover": "Turnover (one-way, per year)"}
 
 
 def sweep_report(results: pd.DataFrame, keys: list[str], metric: str, overfit: OverfittingSummary,
@@ -51,7 +53,7 @@ def _selected(results: pd.DataFrame, keys: list[str], o: OverfittingSummary) -> 
         return '<p class="sub">No successful combination.</p>'
     row = results[results["combo_id"] == o.selected_combo_id].iloc[0]
     params = pd.DataFrame({"parameter": keys, "value": [_label(o.selected_params.get(k)) for k in keys]})
-    metrics = pd.DataFrame({"metric": list(TOP_COLUMNS), "value": [fmt(row[c], k) for c, k in TOP_COLUMNS.items()]})
+    metrics = pd.DataFrame({"metric": [LABELS[c] for c in TOP_COLUMNS], "value": [fmt(row[c], k) for c, k in TOP_COLUMNS.items()]})
     return (f'<p class="sub">Best {o.selection_metric} over the whole history (combination {o.selected_combo_id}); '
             "this is an in-sample number: read it with the controls below.</p>"
             f'<div class="grid2"><div><h3>Parameters</h3>{table(params)}</div><div><h3>In-sample results</h3>'
@@ -70,7 +72,8 @@ def _overfitting(o: OverfittingSummary) -> str:
     return ('<div class="grid2"><div><h3>Deflated Sharpe ratio</h3>' + table(dsr)
             + '<p class="sub">DSR (Bailey &amp; L&oacute;pez de Prado 2014) = the probability that the selected combination\'s '
               "true Sharpe ratio beats the best Sharpe that N skill-less trials with this spread of Sharpe ratios would show by "
-              "luck, given T sessions and the returns' skew and kurtosis. Significant at 95% when DSR &ge; 0.95.</p></div>"
+              "luck, given T sessions and the returns' skew and kurtosis. Significant at 95% when DSR &ge; 0.95. Grid neighbours "
+              "are correlated, so N overstates the independent trials: the DSR errs on the strict side.</p></div>"
               "<div><h3>Probability of backtest overfitting</h3>" + table(pbo)
             + '<p class="sub">CSCV (Bailey, Borwein, L&oacute;pez de Prado &amp; Zhu 2015): the sessions are cut into S blocks; '
               "for every way to pick half of them as the training set, the best-Sharpe combination on it is ranked out of sample "
