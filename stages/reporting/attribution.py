@@ -41,8 +41,8 @@ def by_symbol(pnl: pd.DataFrame, trips: pd.DataFrame) -> pd.DataFrame:
     """Per symbol: total P&L (marks included), share of the total, and its closed round trips (count,
     win rate, mean return), largest P&L first."""
     total = pnl.groupby("symbol", sort=True)["pnl"].sum()
-    trades = trips.groupby("symbol", sort=True).agg(trades=("pnl", "size"), wins=("pnl", lambda s: int((s > 0).sum())),
-                                                    avg_return=("return", "mean"))
+    trades = trips.assign(win=trips["pnl"] > 0).groupby("symbol", sort=True).agg(
+        trades=("pnl", "size"), wins=("win", "sum"), avg_return=("return", "mean"))
     frame = pd.DataFrame({"pnl": total}).join(trades, how="left")
     frame["trades"] = frame["trades"].fillna(0).astype(int)
     frame["win_rate"] = frame["wins"] / frame["trades"].where(frame["trades"] > 0)

@@ -245,7 +245,7 @@ def exposure_chart(exposure: pd.Series, holdings: pd.Series, smooth: int = 20) -
 
 
 @_styled
-def holdings_chart(weights: pd.DataFrame, max_points: int = 600) -> str:
+def holdings_chart(weights: pd.DataFrame, max_points: int = 260) -> str:
     """Stacked weights (share of equity) of the largest holdings and 'other' at each close; the white space
     above is cash. Long histories are drawn as means over buckets of k sessions (at most `max_points`)."""
     fig, (ax,) = _figure(1, 3.4)
