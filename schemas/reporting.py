@@ -30,6 +30,7 @@ class Metrics(BaseModel):
     final_equity: Number
     total_return: Number
     cagr: Number
+    total_return_before_costs: Number = Field(description="total return with every session's costs added back")
     annual_volatility: Number
     sharpe: Number
     sortino: Number

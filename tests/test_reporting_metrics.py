@@ -393,3 +393,12 @@ def test_rolling_sortino_and_beta_equal_empyrical(sample):
     late = b.copy()
     late.iloc[:100] = np.nan  # a benchmark that starts late: windows count its sessions only
     assert rolling_beta(r, late, window).first_valid_index() == r.index[100 + window - 1]
+
+
+def test_total_return_before_costs_adds_each_session_s_costs_back():
+    # 1,000,000 -> 990,000 (paid 2,000 of costs that day) -> 1,000,000 (paid 1,000)
+    curve = make_curve([-0.01, 10_000 / 990_000], costs=[2_000.0, 1_000.0])
+    m = compute_metrics(curve, pd.DataFrame(columns=["date", "symbol", "side", "quantity", "price", "commission",
+                                                      "slippage"]), initial_cash=1_000_000.0)
+    assert m["total_return"] == pytest.approx(0.0, abs=1e-12)
+    assert m["total_return_before_costs"] == pytest.approx((992_000 / 1_000_000) * (1_001_000 / 990_000) - 1)

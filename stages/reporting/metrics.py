@@ -54,6 +54,14 @@ def total_return(r: pd.Series) -> float:
     return float(np.prod(1.0 + r.to_numpy())) - 1.0 if len(r) else NAN
 
 
+def returns_before_costs(r: pd.Series, equity_curve: pd.DataFrame, start_equity: float | None = None) -> pd.Series:
+    """The daily returns with each session's costs (fees + slippage) added back:
+    (E_t + costs_t) / E_{t-1} - 1 -- what the same trades would have returned without costs."""
+    equity = equity_curve["equity"].to_numpy(dtype=float)
+    previous = np.concatenate([[start_equity or (equity[0] if len(equity) else NAN)], equity[:-1]])
+    return pd.Series(r.to_numpy() + equity_curve["costs"].to_numpy(dtype=float) / previous, index=r.index)
+
+
 def cagr(r: pd.Series, ppy: int) -> float:
     """prod(1 + r)^(ppy / n) - 1: the constant annual rate with the same end value over n sessions."""
     return float(np.prod(1.0 + r.to_numpy()) ** (ppy / len(r))) - 1.0 if len(r) else NAN
@@ -409,6 +417,7 @@ def compute_metrics(
         "final_equity": float(curve["equity"].iloc[-1]) if n else NAN,
         "total_return": total_return(r),
         "cagr": cagr(r, ppy),
+        "total_return_before_costs": total_return(returns_before_costs(r, curve, initial_cash)),
         "annual_volatility": annual_volatility(r, ppy),
         "sharpe": sharpe_ratio(r, rf, ppy),
         "sortino": sortino_ratio(r, rf, ppy),

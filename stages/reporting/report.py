@@ -64,6 +64,7 @@ TRADING_ROWS = [("number_of_fills", "Fills", "int"), ("closed_trades", "Closed t
                 ("annual_turnover", "Turnover (one-way, per year)", "times"), ("avg_exposure", "Average exposure", "pct"),
                 ("current_exposure", "Current exposure", "pct"), ("avg_holdings", "Average holdings", "num"),
                 ("current_holdings", "Current holdings", "int"), ("max_position_weight", "Largest position weight", "pct"),
+                ("total_return_before_costs", "Total return before costs", "pct"),
                 ("total_costs", "Costs paid (commission + slippage)", "money"), ("total_commission", "– of which commission", "money"),
                 ("total_slippage", "– of which slippage", "money"), ("start_equity", "Starting equity", "money"),
                 ("final_equity", "Final equity", "money"), ("first_trade_date", "First fill", "date")]
