@@ -163,6 +163,7 @@ def test_a_cancelled_remainder_is_a_final_partial_fill_and_a_dead_order_fails_wi
 
 # --------------------------------------------------------------------------- command lines
 def _orders_folder(tmp_path, frame):
+    assert main(["execute", "--init", "--out", str(tmp_path)]) == 0
     with stage_run("trading", tmp_path, csv_twins=False) as run_:
         run_.write(frame, f"orders_{DAY}.csv", OrdersSchema)
     return tmp_path / f"orders_{DAY}.csv"
@@ -174,6 +175,7 @@ def test_execute_with_no_tws_is_one_error_line_exit_3_and_a_critical_alert(tmp_p
         monkeypatch.setenv("TRENDFLOW_IB_PORT", str(port))
         monkeypatch.setenv("TRENDFLOW_WEBHOOK_URL", url)
         orders = _orders_folder(tmp_path, one_order())
+        capsys.readouterr()
         assert main(["execute", "--broker", "ibkr", "--orders", str(orders)]) == 3
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: cannot connect to TWS/IB Gateway at 127.0.0.1:") and "Traceback" not in err[0]

@@ -192,3 +192,55 @@ def test_real_etfs_twenty_chained_paper_sessions_equal_the_backtest_and_the_book
     for day in days[1:]:
         rec = read_artifact(tmp_path / f"reconcile_{day}.csv", ReconcileSchema)
         assert (rec["share_drift"] == 0).all() and rec["cash_difference"].abs().max() < 1e-6, day
+
+
+class FillsLikeTheModel:
+    """A broker stand-in (the object seam of `Broker`) that is not the paper broker: it fills every order
+    at the next session's open with the engine's slippage and commission, as a real broker would
+    have, and the fills land in the database through `execute_orders` (as IBKR's do)."""
+
+    name = "ibkr"
+
+    def __init__(self, market, day, config):
+        self.market, self.t, self.config = market, market.index_of(day) + 1, config
+
+    def submit(self, order):
+        from stages.trading.execution.brokers import BrokerFill, BrokerReport
+        from stages.trading.rules import commission, slipped_price
+
+        i = self.market.symbol_index()[order.symbol]
+        if not self.market.tradable[self.t, i]:
+            return BrokerReport("CANCELLED", None, "no trading in the symbol today")
+        price = float(slipped_price(self.market.open[self.t, i], order.side, self.config))
+        fee = float(commission(order.shares * price, self.config))
+        return BrokerReport("FILLED", BrokerFill(order.client_order_id, order.shares, price, fee), "Filled")
+
+
+def test_a_real_brokers_fills_are_the_next_days_executed_book(demo_signals, tmp_path):
+    src, config = demo_signals
+    folder = _folder(src, tmp_path)
+    profile = load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+    market = build_market(pd.read_parquet(folder / "prices.parquet"), pd.read_parquet(folder / "signals_output.parquet"), config)
+    days = [market.dates[t].date() for t in range(130, 136)]
+    store = ExecutionStore(execution_db(folder), config.execution.initial_cash)
+    for k, day in enumerate(days):
+        run_trading_stage(config, folder, folder, as_of_date=day, fresh=(k == 0))
+        if k < len(days) - 1:
+            orders = read_artifact(folder / f"orders_{day}.csv", OrdersSchema)
+            execute_orders(orders, store=store, broker=FillsLikeTheModel(market, day, config), profile=profile, config=config,
+                           as_of=day, prices=pd.read_parquet(folder / "prices.parquet"))
+    key = ["date", "side", "symbol"]  # a broker fills in the batch's quality order, the engine in rank order
+    backtest = fold(market, config, start=130, end=136).trade_log.sort_values(key, kind="stable")
+    live = pd.read_parquet(folder / "live_fills.parquet").sort_values(key, kind="stable")
+    cols = ["date", "symbol", "side", "quantity"]
+    assert len(live) > 3
+    pd.testing.assert_frame_equal(live[cols].reset_index(drop=True), backtest[cols].reset_index(drop=True), check_dtype=False)
+    np.testing.assert_allclose(live["price"], backtest["price"], rtol=1e-12)
+    last = read_json_artifact(folder / f"portfolio_{days[-1]}.json", PortfolioSnapshot)
+    assert {s: h.shares for s, h in last.holdings.items()} == store.positions()
+    assert last.cash == pytest.approx(store.cash(), abs=1e-6)
+    for day in days[1:]:
+        rec = read_artifact(folder / f"reconcile_{day}.csv", ReconcileSchema)
+        assert (rec["share_drift"] == 0).all() and rec["cash_difference"].abs().max() < 1e-6, day
+        traded = rec[rec["side"].isin(["BUY", "SELL"])]
+        assert (traded["filled_qty"] == traded["model_qty"]).all() and (traded["sent_qty"] >= traded["filled_qty"]).all()

@@ -8,6 +8,8 @@ execute`), the daily run for session D, before its engine step:
      `fill_orders` -- the backtest's slippage, commission, lots, cash and suspension rules -- on the
      executed book (the database's positions and cash); fills and expiries are recorded in the
      database in one transaction, with a settlement record that makes a rerun of D reproduce it;
+     (a real broker's fills -- recorded by `trendflow execute`, the book loaded with `trendflow
+     reconcile --sync ibkr` -- are already in the database: they are taken as that open's fills);
   2. fills the model's own pending orders the same way on the model's book (what the backtest
      would have done), to compare;
   3. steps from the executed book: holdings and cash from the database, each holding's stop and
@@ -178,10 +180,9 @@ def _apply_book(state: PortfolioState, book: dict, market: Market, t: int, accep
         elif state.shares[i] > 0:
             state.shares[i] = want[i]
         elif market.symbols[i] in accepted:
-            prior = max(t - 1, 0)
-            close = market.close[:t + 1, i]
+            close = market.close[:max(t, 1), i]  # the last close before session t's open
             last = float(close[np.isfinite(close)][-1]) if np.isfinite(close).any() else np.nan
-            state.open_position(i, int(want[i]), last, market.day(prior), last)
+            state.open_position(i, int(want[i]), last, market.day(max(t - 1, 0)), last)
         else:
             unknown.append(str(market.symbols[i]))
     state.cash = float(book["cash"])
@@ -195,7 +196,8 @@ def settle_and_adopt(store: ExecutionStore, model: PortfolioState, market: Marke
     left unfilled, which the day step carries like the backtest) and the reconciliation."""
     day = market.day(t)
     session = str(day.date.date())
-    book = book_before(store, session)
+    broker_fills = _broker_fills(store, market, t, config)
+    book = _without(book_before(store, session), broker_fills, market.symbols)
     intended = copy.deepcopy(model)
     model_fills, _ = fill_orders(intended, intended.pending, day.open, day, config)
     executed = copy.deepcopy(model)
@@ -206,11 +208,69 @@ def settle_and_adopt(store: ExecutionStore, model: PortfolioState, market: Marke
             f"the executed book holds {unknown}, which the model does not (portfolio snapshot of the day before "
             f"{session}): check the broker, then accept with `trendflow reconcile --accept SYMBOL --by NAME --out DIR`")
     before = copy.deepcopy(executed)
+    for f in broker_fills:
+        _apply_fill(executed, f, day)
     fills, unfilled = settle_paper_orders(store, executed, market, t, config, model.pending, commit)
-    executed.pending = [o for o in unfilled if o.side == "SELL" and executed.shares[o.symbol] > 0]
+    fills = broker_fills + fills
+    carried = [o for o in unfilled if o.side == "SELL" and executed.shares[o.symbol] > 0]
+    waiting = {o.symbol for o in carried}  # + the model's sells a real broker could not fill today (no trading)
+    carried += [o for o in model.pending if o.side == "SELL" and not day.tradable[o.symbol] and executed.shares[o.symbol] > 0
+                and o.symbol not in waiting]
+    executed.pending = carried
     frame = reconcile_frame(day, market, model, intended, model_fills, before, executed, fills, store)
     drift = float(frame["drift_value"].abs().sum())
     return Settlement(executed, before, intended, fills, model_fills, frame, drift)
+
+
+def _broker_fills(store: ExecutionStore, market: Market, t: int, config: TrendflowConfig) -> list[Fill]:
+    """Fills a real broker (not the paper one) made for the orders decided at the close before session
+    t, as recorded by `trendflow execute` (one per order, at its average price): the database's book
+    already holds them, so the executed book before the open is the book without them."""
+    if t == 0:
+        return []
+    decided = market.dates[t - 1]
+    index = market.symbol_index()
+    rows = store.conn.execute(
+        "SELECT o.symbol, o.side, o.reason, SUM(f.shares) n, SUM(f.shares * f.price) v, SUM(f.commission) c "
+        "FROM fills f JOIN orders o ON o.client_order_id = f.client_order_id WHERE o.broker != 'paper' AND o.as_of_date = ? "
+        "GROUP BY o.client_order_id ORDER BY o.side DESC, MIN(f.id)", (str(decided.date()),))
+    fills = []
+    for r in rows:
+        if r["symbol"] not in index:
+            raise UnknownPositionError(f"broker fills for {r['symbol']}, which prices.parquet does not know")
+        i, n = index[r["symbol"]], int(r["n"])
+        price = float(r["v"]) / n
+        reference = float(market.open[t, i]) if np.isfinite(market.open[t, i]) else price
+        fills.append(Fill(i, r["side"], n, price, float(r["c"]), abs(price - reference) * n, r["reason"], decided))
+    return fills
+
+
+def _without(book: dict, fills: list[Fill], symbols: np.ndarray) -> dict:
+    """The book as it was before `fills`."""
+    positions = dict(book["positions"])
+    cash = float(book["cash"])
+    for f in fills:
+        sym = str(symbols[f.symbol])
+        sign = 1 if f.side == "BUY" else -1
+        positions[sym] = positions.get(sym, 0) - sign * f.quantity
+        cash += sign * f.quantity * f.price + f.commission
+    return {"cash": cash, "positions": {s: n for s, n in positions.items() if n > 0}}
+
+
+def _apply_fill(state: PortfolioState, f: Fill, day: Day) -> None:
+    """A broker's fill on the engine state, as the engine books its own (fill_orders)."""
+    i = f.symbol
+    if f.side == "SELL":
+        state.cash += f.quantity * f.price - f.commission
+        state.shares[i] -= f.quantity
+        if state.shares[i] <= 0:
+            state.close_position(i)
+        return
+    state.cash -= f.quantity * f.price + f.commission
+    if state.shares[i] == 0:
+        state.open_position(i, f.quantity, f.price, day, float(day.close[i]))
+    else:
+        state.add_to_position(i, f.quantity, f.price)
 
 
 # --------------------------------------------------------------------------- reconciliation

@@ -17,6 +17,7 @@ These are exactly the backtest's orders of day D and its state after D (the pari
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import time
@@ -41,11 +42,12 @@ from schemas.trading import (
 )
 from stages.common.artifacts import StageRun, read_artifact, stage_run
 from stages.common.errors import ConfigError, DataError, SnapshotError
+from stages.common.folder_lock import writing
 from stages.common.lineage import Lineage
 from stages.common.stage import StageResult
 from stages.trading.backtest import ORDER_COLUMNS, order_row, orders_frame, run_backtest
 from stages.trading.book import MATCH, execution_db, settle_and_adopt
-from stages.trading.execution.notify import Notifier
+from stages.trading.execution.notify import AuditLog, Notifier
 from stages.trading.execution.store import ExecutionStore
 from stages.trading.live import LIVE_ARTIFACTS, append_day, live_rows
 from stages.trading.engine import decide_by_signals, decide_by_weights, fresh_state, step
@@ -185,11 +187,7 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     model = copy.deepcopy(state)
     settlement = None
     if not fresh and execution_db(out_dir).exists():
-        store = ExecutionStore(execution_db(out_dir), config.execution.initial_cash, create=False)
-        try:
-            settlement = settle_and_adopt(store, state, market, t, config, commit=run is not None)
-        finally:
-            store.close()
+        settlement = _settle(out_dir, state, market, t, config, commit=run is not None)
         state = settlement.executed
         log.info("Daily run %s resumes from the executed book in %s: cash %.2f, %d positions", as_of_date,
                  execution_db(out_dir), state.cash, int(state.held.sum()))
@@ -231,6 +229,21 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     for name, schema in LIVE_ARTIFACTS.items():
         append_day(run, out_dir, name, live[name], schema, market.dates[t])
     return StageResult("trading", {}, {"orders": len(orders)}, summary=summary)
+
+
+def _settle(out_dir: Path, state, market, t: int, config: TrendflowConfig, commit: bool):
+    """Settle the paper broker and adopt the executed book, holding the execution folder's write lock
+    (`trendflow execute` holds it too); the settlement's audit records go to audit.jsonl."""
+    db = execution_db(out_dir)
+    with writing(db.parent) if commit else contextlib.nullcontext():
+        store = ExecutionStore(db, config.execution.initial_cash, create=False)
+        try:
+            settlement = settle_and_adopt(store, state, market, t, config, commit=commit)
+            if commit:
+                AuditLog(db.parent / "audit.jsonl").export(store)
+        finally:
+            store.close()
+    return settlement
 
 
 def _warn_on_drift(settlement, equity: float, config: TrendflowConfig, tag: str, out_dir: Path) -> None:

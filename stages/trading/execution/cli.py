@@ -211,7 +211,7 @@ def reconcile_main(argv: list[str] | None = None, prog: str | None = None) -> in
         "The executed book against the model's: accept a broker position the model does not know, or load the "
         "IBKR account's positions and cash into the execution database"))
     add_common_arguments(parser)
-    parser.add_argument("--out", help="artifact folder holding execution/trendflow.db (default: config output.folder)")
+    parser.add_argument("--out", "--output-dir", help="artifact folder holding execution/trendflow.db (default: config output.folder)")
     parser.add_argument("--db", help="execution database path")
     parser.add_argument("--accept", action="append", default=[], metavar="SYMBOL",
                         help="adopt this broker position into the model's book from the next daily run (repeatable)")
@@ -219,6 +219,7 @@ def reconcile_main(argv: list[str] | None = None, prog: str | None = None) -> in
     parser.add_argument("--sync", choices=["ibkr"], help="replace the database's positions and cash with the broker's")
 
     def body(args: argparse.Namespace) -> int:
+        from stages.common.folder_lock import writing
         from stages.trading.execution.notify import AuditLog, Notifier
         from stages.trading.execution.store import ExecutionStore, now
 
@@ -226,34 +227,39 @@ def reconcile_main(argv: list[str] | None = None, prog: str | None = None) -> in
         db = Path(args.db) if args.db else _default_db(resolve_out_dir(args.out, config))
         if args.accept and not args.by:
             raise ConfigError("--accept needs --by NAME (recorded in the audit log)")
-        store = ExecutionStore(db, config.execution.initial_cash, create=False)
-        audit = AuditLog(db.parent / "audit.jsonl")
-        try:
-            if args.sync:
-                from stages.trading.execution.brokers import IBKRBroker
-
-                broker = _connect(IBKRBroker, Notifier())
-                try:
-                    positions, cash, open_refs = broker.book()
-                finally:
-                    broker.close()
-                store.set_book(positions, cash)
-                audit.append({"event": "book_synced", "broker": args.sync, "cash": cash, "timestamp": now(),
-                              "positions": {s: n for s, (n, _) in positions.items()}, "open_orders": open_refs})
-                print(f"book loaded from {args.sync}: cash {cash:,.2f}, {len(positions)} positions, {len(open_refs)} open orders")
-            held = store.positions()
-            for symbol in args.accept:
-                if symbol not in held:
-                    raise ConfigError(f"--accept {symbol}: the executed book holds no {symbol} (it holds {sorted(held) or 'nothing'})")
-                store.accept_position(symbol, held[symbol], args.by)
-                audit.append({"event": "position_accepted", "symbol": symbol, "shares": held[symbol], "by": args.by,
-                              "timestamp": now()})
-                print(f"accepted {held[symbol]} {symbol} into the model's book (by {args.by})")
-            if not args.accept and not args.sync:
-                print(json.dumps({"cash": store.cash(), "positions": held, "accepted": store.accepted()}, indent=2))
-        finally:
+        if not args.accept and not args.sync:
+            store = ExecutionStore(db, config.execution.initial_cash, create=False)
+            print(json.dumps({"cash": store.cash(), "positions": store.positions(), "accepted": store.accepted()}, indent=2))
             store.close()
+            return 0
+        with writing(db.parent, wait=args.wait):
+            store = ExecutionStore(db, config.execution.initial_cash, create=False)
+            try:
+                _reconcile(args, store, AuditLog(db.parent / "audit.jsonl"), Notifier(), now)
+            finally:
+                store.close()
         return 0
+
+    def _reconcile(args, store, audit, notifier, now) -> None:
+        if args.sync:
+            from stages.trading.execution.brokers import IBKRBroker
+
+            broker = _connect(IBKRBroker, notifier)
+            try:
+                positions, cash, open_refs = broker.book()
+            finally:
+                broker.close()
+            store.set_book(positions, cash, audit={"event": "book_synced", "broker": args.sync, "cash": cash,
+                                                   "positions": {s: n for s, (n, _) in positions.items()},
+                                                   "open_orders": open_refs, "timestamp": now()})
+            print(f"book loaded from {args.sync}: cash {cash:,.2f}, {len(positions)} positions, {len(open_refs)} open orders")
+        held = store.positions()
+        for symbol in args.accept:
+            if symbol not in held:
+                raise ConfigError(f"--accept {symbol}: the executed book holds no {symbol} (it holds {sorted(held) or 'nothing'})")
+            store.accept_position(symbol, held[symbol], args.by)
+            print(f"accepted {held[symbol]} {symbol} into the model's book (by {args.by})")
+        audit.export(store)
 
     return parse_and_run(parser, body, argv)
 

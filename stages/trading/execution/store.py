@@ -226,9 +226,11 @@ class ExecutionStore:
         return None if row is None else json.loads(row["record"])
 
     def settle(self, session: str, record: dict, fills: list[dict], expired: list[str]) -> None:
-        """Fills of working paper orders at `session`'s open, the expired ones, and the settlement
-        record: all in one transaction, so a crash leaves either none of it or all of it."""
+        """Fills of working paper orders at `session`'s open, the expired ones, the settlement record
+        and its audit record: all in one transaction, so a crash leaves either none of it or all of it."""
         with self.transaction() as cur:
+            _insert_audit(cur, {"event": "paper_settlement", "session": session, "fills": fills, "expired": expired,
+                                "timestamp": now()})
             for f in fills:
                 cur.execute("INSERT INTO paper_executions VALUES (?,?,?,?,?)",
                             (f["client_order_id"], f["shares"], f["price"], f["commission"], now()))
@@ -243,14 +245,17 @@ class ExecutionStore:
         return {r["symbol"]: int(r["shares"]) for r in self.conn.execute("SELECT symbol, shares FROM accepted_positions")}
 
     def accept_position(self, symbol: str, shares: int, by: str) -> None:
+        """The model may adopt this broker position; recorded with its audit record in one transaction."""
         with self.transaction() as cur:
+            _insert_audit(cur, {"event": "position_accepted", "symbol": symbol, "shares": shares, "by": by, "timestamp": now()})
             cur.execute("INSERT INTO accepted_positions VALUES (?,?,?,?) ON CONFLICT(symbol) DO UPDATE SET "
                         "shares=excluded.shares, accepted_by=excluded.accepted_by, accepted_at=excluded.accepted_at",
                         (symbol, shares, by, now()))
 
-    def set_book(self, positions: dict[str, tuple[int, float]], cash: float) -> None:
+    def set_book(self, positions: dict[str, tuple[int, float]], cash: float, *, audit: dict | None = None) -> None:
         """Replace positions (symbol -> (shares, cost)) and cash with the broker's own book."""
         with self.transaction() as cur:
+            _insert_audit(cur, audit)
             cur.execute("DELETE FROM positions")
             cur.executemany("INSERT INTO positions VALUES (?,?,?)", [(s, n, c) for s, (n, c) in positions.items() if n > 0])
             cur.execute("UPDATE account SET value=? WHERE key='cash'", (cash,))
