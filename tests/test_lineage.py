@@ -199,7 +199,15 @@ def test_changing_any_key_of_a_stage_makes_its_outputs_stale_naming_the_key(made
     from stages.common.lineage import Lineage, StaleArtifactError, staleness
 
     other = _other(key, value)
-    config = load_config(overrides=[f"{key}={json.dumps(other)}"])
+    override = f"{key}={json.dumps(other)}"
+    if key.startswith("scoring.momentum_weights."):  # the weights sum to 1: move 0.1 from another window
+        weights = dict(load_config().scoring.momentum_weights)
+        window = key.rsplit(".", 1)[1]
+        donor = max((w for w in weights if w != window), key=lambda w: weights[w])
+        other = round(value + 0.1, 6)
+        weights[window], weights[donor] = other, round(weights[donor] - 0.1, 6)
+        override = f"scoring.momentum_weights={json.dumps(weights)}"
+    config = load_config(overrides=[override])
     found = staleness(made / name, config)
     shown = lambda v: v if isinstance(v, str) else json.dumps(v)  # noqa: E731
     assert found is not None and found.rerun_from == stage
