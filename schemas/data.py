@@ -5,7 +5,7 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
-QUALITY_CHECKS = ["freshness", "ended", "jump"]
+QUALITY_CHECKS = ["freshness", "ended", "close_only", "jump"]
 QUALITY_SEVERITIES = ["INFO", "WARNING", "ERROR"]
 
 
@@ -15,6 +15,7 @@ class DataQualitySchema(pa.DataFrameModel):
     - freshness: `date` = the symbol's last row, `value` = exchange sessions from it to the reference
       date (the as-of date of a daily run, else the panel's last date); WARNING when stale on an as-of date;
     - ended: `value` sessions behind, at least `risk.data_ended_sessions` (holdings are sold: data_ended);
+    - close_only: open = high = low = close on every row (ATR from close-to-close moves, no ADX);
     - jump: `date` of a close-to-close move beyond the board's limit band, `value` = the move (fraction).
     """
 

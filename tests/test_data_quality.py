@@ -143,3 +143,38 @@ def test_the_gate_reads_no_network_and_marks_every_symbol(tmp_path):
     b = report[report["symbol"] == "B.SH"].iloc[0]
     assert b["check"] == "ended" and b["value"] >= 5
     DataQualitySchema.validate(report)
+
+
+def test_close_only_files_run_end_to_end_with_fills_at_the_close(tmp_path):
+    from stages.common.errors import ConfigError
+    from stages.reporting import run_reporting_stage
+
+    folder = shared_data_dir("cn_etf")
+    data = tmp_path / "close_only"
+    data.mkdir()
+    for path in sorted(folder.glob("*.csv"))[:8]:  # real prices, reduced to what many free sources give
+        pd.read_csv(path)[["date", "close"]].to_csv(data / path.name, index=False)
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="execution.fill_price.*set execution.fill_price=close"):
+        run_signal_stage(load_config(), data, out)
+    with pytest.raises(ConfigError, match="strategy.filters.adx_enabled.*high and low"):
+        run_signal_stage(load_config(None, ["execution.fill_price=close", "strategy.filters.adx_enabled=true"]), data, out)
+    config = load_config(None, ["execution.fill_price=close"])
+    run_signal_stage(config, data, out)
+    run_trading_stage(config, out, out)
+    run_reporting_stage(config, out, out)
+    prices = pd.read_parquet(out / "prices.parquet")
+    assert (prices["open"] == prices["close"]).all() and (prices["low"] == prices["close"]).all()
+    quality = read_artifact(out / "data_quality.csv", DataQualitySchema)
+    assert set(quality.loc[quality["check"] == "close_only", "symbol"]) == set(prices["symbol"])
+    # ATR from close-to-close moves: Wilder's average of |C - C_prev| (TA-Lib with high = low = close)
+    talib = pytest.importorskip("talib")
+    signals = pd.read_parquet(out / "signals_output.parquet", columns=["date", "symbol", "atr"])
+    symbol = prices["symbol"].iat[0]
+    close = prices.loc[prices["symbol"] == symbol, "close"].to_numpy()
+    expected = talib.ATR(close, close, close, timeperiod=config.risk.atr_window)
+    got = signals.loc[signals["symbol"] == symbol, "atr"].to_numpy()
+    np.testing.assert_allclose(got[50:], expected[50:], rtol=1e-9)
+    trades = pd.read_csv(out / "trade_log.csv", parse_dates=["date", "decision_date"])
+    assert len(trades) > 10 and (trades["date"] == trades["decision_date"]).all()  # filled at the signal close
+    assert (out / "report.html").exists()

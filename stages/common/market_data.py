@@ -161,6 +161,9 @@ def _check_extra_fields(path: Path) -> None:
 
 def _normalise_columns(raw: pd.DataFrame, path: Path, need_symbol: bool) -> pd.DataFrame:
     picked, missing = _pick_columns(raw.columns, need_symbol)
+    close_only = "close" in picked and {"open", "high", "low"} <= set(missing)
+    if close_only:  # many free sources: open = high = low = close (ATR from close-to-close moves), volume 0 if absent
+        missing = [c for c in missing if c not in ("open", "high", "low", "volume")]
     if missing:
         hint = (" (a single file must be a long file with a symbol column; for per-symbol files give their folder)"
                 if need_symbol and missing == ["symbol"] else "")
@@ -168,7 +171,11 @@ def _normalise_columns(raw: pd.DataFrame, path: Path, need_symbol: bool) -> pd.D
             f"{path}: missing column(s) {', '.join(missing)} "
             f"(found: {', '.join(map(str, raw.columns)) or 'none'}){hint}"
         )
-    return raw.rename(columns={actual: canonical for canonical, actual in picked.items()})[list(picked)]
+    frame = raw.rename(columns={actual: canonical for canonical, actual in picked.items()})[list(picked)]
+    if close_only:
+        frame = frame.assign(open=frame["close"], high=frame["close"], low=frame["close"],
+                             volume=frame["volume"] if "volume" in picked else 0.0)
+    return frame
 
 
 def _parse_dates(values: pd.Series) -> pd.Series:

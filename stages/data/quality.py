@@ -7,6 +7,7 @@ Checks (one row per finding; every symbol gets a freshness row):
   panel's last date);
 - ended series: a symbol at least `risk.data_ended_sessions` sessions behind while the panel goes on
   (the engine sells such a holding at its last close, reason data_ended);
+- close-only data: a symbol whose open = high = low = close on every row (INFO);
 - jumps: a one-day close-to-close move beyond the board's daily limit band (`limit_band`), which on
   unadjusted prices is a split or a dividend the data does not adjust for.
 The row-level checks (OHLC consistency, duplicate dates, NaN) stay in the loader, which stops or
@@ -77,6 +78,32 @@ def detect_jumps(prices: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def close_only_symbols(prices: pd.DataFrame) -> list[str]:
+    """Symbols whose every row has open = high = low = close: close-only data (the loader fills a file
+    without open/high/low that way), so ATR comes from close-to-close moves and ADX has nothing to read."""
+    flat = ((prices["open"] == prices["close"]) & (prices["high"] == prices["close"]) & (prices["low"] == prices["close"]))
+    every = flat.groupby(prices["symbol"], sort=True, observed=True).all()
+    return [str(s) for s in every.index[every.to_numpy()]]
+
+
+def check_close_only(prices: pd.DataFrame, config) -> list[str]:
+    """The close-only symbols; a ConfigError naming the key when a setting needs prices they lack:
+    `execution.fill_price` must be close (no open to fill at), the ADX filter needs highs and lows."""
+    from stages.common.errors import ConfigError
+
+    flat = close_only_symbols(prices)
+    if not flat:
+        return flat
+    named = f"{len(flat)} symbol(s) have close prices only (e.g. {', '.join(flat[:3])})"
+    if config.execution.fill_price != "close":
+        raise ConfigError(f"key 'execution.fill_price': {config.execution.fill_price!r} needs open prices; {named}: "
+                          "set execution.fill_price=close")
+    if config.strategy.filters.adx_enabled:
+        raise ConfigError(f"key 'strategy.filters.adx_enabled': the ADX filter needs high and low prices; {named}: "
+                          "set strategy.filters.adx_enabled=false")
+    return flat
+
+
 @lru_cache(maxsize=8)
 def _calendar_sessions(code: str) -> pd.DatetimeIndex:
     import exchange_calendars as xc
@@ -94,7 +121,8 @@ def sessions_between(code: str, after: pd.Timestamp, until: pd.Timestamp, panel_
     return int(panel_dates.searchsorted(until, "right") - panel_dates.searchsorted(after, "right"))
 
 
-def quality_report(prices: pd.DataFrame, *, as_of: date | None, ended_sessions: int) -> pd.DataFrame:
+def quality_report(prices: pd.DataFrame, *, as_of: date | None, ended_sessions: int,
+                   close_only: list[str] = ()) -> pd.DataFrame:
     """data_quality.csv rows for a validated long panel (sorted by symbol, date).
 
     Severity: INFO (fine), WARNING (a jump; a stale or ended symbol), ERROR is never set here -- the
@@ -117,6 +145,10 @@ def quality_report(prices: pd.DataFrame, *, as_of: date | None, ended_sessions: 
         else:
             rows.append((symbol, "freshness", "INFO", last_date, float(behind),
                          f"last row {last_date.date()}, {behind} session(s) before the panel's last date"))
+    first = prices.groupby("symbol", sort=True, observed=True)["date"].min()
+    for symbol in close_only:
+        rows.append((symbol, "close_only", "INFO", first[symbol], 0.0,
+                     "close prices only: open = high = low = close, ATR from close-to-close moves, ADX unavailable"))
     for jump in detect_jumps(prices).itertuples(index=False):
         rows.append((jump.symbol, "jump", "WARNING", pd.Timestamp(jump.date), float(jump.move),
                      f"close {jump.previous_close:g} -> {jump.close:g} ({jump.move:+.1%}) on {pd.Timestamp(jump.date).date()} "
@@ -125,7 +157,7 @@ def quality_report(prices: pd.DataFrame, *, as_of: date | None, ended_sessions: 
     report = pd.DataFrame(rows, columns=QUALITY_COLUMNS)
     report["date"] = pd.to_datetime(report["date"]).astype("datetime64[ns]")
     report["value"] = report["value"].astype(float)
-    order = {"ended": 0, "freshness": 1, "jump": 2}
+    order = {"ended": 0, "freshness": 1, "close_only": 2, "jump": 3}
     report = report.sort_values(["symbol", "check", "date"], key=lambda c: c.map(order) if c.name == "check" else c,
                                 kind="stable", ignore_index=True)
     for row in report[report["severity"] == "WARNING"].itertuples(index=False):

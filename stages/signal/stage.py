@@ -18,7 +18,7 @@ from stages.common.errors import DataError, IntegrityError
 from stages.common.lineage import Lineage
 from stages.common.market_data import load_market_data
 from stages.common.stage import StageResult, resolve_data_source
-from stages.data.quality import quality_report
+from stages.data.quality import check_close_only, quality_report
 from stages.signal.compute import compute_signals_and_state, step_signals
 from stages.signal.state import STATE_NAME, SignalState, StateUnusable
 from stages.signal.target_weights import target_weights_table, weights_csv
@@ -48,7 +48,8 @@ def run_signal_stage(
         last = prices["date"].max().date()
         raise DataError(f"--as-of-date {as_of_date}: no prices on that date in {source} (last date with prices: {last})")
 
-    quality = quality_report(prices, as_of=as_of_date, ended_sessions=config.risk.data_ended_sessions)
+    quality = quality_report(prices, as_of=as_of_date, ended_sessions=config.risk.data_ended_sessions,
+                             close_only=check_close_only(prices, config))
 
     with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
                    lineage=Lineage("signal", config)) as run:
