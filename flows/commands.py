@@ -120,6 +120,9 @@ def preflight(args: argparse.Namespace, mode: str, prog: str) -> Plan:
         raise ConfigError(f"data.source {config.data.source}: no such file or folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: exists and is not a folder")
+    from stages.common.stage import check_data_apart
+
+    check_data_apart(args.data, config, out_dir)  # price files and artifacts never share a folder
     if args.portfolio is not None and not Path(args.portfolio).is_file():
         raise SnapshotError(f"--portfolio {args.portfolio}: no such file")
     if args.execute:

@@ -260,3 +260,75 @@ def test_an_account_too_small_for_one_lot_runs_and_says_so(signals_dir, tmp_path
     err = capsys.readouterr().err
     assert "account too small: execution.initial_cash 50.00 cannot buy one lot (execution.lot_size 100 shares)" in err
     assert (folder / "equity_curve.parquet").exists()
+
+
+# --------------------------------------------------------------------------- input edges
+def _price_csv(path: Path, dates: list[str]) -> None:
+    rows = [f"{d},10,10.5,9.5,10,1000" for d in dates]
+    path.write_text("date,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+
+
+def test_time_zoned_dates_keep_their_local_calendar_day(tmp_path):
+    from stages.common.market_data import load_market_data
+
+    _price_csv(tmp_path / "AAA.csv", ["2020-01-02T00:00:00+08:00", "2020-01-03T00:00:00+08:00"])
+    _price_csv(tmp_path / "BBB.csv", ["2020-01-02T00:00:00+08:00", "2020-01-03T09:30:00-05:00", "2020-01-06T00:00:00Z"])
+    prices = load_market_data(tmp_path).prices
+    days = {s: [str(d.date()) for d in g["date"]] for s, g in prices.groupby("symbol")}
+    assert days == {"AAA": ["2020-01-02", "2020-01-03"], "BBB": ["2020-01-02", "2020-01-03", "2020-01-06"]}
+
+
+@pytest.mark.parametrize("layout", ["same", "data_inside_out", "out_inside_data"])
+def test_out_and_data_may_not_overlap(tmp_path, small_demo_dir, capsys, layout):
+    data = tmp_path / "prices"
+    shutil.copytree(small_demo_dir, data)
+    out = {"same": data, "data_inside_out": tmp_path, "out_inside_data": data / "out"}[layout]
+    before = sorted(p.name for p in data.iterdir())
+    assert trendflow(["signal", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --data {data} ") and "keep prices and artifacts in separate" in err[0]
+    assert sorted(p.name for p in data.iterdir() if p.name != ".trendflow.lock") == before
+
+
+def test_a_folder_among_the_price_files_is_a_warning_and_a_link_out_of_the_folder_is_refused_unread(tmp_path, capsys,
+                                                                                                       caplog):
+    from stages.common.errors import DataError
+    from stages.common.market_data import load_market_data
+
+    data = tmp_path / "prices"
+    data.mkdir()
+    _price_csv(data / "AAA.csv", ["2020-01-02", "2020-01-03"])
+    (data / "XYZ.csv").mkdir()
+    with caplog.at_level("WARNING"):
+        assert load_market_data(data).symbols == ["AAA"]
+    assert f"{data / 'XYZ.csv'} is not a file" in caplog.text
+    secret = tmp_path / "secret.csv"
+    secret.write_text("TOP SECRET, never print me\n")
+    (data / "EVIL.csv").symlink_to(secret)
+    with pytest.raises(DataError) as err:
+        load_market_data(data)
+    assert f"{data / 'EVIL.csv'} is a symbolic link to a file outside the data folder" in str(err.value)
+    assert "SECRET" not in str(err.value)
+
+
+def test_a_shorter_rerun_retires_the_dated_artifacts_of_an_earlier_longer_run(signals_dir, tmp_path):
+    from schemas.trading import OrdersSchema
+    from stages.common.artifacts import read_artifact, read_manifest
+    from stages.common.config import load_config
+    from stages.reporting.stage import _latest_orders
+    from stages.trading.stage import run_trading_stage
+
+    folder = tmp_path / "out"
+    shutil.copytree(signals_dir, folder)
+    run_trading_stage(load_config(), folder, folder)
+    last = max(p.name for p in folder.glob("orders_*.csv"))
+    later = read_artifact(folder / last, OrdersSchema)
+    with stage_run("trading", folder) as run:  # what a run over a longer history left behind
+        run.write(later, "orders_2031-01-06.csv", OrdersSchema)
+        run.write_text("{}", "portfolio_2031-01-06.json")
+    run_trading_stage(load_config(), folder, folder)
+    assert not (folder / "orders_2031-01-06.csv").exists() and not (folder / "portfolio_2031-01-06.json").exists()
+    manifest = read_manifest(folder)
+    assert "orders_2031-01-06.csv" not in manifest["artifacts"]
+    assert manifest["runs"]["trading"]["removed"] == ["orders_2031-01-06.csv", "portfolio_2031-01-06.json"]
+    assert _latest_orders(folder).name == last  # the report shows this run's orders

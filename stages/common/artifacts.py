@@ -620,6 +620,21 @@ class StageRun:
         if target.exists() or name in read_manifest(self.out_dir)["artifacts"]:
             self._retired.append(target)
 
+    def retire_dated_after(self, day: Any, prefixes: tuple[str, ...]) -> list[str]:
+        """Retire this folder's date-stamped artifacts `<prefix>_YYYY-MM-DD.*` dated after `day`: left by
+        an earlier run over a longer history, they would otherwise be read as current (e.g. the
+        report's latest orders). Returns their names."""
+        import re
+
+        pattern = re.compile(rf"^(?:{'|'.join(map(re.escape, prefixes))})_(\d{{4}}-\d{{2}}-\d{{2}})\.(?:csv|json)$")
+        names = set(read_manifest(self.out_dir)["artifacts"]) | {p.name for p in self.out_dir.iterdir() if p.is_file()}
+        later = sorted(n for n in names if (m := pattern.match(n)) and m.group(1) > str(day))
+        for name in later:
+            self.retire(name)
+        if later:
+            log.info("%s: retired %s, left by an earlier run over a longer history", self.out_dir, ", ".join(later))
+        return later
+
     def _stage(self, df: pd.DataFrame | Any, target: Path, schema_name: str, rows: int | None = None) -> _Pending:
         """Write `df` (a frame, or an Arrow table for Parquet) to a temp file beside `target`
         (fsync'd); the sha256 is taken while the bytes are written."""

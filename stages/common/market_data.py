@@ -193,7 +193,9 @@ def _parse_dates(values: pd.Series) -> pd.Series:
         if parsed is None:
             if numeric:
                 values = values.astype("Int64").astype("string")
-            text = values.astype("string").str.strip()
+            # a time-zoned stamp keeps its own calendar day: the offset is dropped, not converted (mixed
+            # offsets, e.g. +08:00 and -05:00 rows, would otherwise be shifted to UTC, a day early)
+            text = values.astype("string").str.strip().str.replace(r"(?<=\d)(?:Z|[+-]\d{2}:?\d{2})$", "", regex=True)
             for fmt in ("ISO8601", "%Y%m%d"):
                 try:
                     parsed = pd.to_datetime(text, format=fmt)
@@ -486,11 +488,18 @@ class MarketData:
 
 def _files_in(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
+    inside = folder.resolve()
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith("."):
             continue
         suffix = path.suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            raise DataError(f"{path} is a symbolic link to a file outside the data folder {folder}: refused, not read "
+                            "(copy the file into the folder, or point --data at where it lives)")
+        if not path.is_file():
+            log.warning("%s is not a file (a folder or a broken link?) -- skipped", path)
             continue
         symbol = path.name[: -len(suffix)]
         if symbol in found:

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from stages.common.folder_lock import writing
 
         config = config_from_args(args)
+        from stages.common.stage import check_data_apart
+
+        check_data_apart(args.data, config, resolve_out_dir(args.out, config))  # before the lock makes --out
         with writing(resolve_out_dir(args.out, config), wait=args.wait) as out_dir:
             result = run_signal_stage(config, args.data, out_dir, as_of_date=args.as_of_date)
         print(result.log_line())

@@ -67,6 +67,7 @@ def run_signal_stage(
 
         if as_of_date is None:
             run.write(signals, "signals_output.parquet", SignalsSchema, csv_twin=False)
+            run.retire_dated_after(prices["date"].max().date(), ("signals", "scores"))
             if config.output.csv_twins:
                 weights = validate_frame(target_weights_table(prices, signals, config), SignalWeightsSchema, "signals_output.csv")
                 run.write_bytes(weights_csv(weights), "signals_output.csv", "SignalWeightsSchema", rows=len(weights))

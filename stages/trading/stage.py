@@ -160,6 +160,7 @@ def _backtest(run: StageRun | None, prices, signals, weights_frame, source: str,
     run.write(orders, f"orders_{last_day.isoformat()}.csv", OrdersSchema)
     run.write_json(to_snapshot(bt.state, market, last_t, config, bt.mode), f"portfolio_{last_day.isoformat()}.json",
                    PortfolioSnapshot)
+    run.retire_dated_after(last_day, ("orders", "portfolio"))
     return StageResult("trading", {}, rows, summary=summary)
 
 
