@@ -216,3 +216,20 @@ def test_changing_any_key_of_a_stage_makes_its_outputs_stale_naming_the_key(made
     if downstream is not None:  # and the next stage refuses it, saying which stages to run
         with pytest.raises(StaleArtifactError, match=f"rerun the {stage} stage or use --stages {stage},{downstream}$"):
             Lineage(downstream, config).check_input(made / name)
+
+
+def test_inputs_read_from_another_folder_are_followed(made, tmp_path, monkeypatch, capsys):
+    from stages.reporting.__main__ import main as report_main
+    from stages.trading.__main__ import main as trade_main
+
+    monkeypatch.chdir(made.parent)
+    relative = made.name  # --in given relative to the working directory, as people type it
+    assert trade_main(_quiet(["--in", relative, "--out", str(tmp_path)])) == 0
+    from stages.common.lineage import staleness
+
+    assert staleness(tmp_path / "equity_curve.parquet", load_config()) is None
+    found = staleness(tmp_path / "equity_curve.parquet", load_config(overrides=["strategy.macd.fast=5"]))
+    assert found.reason == ("equity_curve.parquet was made from signals_output.parquet, which was made with "
+                            "strategy.macd.fast=12, now 5")
+    assert report_main(_quiet(["--out", str(tmp_path), "--set", "strategy.macd.fast=5"])) == 2
+    assert "rerun the signal stage or use --stages signal,trading,reporting" in capsys.readouterr().err

@@ -140,9 +140,13 @@ def _entry(path: Path, cache: dict[Path, dict]) -> dict[str, Any] | None:
 
 
 def _input_path(folder: Path, key: str) -> Path:
-    """An `inputs` key of a manifest entry: relative to the artifact's folder, or a path as given."""
+    """An `inputs` key of a manifest entry: a file of the artifact's own folder, or a path as it was
+    given (absolute, or relative to the working directory, e.g. `--in ../run`)."""
     path = Path(key)
-    return path if path.is_absolute() else folder / path
+    if path.is_absolute():
+        return path
+    inside = folder / path
+    return inside if inside.exists() or not path.exists() else path
 
 
 def staleness(path: str | Path, config: TrendflowConfig, *, _cache: dict | None = None) -> Staleness | None:
