@@ -110,10 +110,34 @@ def test_the_report_shows_the_live_section_and_every_live_artifact_validates(dem
     assert all(name in out for name in live_files)
 
 
-def test_a_resizing_profile_drifts_is_reported_and_the_next_day_starts_from_the_executed_book(demo_signals, tmp_path):
+def test_a_resizing_profile_drifts_is_reported_and_the_next_day_starts_from_the_executed_book(demo_signals, tmp_path,
+                                                                                              monkeypatch):
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+    import threading
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("TRENDFLOW_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
     src, config = demo_signals
     folder = _folder(src, tmp_path)
-    market, days, store, summaries = paper_month(folder, config, load_profile("conservative"), 130, sessions=8)
+    try:
+        market, days, store, summaries = paper_month(folder, config, load_profile("conservative"), 130, sessions=8)
+    finally:
+        server.shutdown()
+        server.server_close()
+    drift_alerts = [p for p in received if p["level"] == "WARNING" and "the executed book drifted" in p["text"]]
+    assert drift_alerts and "reconcile_" in drift_alerts[0]["text"]
     resized_days = [d for d, s in zip(days, summaries) if s.resized or s.rejected]
     assert resized_days, "the conservative profile should cut some of the model's orders"
     decided = resized_days[0]
@@ -244,3 +268,25 @@ def test_a_real_brokers_fills_are_the_next_days_executed_book(demo_signals, tmp_
         assert (rec["share_drift"] == 0).all() and rec["cash_difference"].abs().max() < 1e-6, day
         traded = rec[rec["side"].isin(["BUY", "SELL"])]
         assert (traded["filled_qty"] == traded["model_qty"]).all() and (traded["sent_qty"] >= traded["filled_qty"]).all()
+
+
+def test_paper_orders_that_missed_their_session_expire_instead_of_filling_late(demo_signals, tmp_path):
+    src, config = demo_signals
+    folder = _folder(src, tmp_path)
+    profile = load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+    market = build_market(pd.read_parquet(folder / "prices.parquet"), pd.read_parquet(folder / "signals_output.parquet"), config)
+    d0, d1, d2 = (market.dates[t].date() for t in (130, 131, 132))
+    store = ExecutionStore(execution_db(folder), config.execution.initial_cash)
+    run_trading_stage(config, folder, folder, as_of_date=d0, fresh=True)
+    run_trading_stage(config, folder, folder, as_of_date=d1)  # the orders of d0 were never sent: nothing to settle
+    late = read_artifact(folder / f"orders_{d0}.csv", OrdersSchema)
+    assert len(late)
+    for day in (d0, d1):  # d0's orders sent a session late, then d1's
+        execute_orders(read_artifact(folder / f"orders_{day}.csv", OrdersSchema), store=store, broker=PaperBroker(store, config),
+                       profile=profile, config=config, as_of=day)
+    run_trading_stage(config, folder, folder, as_of_date=d2)
+    statuses = {r["as_of_date"]: set() for r in store.conn.execute("SELECT as_of_date FROM orders")}
+    for r in store.conn.execute("SELECT as_of_date, status FROM orders"):
+        statuses[r["as_of_date"]].add(r["status"])
+    assert statuses[str(d0)] == {"EXPIRED"}
+    assert "OPEN" not in statuses.get(str(d1), set())

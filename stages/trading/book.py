@@ -65,11 +65,15 @@ class Settlement:
 
 
 # --------------------------------------------------------------------------- paper fills
-def _order_specs(store: ExecutionStore, model_pending: list[Order], symbols: np.ndarray) -> list[dict]:
-    """The paper broker's working orders as fill requests, in the model's order sequence (sells first,
-    buys in rank order, as the engine fills them); working orders the model did not decide (e.g. a
-    risk-profile stop loss) after their side's model orders."""
-    working = {(r["symbol"], r["side"]): r for r in store.working_orders("paper")}
+def _order_specs(store: ExecutionStore, model_pending: list[Order], symbols: np.ndarray,
+                 decided: str | None) -> tuple[list[dict], list[str]]:
+    """The paper broker's working orders decided at the close `decided` (any, when None) as fill
+    requests, in the model's order sequence (sells first, buys in rank order, as the engine fills
+    them); working orders the model did not decide (e.g. a risk-profile stop loss) after their side's
+    model orders. Also the client ids of working orders decided earlier: they missed their session."""
+    rows = store.working_orders("paper")
+    missed = [r["client_order_id"] for r in rows if decided is not None and r["as_of_date"] < decided]
+    working = {(r["symbol"], r["side"]): r for r in rows if decided is None or r["as_of_date"] == decided}
     specs: list[dict] = []
 
     def spec(r) -> dict:
@@ -83,7 +87,7 @@ def _order_specs(store: ExecutionStore, model_pending: list[Order], symbols: np.
             if o.side == side and key in working:
                 specs.append(spec(working.pop(key)))
         specs += [spec(r) for key, r in sorted(working.items()) if key[1] == side]
-    return [s for s in specs if s["shares"] > 0]
+    return [s for s in specs if s["shares"] > 0], missed
 
 
 def _fill(state: PortfolioState, specs: list[dict], day: Day, index: dict[str, int],
@@ -126,11 +130,16 @@ def settle_paper_orders(store: ExecutionStore, state: PortfolioState, market: Ma
     index = market.symbol_index()
     record = store.settlement(session)
     book = book_before(store, session)
-    specs = record["orders"] if record is not None else _order_specs(store, model_pending or [], market.symbols)
+    decided = str(market.dates[t - 1].date()) if t > 0 else None
+    specs, missed = (record["orders"], []) if record is not None else _order_specs(store, model_pending or [], market.symbols, decided)
     unknown = sorted({s["symbol"] for s in specs} - set(index))
     if unknown:
         raise TrendflowError(f"paper orders for symbols not in prices.parquet: {unknown}")
     fills, unfilled, rows, expired = _fill(state, specs, day, index, config)
+    if missed:
+        log.warning("%d paper order(s) decided before %s missed their session and expire (was the daily run skipped?)",
+                    len(missed), decided)
+    expired += missed
     if record is None and commit:
         store.settle(session, {"session": session, "book_before": book, "orders": specs, "fills": rows, "expired": expired},
                      rows, expired)
