@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from schemas.sweep import SWEEP_METRICS, OverfittingSummary, SweepResultsSchema, WalkForwardEquitySchema, WalkForwardSchema
+from schemas.sweep import (SWEEP_METRICS, OverfittingSummary, SweepResultsSchema, SweepReturnsSchema, WalkForwardEquitySchema,
+                           WalkForwardSchema)
 from stages.common.artifacts import atomic_write_bytes, stage_run
 from stages.common.cli import add_common_arguments, run_command, setup_logging
 from stages.common.config import load_config
@@ -34,7 +35,7 @@ from stages.common.market_data import load_market_data
 from stages.common.stage import resolve_data_source, resolve_out_dir
 from stages.reporting.metrics import per_period_rate
 from stages.sweep.grid import base_config_dict, combo_id, config_for, expand, load_grid
-from stages.sweep.overfitting import assess, select_best
+from stages.sweep.overfitting import assess, returns_matrix, select_best
 from stages.sweep.report import important_axes, sweep_report  # noqa: F401 -- important_axes: tests and callers
 from stages.sweep.runner import (SELECTION_METRICS, ResumeStore, backtest, evaluate, metrics_of, selection_score, stitch,
                                  walk_forward_windows)
@@ -193,17 +194,22 @@ def run_sweep(grid_path: str, *, config_path: str | None = None, overrides: list
     rows = [records[combo_id(c)] for c in combos]
     results = results_frame(rows, list(grid), signal_paths)
     rp = config.reporting
-    overfit = assess(rows, metric, per_period_rate(rp.risk_free_rate, rp.periods_per_year), rp.periods_per_year, pbo_splits)
+    overfit, logits = assess(rows, metric, per_period_rate(rp.risk_free_rate, rp.periods_per_year), rp.periods_per_year,
+                             pbo_splits)
     wf_table = wf_equity = None
     with stage_run("sweep", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins) as run:
         run.write(results, "sweep_results.parquet", SweepResultsSchema)
         run.write_json(overfit, "sweep_overfitting.json", OverfittingSummary)
+        returns = returns_frame(rows, pd.DatetimeIndex(np.unique(prices["date"])))
+        if returns is not None:  # what DSR and PBO were computed from, for anyone who wants to recompute them
+            run.write(returns, "sweep_returns.parquet", SweepReturnsSchema, csv_twin=False)
         if walk_forward:
             wf_table, wf_equity = run_walk_forward(prices, base, combos, signal_paths, windows, metric, records)
             wf_equity = with_comparisons(wf_equity, prices, select_best(rows, metric), float(base["execution"]["initial_cash"]))
             run.write(wf_table, "walk_forward_results.parquet", WalkForwardSchema)
             run.write(wf_equity, "walk_forward_equity.parquet", WalkForwardEquitySchema)
-        run.write_text(sweep_report(results, list(grid), metric, overfit, wf_table, wf_equity, float(base["execution"]["initial_cash"])),
+        run.write_text(sweep_report(results, list(grid), metric, overfit, wf_table, wf_equity, float(base["execution"]["initial_cash"]),
+                                    logits),
                        "sweep_report.html", kind="html")
         if keep_artifacts:
             _keep_artifacts(prices, base, combos, signal_paths, out_dir)
@@ -409,6 +415,15 @@ def run_walk_forward(prices, base, combos, signal_paths, windows, metric, record
                      "in_sample_total_return": in_sample["total_return"], "out_of_sample_total_return": out_sample["total_return"]})
         curves.append((w.index, test.equity_curve))
     return pd.DataFrame(rows), stitch(curves, float(base["execution"]["initial_cash"]))
+
+
+def returns_frame(rows: list[dict], sessions: pd.DatetimeIndex) -> pd.DataFrame | None:
+    """sweep_returns.parquet: date, then one column of daily returns per successful combination (by id)."""
+    found = returns_matrix(rows)
+    if found is None or found[1].shape[0] != len(sessions):
+        return None
+    ids, matrix = found
+    return pd.concat([pd.DataFrame({"date": sessions}), pd.DataFrame(matrix, columns=ids)], axis=1)
 
 
 def with_comparisons(equity: pd.DataFrame, prices: pd.DataFrame, best: dict | None, initial: float) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
@@ -40,6 +41,26 @@ class SweepResultsSchema(pa.DataFrameModel):
     class Config:
         coerce = True
         strict = True
+
+
+class SweepReturnsSchema(pa.DataFrameModel):
+    """sweep_returns.parquet: each successful combination's daily returns over the whole history (the input of the
+    deflated Sharpe ratio and PBO), one column per combo_id; no CSV twin (it is wide)."""
+
+    date: Series[pd.Timestamp] = pa.Field(unique=True)
+
+    @pa.dataframe_check(error="every other column is a combo id holding daily returns >= -1 (checked as one block: "
+                              "a regex field is validated column by column, slow for a large grid)")
+    def combination_returns(cls, df: pd.DataFrame) -> bool:
+        block = df.drop(columns="date")
+        names_ok = block.columns.str.fullmatch(r"[0-9a-f]{12}").all()
+        if not names_ok or not all(pd.api.types.is_float_dtype(t) for t in block.dtypes):
+            return False
+        values = block.to_numpy(dtype=float)
+        return bool((np.isfinite(values) & (values >= -1)).all())
+
+    class Config:
+        coerce = True
 
 
 class WalkForwardSchema(pa.DataFrameModel):

@@ -12,6 +12,7 @@ import flows.sweep as sweep
 from stages.common.config import load_config
 from stages.common.errors import ConfigError
 from stages.sweep.grid import expand, load_grid
+from stages.sweep.overfitting import deflated_sharpe_ratio, pbo_cscv, per_session_sharpes
 from stages.sweep.runner import walk_forward_windows
 from tests.conftest import shared_data_dir
 
@@ -330,6 +331,15 @@ def test_walk_forward_sweep_on_real_etfs_reports_the_oos_chart_dsr_pbo_and_param
     assert all(json.loads(p).keys() == {"risk.atr_multiplier", "scoring.buy_top_n"} for p in wf["params"])
     equity = pd.read_parquet(out / "walk_forward_equity.parquet")
     assert equity[["in_sample_best", "buy_and_hold"]].notna().all().all()
+    assert "pbo" in parsed.charts
+    # sweep_returns.parquet holds what DSR and PBO were computed from: recomputing from it gives the same figures
+    returns = pd.read_parquet(out / "sweep_returns.parquet").set_index("date")
+    assert sorted(returns.columns) == sorted(results.index)
+    matrix = returns.to_numpy()  # risk-free rate 0 by default
+    sharpes = per_session_sharpes(matrix)
+    dsr = deflated_sharpe_ratio(returns[overfit.selected_combo_id].to_numpy(), sharpes)
+    assert overfit.deflated_sharpe == pytest.approx(dsr.dsr, rel=1e-12)
+    assert overfit.pbo == pbo_cscv(matrix, 16).pbo
 
 
 def test_walk_forward_yardsticks_start_with_the_stitched_curve_by_hand():

@@ -340,3 +340,26 @@ def walk_forward_chart(walk_forward: pd.Series, in_sample_best: pd.Series, buy_a
     ax.legend(loc="lower left", ncols=2, frameon=True, framealpha=0.9, edgecolor="none")
     _dates(ax, walk_forward.index[0], walk_forward.index[-1])
     return render_svg(fig, "walk-forward")
+
+
+@_styled
+def pbo_chart(logits: np.ndarray, pbo: float, bins: int = 40) -> str:
+    """Histogram of the CSCV logits log(w / (1 - w)) of the in-sample best's out-of-sample rank w: the mass at or
+    below 0 (red) is the PBO; far right = the in-sample best stays near the top out of sample."""
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(WIDTH, 2.4))
+        ax = fig.subplots()
+    fig.subplots_adjust(left=0.8 / WIDTH, right=1 - 0.15 / WIDTH, top=1 - 0.32 / 2.4, bottom=0.45 / 2.4)
+    x = np.asarray(logits, dtype=float)
+    reach = max(1.0, float(np.max(np.abs(x))))
+    edges = np.linspace(-reach, reach, bins + 1)
+    counts, _ = np.histogram(x, bins=edges)
+    share = counts / len(x)
+    centres = (edges[:-1] + edges[1:]) / 2
+    ax.bar(centres, share, width=edges[1] - edges[0], color=np.where(centres <= 0, RED, GREEN), alpha=0.6, lw=0)
+    ax.axvline(0, color="black", lw=0.8)
+    _percent(ax)
+    ax.set_ylabel("share of splits")
+    ax.set_xlabel("logit of the in-sample best's out-of-sample rank (0 = median)")
+    ax.set_title(f"CSCV: where the in-sample best lands out of sample (PBO {pbo:.2f} = red share)")
+    return render_svg(fig, "pbo")

@@ -149,27 +149,38 @@ def select_best(rows: list[dict], metric: str) -> dict | None:
     return min(scored, key=lambda s: (-s[0], s[1]))[2]
 
 
-def assess(rows: list[dict], metric: str, rf: float, ppy: int, splits: int) -> "OverfittingSummary":
+def returns_matrix(rows: list[dict]) -> tuple[list[str], np.ndarray] | None:
+    """(combo ids, sessions x combinations daily returns) of the successful full-history rows, in combo-id
+    order; None when there is none or their series differ in length."""
+    ok = sorted((r for r in rows if r.get("status") == "ok" and r.get("returns") is not None), key=lambda r: r["combo_id"])
+    if not ok or len({len(r["returns"]) for r in ok}) != 1:
+        return None
+    return [r["combo_id"] for r in ok], np.array([r["returns"] for r in ok], dtype=float).T
+
+
+def assess(rows: list[dict], metric: str, rf: float, ppy: int, splits: int) -> tuple["OverfittingSummary", np.ndarray]:
     """DSR of the combination `metric` selects and PBO of selecting by Sharpe, from the full-history
-    daily returns each successful row carries ("returns"), excess of the per-session rate `rf`."""
+    daily returns each successful row carries ("returns"), excess of the per-session rate `rf`; with the
+    CSCV logits (one per split; empty without a PBO)."""
     from schemas.sweep import OverfittingSummary
 
     notes: list[str] = []
     best = select_best(rows, metric)
-    ok = sorted((r for r in rows if r.get("status") == "ok" and r.get("returns") is not None), key=lambda r: r["combo_id"])
-    lengths = {len(r["returns"]) for r in ok}
+    found = returns_matrix(rows)
+    ids, matrix = found if found is not None else ([], np.empty((0, 0)))
     base = dict(selection_metric=metric, selected_combo_id=best["combo_id"] if best else None,
-                selected_params=best["params"] if best else {}, trials=len(ok), pbo_splits=splits)
-    if best is None or len(lengths) != 1:
+                selected_params=best["params"] if best else {}, trials=len(ids), pbo_splits=splits)
+    if best is None or found is None:
         notes.append("no successful combination" if best is None else "the combinations' return series differ in length")
         return OverfittingSummary(**base, sessions=0, sharpe=None, sharpe_variance=None, expected_max_sharpe=None,
-                                  deflated_sharpe=None, pbo=None, pbo_combinations=None, verdict="n/a: " + notes[0], notes=notes)
-    matrix = np.array([r["returns"] for r in ok], dtype=float).T - rf
-    column = [r["combo_id"] for r in ok].index(best["combo_id"])
+                                  deflated_sharpe=None, pbo=None, pbo_combinations=None, verdict="n/a: " + notes[0],
+                                  notes=notes), np.empty(0)
+    matrix = matrix - rf
+    column = ids.index(best["combo_id"])
     sharpes = per_session_sharpes(matrix)
     dsr = deflated_sharpe_ratio(matrix[:, column], sharpes)
     pbo = None
-    if len(ok) < 2:
+    if len(ids) < 2:
         notes.append("PBO needs at least two successful combinations")
     elif splits > len(matrix):
         notes.append(f"PBO needs at least {splits} sessions")
@@ -179,7 +190,8 @@ def assess(rows: list[dict], metric: str, rf: float, ppy: int, splits: int) -> "
     summary = dict(sessions=len(matrix), sharpe=_finite(dsr.sharpe * root), sharpe_variance=_finite(dsr.sharpe_variance * ppy),
                    expected_max_sharpe=_finite(dsr.expected_max * root), deflated_sharpe=_finite(dsr.dsr),
                    pbo=pbo.pbo if pbo else None, pbo_combinations=pbo.combinations if pbo else None)
-    return OverfittingSummary(**base, **summary, verdict=verdict(summary, len(ok), metric), notes=notes)
+    return (OverfittingSummary(**base, **summary, verdict=verdict(summary, len(ids), metric), notes=notes),
+            pbo.logits if pbo else np.empty(0))
 
 
 def verdict(s: dict, trials: int, metric: str) -> str:

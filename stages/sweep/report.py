@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 
 from schemas.sweep import OverfittingSummary
@@ -18,8 +19,9 @@ LABELS = {"sharpe": "Sharpe ratio", "cagr": "CAGR", "max_drawdown": "Max drawdow
 
 def sweep_report(results: pd.DataFrame, keys: list[str], metric: str, overfit: OverfittingSummary,
                  walk_forward: pd.DataFrame | None = None, wf_equity: pd.DataFrame | None = None,
-                 initial: float = 1.0) -> str:
-    """The page; `initial` is the capital each walk-forward curve starts from."""
+                 initial: float = 1.0, logits: np.ndarray | None = None) -> str:
+    """The page; `initial` is the capital each walk-forward curve starts from; `logits` the CSCV logit of
+    every split (drawn as a histogram beside the PBO)."""
     ok = results[results["status"] == "ok"]
     failed = results[results["status"] == "failed"]
     parts = [_headline(overfit), note("Verdict: " + overfit.verdict)]
@@ -29,7 +31,7 @@ def sweep_report(results: pd.DataFrame, keys: list[str], metric: str, overfit: O
     for anchor, label, html in [
         ("selected", "Selected combination", section("selected", "Selected combination", _selected(results, keys, overfit))),
         ("overfitting", "Overfitting controls", section("overfitting", "Overfitting controls: deflated Sharpe ratio and PBO",
-                                                        _overfitting(overfit))),
+                                                        _overfitting(overfit, logits))),
         (grid_anchor, "Parameters", _grid(results, ok, keys, axes)),
         ("walk-forward", "Walk-forward", _walk_forward(walk_forward, wf_equity, keys, metric, initial)),
         ("failed", "Failed", section("failed", "Failed combinations", table(failed[["combo_id", "error"]])) if len(failed) else None),
@@ -60,7 +62,7 @@ def _selected(results: pd.DataFrame, keys: list[str], o: OverfittingSummary) -> 
             f"{table(metrics)}</div></div>")
 
 
-def _overfitting(o: OverfittingSummary) -> str:
+def _overfitting(o: OverfittingSummary, logits: np.ndarray | None) -> str:
     dsr = pd.DataFrame({"figure": ["trials N (successful combinations)", "sessions T", "selected Sharpe (annualised)",
                                    "variance of the trials' Sharpe ratios (annualised)",
                                    "expected best Sharpe of N trials without skill", "deflated Sharpe ratio (DSR)"],
@@ -79,7 +81,15 @@ def _overfitting(o: OverfittingSummary) -> str:
               "for every way to pick half of them as the training set, the best-Sharpe combination on it is ranked out of sample "
               "on the other half. PBO = the share of splits where it lands at or below the median; about 0.5 means the "
               "selection is no better than a coin toss, near 0 that the in-sample best stays good. Change S with "
-              "<code>--pbo-splits</code>.</p></div></div>" + notes)
+              "<code>--pbo-splits</code>.</p></div></div>" + notes + _logit_chart(o, logits))
+
+
+def _logit_chart(o: OverfittingSummary, logits: np.ndarray | None) -> str:
+    if logits is None or not len(logits) or o.pbo is None:
+        return ""
+    from stages.reporting import charts
+
+    return chart(charts.pbo_chart(logits, o.pbo), "pbo", "Distribution of the CSCV logits; the PBO is the share at or below 0")
 
 
 def _grid(results: pd.DataFrame, ok: pd.DataFrame, keys: list[str], axes: list[str]) -> str:
