@@ -5,7 +5,6 @@ failed run and after every daily run (flows/alerts.py, as state hooks).
 `trendflow run` and `trendflow daily` (flows/commands.py) check their inputs and then call it;
 `trendflow serve` and `prefect deploy` (prefect.yaml) schedule it.
 """
-from __future__ import annotations
 
 import logging
 import os
