@@ -332,3 +332,30 @@ def test_a_shorter_rerun_retires_the_dated_artifacts_of_an_earlier_longer_run(si
     assert "orders_2031-01-06.csv" not in manifest["artifacts"]
     assert manifest["runs"]["trading"]["removed"] == ["orders_2031-01-06.csv", "portfolio_2031-01-06.json"]
     assert _latest_orders(folder).name == last  # the report shows this run's orders
+
+
+@pytest.mark.parametrize("row, said", [("2020-13-45,1,1.2,0.9,1.1,10", "unparseable date at line 3 ('2020-13-45')"),
+                                       ("2020-01-03,abc,1.2,0.9,1.1,10", "missing or non-numeric price at line 3 (open='abc')"),
+                                       ("2020-01-03,1,1.2,0.9,1.1,n/a", "missing or non-numeric volume at line 3 (volume missing)")])
+def test_a_bad_row_is_named_by_line_and_value(tmp_path, row, said):
+    from stages.common.errors import DataError
+    from stages.common.market_data import load_market_data
+
+    (tmp_path / "AAA.csv").write_text(f"date,open,high,low,close,volume\n2020-01-02,1,1.2,0.9,1.1,10\n{row}\n"
+                                      "2020-01-06,1,1.2,0.9,1.1,10\n")
+    with pytest.raises(DataError) as err:
+        load_market_data(tmp_path)
+    assert f"{tmp_path / 'AAA.csv'}: 1 bad row(s): {said}" in str(err.value)
+
+
+def test_a_too_short_history_is_a_warning_naming_the_symbol(tmp_path, small_demo_dir, caplog):
+    from stages.common.config import load_config
+    from stages.signal.stage import run_signal_stage
+
+    data = tmp_path / "prices"
+    shutil.copytree(small_demo_dir, data)
+    first = sorted(data.glob("*.csv"))[0].read_text().splitlines()
+    (data / "NEW.SH.csv").write_text("\n".join(first[:1] + first[-3:]) + "\n")  # listed three sessions ago
+    with caplog.at_level("WARNING"):
+        run_signal_stage(load_config(), data, tmp_path / "out")
+    assert "short history: NEW.SH has 3 session(s)" in caplog.text and "its momentum score needs 121" in caplog.text

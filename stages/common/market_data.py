@@ -232,17 +232,40 @@ def _lines(path: Path, rows: Iterable[int], total: int | None = None) -> str:
     return f"{word}{'s' if len(rows) > 1 else ''} {shown}" + (f" (+{more} more)" if more > 0 else "")
 
 
-def _clean_symbol_frame(df: pd.DataFrame, path: Path, policy: str, symbol: str | None = None) -> pd.DataFrame:
+def _culprit(rule: str, bad: np.ndarray, df: pd.DataFrame, raw: pd.DataFrame | None) -> str:
+    """The first bad row's offending text, for the rules where the value is lost in parsing:
+    " ('2020-13-45')" for a date, " (open='abc')" for a price or volume."""
+    if raw is None or not bad.any():
+        return ""
+    idx = df.index[int(np.flatnonzero(bad)[0])]
+    if idx not in raw.index:
+        return ""
+    if rule == "unparseable date":
+        return f" ({str(raw.at[idx, 'date'])!r})"
+    columns = ("volume",) if rule == "missing or non-numeric volume" else ("open", "high", "low", "close")
+    if rule not in ("missing or non-numeric price", "missing or non-numeric volume"):
+        return ""
+    for column in columns:
+        if column in raw.columns and np.isnan(df.at[idx, column]):
+            value = raw.at[idx, column]
+            return f" ({column} missing)" if pd.isna(value) else f" ({column}={str(value)!r})"
+    return ""
+
+
+def _clean_symbol_frame(df: pd.DataFrame, path: Path, policy: str, symbol: str | None = None,
+                        raw: pd.DataFrame | None = None) -> pd.DataFrame:
     """Apply the row rules and the date-order rules to one symbol's rows.
 
     The frame's index is each row's position in the file, so messages name the line. `symbol` is
-    named in messages about a long file (one symbol among many).
+    named in messages about a long file (one symbol among many); `raw` (the same rows as read, before
+    parsing) lets them quote the offending text.
     """
     where_from = f"{path} (symbol {symbol})" if symbol else str(path)
     problems = _row_problems({k: df[k].to_numpy() for k in ("date", *PRICE_COLUMNS)})
     if problems:
         bad_rows = np.logical_or.reduce([bad for _, bad in problems])
-        details = [f"{name} at {_lines(path, df.index[bad][:_MAX_ROWS_LISTED], int(bad.sum()))}" for name, bad in problems]
+        details = [f"{name} at {_lines(path, df.index[bad][:_MAX_ROWS_LISTED], int(bad.sum()))}{_culprit(name, bad, df, raw)}"
+                   for name, bad in problems]
         message = f"{where_from}: {int(bad_rows.sum())} bad row(s): " + "; ".join(details)
         if policy == "error":
             raise DataError(message + " (set data.bad_rows=drop to drop them with a warning)")
@@ -277,8 +300,8 @@ def read_symbol_file(path: Path, symbol: str, policy: str = "error") -> pd.DataF
     raw = _read_raw(path)
     if raw.empty:
         raise DataError(f"{path}: file has a header but no rows")
-    df = _typed(_normalise_columns(raw, path, need_symbol=False))
-    df = _clean_symbol_frame(df, path, policy).reset_index(drop=True)
+    named = _normalise_columns(raw, path, need_symbol=False)
+    df = _clean_symbol_frame(_typed(named), path, policy, raw=named).reset_index(drop=True)
     df.insert(1, "symbol", symbol)
     return df
 
@@ -577,7 +600,7 @@ def _read_long_file(path: Path, wanted: list[str] | None, policy: str, skipped: 
     frames = [frame.loc[good].reset_index(drop=True)]
     frames[0].insert(1, "symbol", pd.array(symbols[codes[good]], dtype="str"))
     for k in sorted(flagged):
-        cleaned = _clean_symbol_frame(frame.loc[codes == k], path, policy, symbol=uniques[k]).reset_index(drop=True)
+        cleaned = _clean_symbol_frame(frame.loc[codes == k], path, policy, symbol=uniques[k], raw=named).reset_index(drop=True)
         cleaned.insert(1, "symbol", uniques[k])
         frames.append(cleaned)
     return frames

@@ -50,6 +50,7 @@ def run_signal_stage(
 
     quality = quality_report(prices, as_of=as_of_date, ended_sessions=config.risk.data_ended_sessions,
                              close_only=check_close_only(prices, config))
+    _warn_short_histories(prices, config)
 
     with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
                    lineage=Lineage("signal", config)) as run:
@@ -106,6 +107,20 @@ def run_signal_stage(
                  "timings": {"load": round(t_load - t0, 3), "compute": round(t_compute - t_load, 3),
                              "write": round(t_write - t_compute, 3)}},
     )
+
+
+def _warn_short_histories(prices: pd.DataFrame, config: TrendflowConfig) -> None:
+    """A symbol with fewer sessions than the longest momentum window never gets a full score: say
+    which, with how many days and the first day it could, rather than let it sit silently unranked."""
+    needed = max(config.scoring.windows) + 1
+    days = prices.groupby("symbol", sort=True)["date"].agg(["size", "min", "max"])
+    short = days[days["size"] < needed]
+    for symbol, row in short.head(20).iterrows():
+        log.warning("short history: %s has %d session(s) (%s..%s); its momentum score needs %d, so it is not ranked "
+                    "before %d more session(s)", symbol, row["size"], row["min"].date(), row["max"].date(), needed,
+                    needed - row["size"])
+    if len(short) > 20:
+        log.warning("short history: %d more symbols (%s ...)", len(short) - 20, ", ".join(short.index[20:25]))
 
 
 def _step_from_saved_state(run: StageRun, out_dir: Path, prices: pd.DataFrame, config: TrendflowConfig):
