@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 
-from stages.common.cli import add_common_arguments, run_command, setup_logging
+from stages.common.cli import add_common_arguments, add_market_data_argument, run_command, setup_logging
 from stages.common.errors import ConfigError, DataError, SnapshotError, TrendflowError
 
 log = logging.getLogger("trendflow.flow")
@@ -58,6 +58,7 @@ def _parser(prog: str, daily: bool) -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="with --fresh: overwrite an existing portfolio_<D>.json")
     parser.add_argument("--dry-run", action="store_true",
                         help="daily mode: print the orders and write nothing (runs the stages without Prefect)")
+    add_market_data_argument(parser)
     parser.add_argument("--allow-stale", action="store_true",
                         help="daily mode: carry the last close of holdings without a price on the as-of date (default: an error naming them)")
     parser.add_argument("--execute", choices=["paper"], help="daily mode: send the day's orders to the paper broker as a last step")

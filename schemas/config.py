@@ -126,6 +126,7 @@ class RiskConfig(_Section):
     circuit_breaker_threshold: float = Field(-0.10, lt=0, gt=-1, description="no new buys while the market index is this far below its recent peak")
     circuit_breaker_lookback: int = Field(60, ge=1, le=MAX_WINDOW, description="days over which the recent peak is taken")
     exit_on_sell_signal: bool = Field(False, description="also exit a holding on a -1 trend signal")
+    market_data: str | None = Field(None, description="price file of a market index for the circuit breaker only (never traded or ranked); null = data.market_index_symbol or the equal-weight universe")
     reentry_cooldown_days: int = Field(0, ge=0, description="trading days after a risk exit before the symbol may be bought again (0 = from the next decision)")
     data_ended_sessions: int = Field(10, ge=1, description="a holding without a price for this many sessions while others trade is sold at its last close (data_ended)")
 

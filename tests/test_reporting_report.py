@@ -137,7 +137,9 @@ def test_summary_json_and_csv_hold_the_same_numbers(demo_run):
     for key, value in summary.metrics.model_dump().items():
         assert (values[key] is None or pd.isna(values[key])) if value is None else values[key] == (
             repr(value) if isinstance(value, float) else str(value)), key
-    assert summary.benchmark == symbol and summary.metrics.benchmark_days == summary.metrics.trading_days
+    # a benchmark is used on its own sessions only: a suspension day of the symbol is not a fake 0% day
+    sessions = pd.read_parquet(out / "prices.parquet", filters=[("symbol", "==", symbol)])["date"]
+    assert summary.benchmark == symbol and summary.metrics.benchmark_days == len(sessions) <= summary.metrics.trading_days
     assert summary.metrics.closed_trades > 0 and summary.metrics.beta is not None
     assert [h.horizon_days for h in summary.signal_quality.horizons] == [5, 20]
     assert summary.signal_quality.horizons[1].ic_days > 100

@@ -28,6 +28,20 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="when another trendflow command is writing the same folder, wait for it instead of stopping")
 
 
+class _SetKey(argparse.Action):
+    """A flag that is shorthand for `--set <const>=VALUE` (applied in command-line order with the --set's)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, "overrides", [*(getattr(namespace, "overrides", None) or []), f"{self.const}={values}"])
+
+
+def add_market_data_argument(parser: argparse.ArgumentParser) -> None:
+    """--market-data FILE: a market index for the circuit breaker only (= --set risk.market_data=FILE)."""
+    parser.add_argument("--market-data", metavar="FILE", action=_SetKey, const="risk.market_data",
+                        help="price file of a market index for the circuit breaker only, never traded or ranked "
+                             "(= --set risk.market_data=FILE)")
+
+
 def config_from_args(args: argparse.Namespace) -> TrendflowConfig:
     return load_config(args.config, args.overrides)
 

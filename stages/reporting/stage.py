@@ -35,8 +35,9 @@ ORDERS_FILE = re.compile(r"^orders_(\d{4}-\d{2}-\d{2})\.csv$")
 @dataclass
 class Benchmark:
     label: str
-    returns: pd.Series  # on the equity curve's dates; NaN before the benchmark's first close
+    returns: pd.Series  # on the equity curve's dates; NaN where the benchmark has no close (never carried)
     first_date: pd.Timestamp
+    last_date: pd.Timestamp
 
 
 def run_reporting_stage(config: TrendflowConfig, in_dir: str | Path | None, out_dir: str | Path, *,
@@ -119,8 +120,9 @@ def _read_signals(run: StageRun, path: Path) -> pd.DataFrame | None:
 
 def _benchmark(spec: str, in_dir: Path, run: StageRun, curve: pd.DataFrame) -> Benchmark:
     """Benchmark returns on the curve's dates: from a price file when `spec` is an existing file, else
-    the symbol's closes in prices.parquet. Each date takes the last close on or before it; the first
-    date with a close has return 0 (both sides start at that close), earlier dates NaN."""
+    the symbol's closes in prices.parquet. A series, not a holding: a return only on the benchmark's own
+    sessions (close / its previous close), NaN on other dates and never carried past its last close, so
+    the relative metrics use common sessions only; the first common date has return 0 (both start there)."""
     path = Path(spec)
     if path.is_file():
         frame = read_symbol_file(path, path.stem)
@@ -137,13 +139,13 @@ def _benchmark(spec: str, in_dir: Path, run: StageRun, curve: pd.DataFrame) -> B
         label = spec
     close = frame.set_index("date")["close"].sort_index()
     dates = pd.DatetimeIndex(curve["date"])
-    aligned = close.reindex(close.index.union(dates)).ffill().reindex(dates)
-    if aligned.isna().all():
-        raise DataError(f"benchmark {label!r} has no close on or before {dates[-1].date()} (its first is {close.index[0].date()})")
-    returns = aligned / aligned.shift(1) - 1.0
-    first = aligned.first_valid_index()
-    returns[first] = 0.0
-    return Benchmark(label, returns.rename(None), first)
+    own = (close / close.shift(1) - 1.0).reindex(dates)
+    common = close.index.intersection(dates)
+    if common.empty:
+        raise DataError(f"benchmark {label!r} has no close on any of the run's sessions {dates[0].date()}..{dates[-1].date()} "
+                        f"(it covers {close.index[0].date()}..{close.index[-1].date()})")
+    own[common[0]] = 0.0
+    return Benchmark(label, own.rename(None), common[0], common[-1])
 
 
 def _data_source(data: str | Path | None, config: TrendflowConfig, in_dir: Path) -> str:
@@ -190,8 +192,9 @@ def _notes(curve, trades, metrics, signals, bench, requested, in_dir) -> list[st
     if requested is None:
         notes.append("No benchmark configured (reporting.benchmark or --benchmark): benchmark metrics are not shown.")
     elif bench is not None and metrics["benchmark_days"] < len(curve):
-        notes.append(f"Benchmark {bench.label} has prices from {bench.first_date.date()} only: relative metrics use "
-                     f"{metrics['benchmark_days']} of {len(curve)} sessions.")
+        notes.append(f"Benchmark {bench.label} has prices from {bench.first_date.date()} to {bench.last_date.date()} on "
+                     f"{metrics['benchmark_days']} of {len(curve)} sessions: benchmark metrics use those common sessions "
+                     "only (a benchmark close is never carried forward).")
     if trades.empty:
         notes.append("No trades in this run: the portfolio stayed in cash, so trade statistics are n/a.")
     elif metrics["closed_trades"] == 0:

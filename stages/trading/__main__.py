@@ -7,7 +7,7 @@ import contextlib
 from datetime import date
 from pathlib import Path
 
-from stages.common.cli import add_common_arguments, config_from_args, parse_and_run
+from stages.common.cli import add_common_arguments, add_market_data_argument, config_from_args, parse_and_run
 from stages.common.stage import resolve_out_dir
 
 
@@ -41,6 +41,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                        help="daily run: snapshot of the previous trading day (default: <out>/portfolio_<prev>.json)")
     start.add_argument("--fresh", action="store_true", default=False,
                        help="daily run: start from cash (execution.initial_cash) instead of a snapshot")
+    add_market_data_argument(parser)
     parser.add_argument("--allow-stale", action="store_true",
                         help="daily run: carry the last close of holdings without a price on the as-of date "
                              "(default: an error naming them)")

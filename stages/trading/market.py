@@ -7,13 +7,15 @@ which is computed from closes up to t -- so a decision at the close of t cannot 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
+
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from schemas.config import TrendflowConfig
-from stages.common.errors import DataError
+from stages.common.errors import ConfigError, DataError
 from stages.trading.exchange import load_corporate_actions, symbol_rules
 
 SIGNAL_FIELDS = ("trend_signal", "signal_strength", "atr", "volatility", "momentum_score", "cluster")
@@ -139,7 +141,7 @@ def build_market(prices: pd.DataFrame, signals: pd.DataFrame | None, config: Tre
             fields[name][rows, cols] = signals[name].to_numpy(dtype=float)
     fields["cluster"] = np.where(np.isnan(fields["cluster"]), -1.0, fields["cluster"])
     symbols = np.asarray(symbols, dtype=str)
-    drawdown = market_drawdown(grid["close"], symbols, config)
+    drawdown = market_drawdown(grid["close"], symbols, config, dates)
     return Market(
         dates=dates, symbols=symbols, open=grid["open"], close=grid["close"], tradable=tradable,
         breaker_on=circuit_breaker(drawdown, config), market_drawdown=drawdown, **fields,
@@ -151,7 +153,8 @@ def market_settings(config: TrendflowConfig) -> tuple:
     """The config values build_market reads: two configs with equal ones can share a Market."""
     ex, risk = config.execution, config.risk
     return (config.data.market_index_symbol, risk.circuit_breaker_lookback, risk.circuit_breaker_threshold,
-            ex.max_volume_share, ex.volume_unit, ex.lot_size, config.market.model_dump_json(), config.data.corporate_actions)
+            ex.max_volume_share, ex.volume_unit, ex.lot_size, config.market.model_dump_json(), config.data.corporate_actions,
+            risk.market_data)
 
 
 def exchange_fields(prices: pd.DataFrame, dates: pd.DatetimeIndex, symbols: np.ndarray, date_codes: np.ndarray,
@@ -188,20 +191,28 @@ def _codes_on(index: pd.Index, values: pd.Series) -> np.ndarray:
     return np.asarray(index.get_indexer(uniques))[codes]
 
 
-def market_drawdown(close: np.ndarray, symbols: np.ndarray, config: TrendflowConfig) -> np.ndarray:
+def market_drawdown(close: np.ndarray, symbols: np.ndarray, config: TrendflowConfig,
+                    dates: pd.DatetimeIndex | None = None) -> np.ndarray:
     """Drawdown of the market index from its highest level over the last `circuit_breaker_lookback`
     days (today included), using closes up to each day only.
 
-    The index is `data.market_index_symbol`'s close (carried over its missing days), or else an
-    equal-weight index of the universe: each day the mean return of the symbols that traded that
-    day, measured from each one's previous close.
+    The index is the close of `risk.market_data` (a price file, not traded or ranked) or of
+    `data.market_index_symbol`, carried over its missing days but never past its last close (after
+    it the drawdown is 0: the breaker stays off); or else an equal-weight index of the universe: each
+    day the mean return of the symbols that traded that day, measured from each one's previous close.
     """
     symbol = config.data.market_index_symbol
-    if symbol is not None:
+    if config.risk.market_data is not None:
+        if symbol is not None:
+            raise ConfigError("risk.market_data and data.market_index_symbol both name a market index: give one")
+        if dates is None:
+            raise DataError("risk.market_data needs the market's dates")
+        level = _carry_within(index_closes(config.risk.market_data).reindex(dates).to_numpy(dtype=float))
+    elif symbol is not None:
         where = np.flatnonzero(symbols == symbol)
         if not len(where):
             raise DataError(f"key 'data.market_index_symbol': {symbol!r} is not a symbol in prices.parquet")
-        level = _carry_forward(close[:, where[0]][:, None])[:, 0]
+        level = _carry_within(close[:, where[0]])
     else:
         previous = np.vstack([np.full((1, close.shape[1]), np.nan), _carry_forward(close)[:-1]])
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -218,6 +229,32 @@ def circuit_breaker(drawdown: np.ndarray, config: TrendflowConfig) -> np.ndarray
     """Requires: the market drawdown series. Decides: the breaker is on (no new buys) on days the
     index is down more than `risk.circuit_breaker_threshold` (a negative fraction) from its recent peak."""
     return drawdown < config.risk.circuit_breaker_threshold
+
+
+def _carry_within(series: np.ndarray) -> np.ndarray:
+    """A series' last close carried over its missing days, but not before its first or past its last."""
+    level = _carry_forward(series[:, None])[:, 0]
+    seen = np.flatnonzero(np.isfinite(series))
+    if len(seen):
+        level[seen[-1] + 1:] = np.nan
+    return level
+
+
+@lru_cache(maxsize=4)
+def _index_file(path: str, stamp: tuple) -> pd.Series:
+    from stages.common.market_data import read_symbol_file
+
+    frame = read_symbol_file(Path(path), Path(path).stem)
+    return frame.set_index("date")["close"]
+
+
+def index_closes(path: str) -> pd.Series:
+    """Closes of the `risk.market_data` file by date (read once per file version)."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"key 'risk.market_data': {path} is not a file")
+    info = file.stat()
+    return _index_file(str(file), (info.st_mtime_ns, info.st_size))
 
 
 def _carry_forward(values: np.ndarray) -> np.ndarray:
