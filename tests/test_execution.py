@@ -54,10 +54,14 @@ def test_quality_and_size_reference_values():
     assert quality_position_shares(100_000, 0.025, 0.6, 150.0, 100) == 0
 
 
-def test_fresh_all_cash_portfolio_can_buy(env):
+def test_fresh_all_cash_portfolio_can_buy(env, capsys):
+    from flows.cli import main
+
     summary = run(env, orders(("A", "BUY", 1000, 1.0, 10.0)))
     # quality 1.0 x min(1/2, 1) = 0.5 (no price history: neutral Sharpe 1) -> 100,000 x 0.15 x 0.5 = 7,500 -> 700 shares
     assert summary.working == 1 and env[1].positions() == {}  # paper: works until the next open
+    assert main(["status", "--db", str(env[4] / "exec.db")]) == 0
+    assert "executed 0, working 1, rejected 0, failed 0, expired 0" in capsys.readouterr().out
     settle(env, {"A": 10.0})
     assert env[1].positions() == {"A": 700}
     assert env[1].cash() == pytest.approx(100_000 - 7_000 - 7_000 * 0.0003)

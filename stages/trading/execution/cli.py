@@ -196,8 +196,9 @@ def status_main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"  cash         {cash:,.2f}")
         print(f"  invested     {invested:,.2f} at cost  (deployment {invested / max(cash + invested, 1e-9):.1%})")
         print(f"  breaker      {'TRIPPED since ' + str(breaker['since']) + ': ' + str(breaker['reason']) if breaker['tripped'] else 'ok'}")
-        print(f"  {day}   executed {counts.get('FILLED', 0) + counts.get('PARTIALLY_FILLED', 0)}, rejected {counts.get('REJECTED', 0)}, "
-              f"failed {counts.get('FAILED', 0)}")
+        print(f"  {day}   executed {counts.get('FILLED', 0) + counts.get('PARTIALLY_FILLED', 0)}, "
+              f"working {counts.get('OPEN', 0) + counts.get('SUBMITTED', 0)}, rejected {counts.get('REJECTED', 0)}, "
+              f"failed {counts.get('FAILED', 0)}, expired {counts.get('EXPIRED', 0)}")
         print("  positions" + ("" if positions else "   (none)"))
         for symbol, shares in positions.items():
             print(f"    {symbol:<12} {shares:>10,d} shares   cost {cost[symbol]:>14,.2f}")
