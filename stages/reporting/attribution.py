@@ -61,10 +61,13 @@ def by_cluster(pnl: pd.DataFrame) -> pd.DataFrame:
 def holdings_weights(positions: pd.DataFrame, sessions: pd.DatetimeIndex, top: int = 8) -> pd.DataFrame:
     """Weights (share of equity) at each session of the `top` symbols by mean weight over the history, then
     'other' (the rest) -- the bands of the holdings-over-time chart; cash is 1 - the row sum."""
-    wide = positions.pivot_table(index="date", columns="symbol", values="weight", aggfunc="sum").reindex(sessions).fillna(0.0)
-    order = wide.mean().sort_values(ascending=False, kind="stable")
-    keep = list(order.index[:top])
-    frame = wide[keep].copy()
-    if wide.shape[1] > top:
-        frame["other"] = wide.drop(columns=keep).sum(axis=1)
+    codes, symbols = pd.factorize(positions["symbol"], sort=True)
+    rows = sessions.searchsorted(positions["date"].to_numpy())
+    wide = np.zeros((len(sessions), len(symbols)))
+    np.add.at(wide, (rows, codes), positions["weight"].to_numpy(dtype=float))  # a dense date x symbol block, no pivot
+    order = np.argsort(-wide.mean(axis=0), kind="stable")
+    keep = order[:top]
+    frame = pd.DataFrame(wide[:, keep], index=sessions, columns=list(symbols[keep]))
+    if len(symbols) > top:
+        frame["other"] = wide.sum(axis=1) - wide[:, keep].sum(axis=1)
     return frame

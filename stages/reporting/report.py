@@ -317,10 +317,12 @@ def _holdings(positions: pd.DataFrame, curve: pd.DataFrame, names: dict[str, str
                                  "entry price": "num3", "since entry": "pct", "cluster": "int"})
 
 
-def _orders(orders: pd.DataFrame | None, day: str | None) -> str:
+def _orders(orders: pd.DataFrame | None, day: str | None, names: dict[str, str]) -> str:
     if orders is None:
         return "<h3>Latest orders</h3><p class=\"sub\">No orders_{date}.csv in the input folder (a daily run writes one).</p>"
     title = f"<h3>Orders decided at the close of {day} (orders_{day}.csv), for the next session</h3>"
+    if names:
+        orders = orders.assign(symbol=[display(x, names) for x in orders["symbol"]])
     return title + table(orders, {"shares": "int", "signal_strength": "num", "momentum_score": "num3", "target_weight": "pct",
                                   "current_price": "num3", "estimated_value": "money"}, "No orders for the next session.")
 
@@ -440,6 +442,6 @@ SECTIONS: list[Section] = [
     Section("attribution", "Attribution", "P&L attribution and holdings over time", _attribution),
     Section("trades", "Trades", "Trades", lambda inp, r: _trade_tables(inp.trades, r.index)),
     Section("holdings", "Holdings & orders", "Latest holdings and orders",
-            lambda inp, r: [_holdings(inp.positions, inp.curve, inp.names), _orders(inp.orders, inp.orders_date)]),
+            lambda inp, r: [_holdings(inp.positions, inp.curve, inp.names), _orders(inp.orders, inp.orders_date, inp.names)]),
     Section("signal-quality", "Signal quality", "Signal quality", lambda inp, r: _signal_quality(inp.quality, inp.ic_series)),
 ]
