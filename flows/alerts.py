@@ -17,7 +17,9 @@ log = logging.getLogger("trendflow.alerts")
 
 
 def one_line(text: str, limit: int = 400) -> str:
-    line = " ".join(str(text).split())
+    from stages.common.cli import plain_text
+
+    line = plain_text(" ".join(str(text).split()))
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

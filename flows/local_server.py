@@ -178,6 +178,12 @@ def _serve(port: int, idle_minutes: float) -> None:
     home = prefect_home()
 
     async def watch_idle() -> None:
+        while not server.started and not server.should_exit:  # the idle time counts from when it answers
+            await asyncio.sleep(0.5)
+        try:
+            os.utime(record_path(home))
+        except OSError:
+            pass
         while not server.should_exit:
             await asyncio.sleep(min(30.0, idle_minutes * 60 / 4))
             try:
@@ -214,8 +220,9 @@ def server_main(argv: list[str] | None = None, prog: str | None = None) -> int:
         stop_server()
         return 0
     if args.action == "start":
-        ensure_server()
-        return 0
+        from stages.common.cli import run_command
+
+        return run_command(lambda _: ensure_server() and 0, args)
     record = read_record()
     url = running_url()
     if url:

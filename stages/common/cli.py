@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -14,6 +15,23 @@ from stages.common.errors import TrendflowError
 from stages.common.fs import is_os_fault, os_error
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+_NUMPY_REPR = re.compile(r"np\.(?:str_|bytes_|bool_|u?int\d*|float\d*|complex\d*|datetime64|timedelta64)\((.*?)\)")
+
+
+def plain_text(text: str) -> str:
+    """A message as a person writes it: `['159370.SZ']`, not numpy 2's `[np.str_('159370.SZ')]`."""
+    return _NUMPY_REPR.sub(r"\1", text)
+
+
+class PlainMessages(logging.Filter):
+    """Log lines without numpy reprs (a list of symbols from an array prints as plain strings)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        plain = plain_text(message)
+        if plain != message:
+            record.msg, record.args = plain, None
+        return True
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +76,7 @@ def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> No
     console.setLevel(level)
     console.setFormatter(logging.Formatter(LOG_FORMAT, "%H:%M:%S"))
     console._trendflow = True  # type: ignore[attr-defined]
+    console.addFilter(PlainMessages())
     root.addHandler(console)
     if log_file is not None:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +84,7 @@ def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> No
         file_handler.setLevel(level)
         file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
         file_handler._trendflow = True  # type: ignore[attr-defined]
+        file_handler.addFilter(PlainMessages())
         root.addHandler(file_handler)
     for noisy in ("numba", "matplotlib", "distributed", "asyncio", "urllib3", "httpx", "httpcore", "websockets",
                   "aiosqlite", "alembic", "docket", "uvicorn"):
@@ -77,7 +97,7 @@ def run_command(body: Callable[[argparse.Namespace], int | None], args: argparse
         code = body(args)
     except TrendflowError as exc:
         logging.getLogger("trendflow").debug("failed", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {plain_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a full disk, a read-only folder...: one line naming the path, not a traceback
         if not is_os_fault(exc):

@@ -1,0 +1,68 @@
+"""The shared local Prefect server (flows/local_server.py): started once, reused while it answers,
+stopped by `trendflow server stop` or by itself when idle, so none outlives its use. One real server
+in a temporary PREFECT_HOME, with a 12-second idle limit."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.prefect, pytest.mark.slow]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _trendflow(home: Path, *args: str, idle_minutes: str = "0.2") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREFECT_HOME": str(home), "TRENDFLOW_SERVER_IDLE_MINUTES": idle_minutes}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=240)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return not Path(f"/proc/{pid}/stat").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def test_shared_server_is_started_once_reused_and_stops_when_idle(tmp_path):
+    from flows.local_server import healthy, read_record, stop_server
+
+    home = tmp_path / "prefect_home"
+    assert _trendflow(home, "server", "status").returncode == 1
+    try:
+        first = _trendflow(home, "server", "start")
+        assert first.returncode == 0, first.stderr
+        assert "starting a local Prefect server on http://127.0.0.1:" in first.stdout
+        record = read_record(home)
+        assert healthy(record["url"]) and _alive(record["pid"])
+        again = _trendflow(home, "server", "start")  # a later run: reused, not started again
+        assert "(shared local server, reused;" in again.stdout and read_record(home)["pid"] == record["pid"]
+        status = _trendflow(home, "server", "status")
+        assert status.returncode == 0 and status.stdout.startswith(f"running: {record['url']} (pid {record['pid']}")
+        # idle for 12 s (no run touches the record): the server stops itself and removes its record
+        deadline = time.monotonic() + 60
+        while _alive(record["pid"]) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not _alive(record["pid"]) and read_record(home) is None and not healthy(record["url"], timeout=0.5)
+    finally:
+        stop_server(home, quiet=True)
+    assert _trendflow(home, "server", "stop").stdout.strip() == "no local Prefect server is recorded"
+
+
+def test_a_record_whose_server_is_gone_is_replaced_not_trusted(tmp_path):
+    from flows.local_server import RECORD_NAME, running_url, stop_server
+
+    home = tmp_path / "prefect_home"
+    home.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (home / RECORD_NAME).write_text(json.dumps({"pid": dead.pid, "port": 9, "url": "http://127.0.0.1:9/api"}))
+    assert running_url(home) is None  # nothing answers there: a run would start a new server
+    assert stop_server(home, quiet=True) is False and not (home / RECORD_NAME).exists()
