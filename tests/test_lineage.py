@@ -168,9 +168,29 @@ OTHER_VALUE = {
 }
 
 
+def _choices(key):
+    """The values a Literal config key allows (empty for other types)."""
+    import typing
+
+    from schemas.config import TrendflowConfig
+
+    *sections, leaf = key.split(".")
+    model = TrendflowConfig
+    for part in sections:
+        model = model.model_fields[part].annotation
+    field = getattr(model, "model_fields", {}).get(leaf)
+    if field is None:
+        return []
+    literals = [field.annotation] + list(typing.get_args(field.annotation))
+    return [v for a in literals if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+
+
 def _other(key, value):
     if key in OTHER_VALUE:
         return OTHER_VALUE[key]
+    choices = [c for c in _choices(key) if c != value]
+    if choices:
+        return choices[0]
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
