@@ -59,6 +59,7 @@ def _parser(prog: str, daily: bool) -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="daily mode: print the orders and write nothing (runs the stages without Prefect)")
     add_market_data_argument(parser)
+    parser.add_argument("--accept-edited-snapshot", action="store_true", help="daily run: resume from a portfolio snapshot that was edited after the run that wrote it (its sha256 no longer matches manifest.json); the override is recorded in the log")
     parser.add_argument("--allow-stale", action="store_true",
                         help="daily mode: carry the last close of holdings without a price on the as-of date (default: an error naming them)")
     parser.add_argument("--execute", choices=["paper"], help="daily mode: send the day's orders to the paper broker as a last step")
@@ -180,7 +181,7 @@ def _plan_daily(plan: Plan, args: argparse.Namespace, config, chosen: list[str],
                             "start with --fresh")
     previous = sessions[t - 1].date()
     path = Path(plan.portfolio) if plan.portfolio is not None else plan.out_dir / f"portfolio_{previous.isoformat()}.json"
-    read_any_snapshot(path, previous, config, prices)  # an older signal_pipeline snapshot is converted, as the stage does
+    read_any_snapshot(path, previous, config, prices, accept_edited=args.accept_edited_snapshot)  # an older signal_pipeline snapshot is converted, as the stage does
     _say(prog, f"resuming from {path}")
 
 
@@ -208,7 +209,8 @@ def _dry_run(plan: Plan, args: argparse.Namespace) -> int:
             run_signal_stage(config, source, work, as_of_date=plan.as_of_date)
         if "trading" in chosen:
             run_trading_stage(config, work, plan.out_dir, as_of_date=plan.as_of_date, portfolio=plan.portfolio,
-                              fresh=args.fresh, dry_run=True, allow_stale=args.allow_stale)
+                              fresh=args.fresh, dry_run=True, allow_stale=args.allow_stale,
+                              accept_edited_snapshot=args.accept_edited_snapshot)
     print(f"dry run: nothing written to {plan.out_dir}")
     return 0
 
@@ -265,7 +267,7 @@ def _run_flow(args: argparse.Namespace, mode: str, prog: str, plan: Plan) -> int
     logging.getLogger("prefect").setLevel(logging.INFO if args.log_level == "DEBUG" else logging.CRITICAL)
     kwargs = dict(config_path=args.config, overrides=args.overrides, data=args.data, out=str(plan.out_dir),
                   stages=plan.stages, mode=mode, as_of_date=plan.as_of_date, fresh=args.fresh, portfolio=plan.portfolio,
-                  allow_stale=args.allow_stale,
+                  allow_stale=args.allow_stale, accept_edited_snapshot=args.accept_edited_snapshot,
                   retry_delay_seconds=args.retry_delay, execute=args.execute, risk_profile=args.profile)
     try:
         if url is None:

@@ -99,13 +99,15 @@ def signal_task(config_path, overrides, data, out, as_of_date, k=1, n=3) -> dict
 
 
 @task(name="trading", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
-def trading_task(config_path, overrides, out, as_of_date, fresh, k=2, n=3, allow_stale=False, portfolio=None) -> dict:
+def trading_task(config_path, overrides, out, as_of_date, fresh, k=2, n=3, allow_stale=False, portfolio=None,
+                 accept_edited_snapshot=False) -> dict:
     from stages.trading import run_trading_stage
 
     log.info("[%d/%d] trading stage starting", k, n)
     check_inputs("trading", Path(out))
     result = run_trading_stage(_config(config_path, overrides), Path(out), Path(out), as_of_date=as_of_date, fresh=fresh,
-                               allow_stale=allow_stale, portfolio=portfolio)
+                               allow_stale=allow_stale, portfolio=portfolio,
+                               accept_edited_snapshot=accept_edited_snapshot)
     return _announce(result, k, n)
 
 
@@ -183,6 +185,7 @@ def trend_pipeline(
     as_of_date: date | None = None,
     fresh: bool = False,
     allow_stale: bool = False,
+    accept_edited_snapshot: bool = False,
     retry_delay_seconds: float = 5.0,
     timezone: str = "Asia/Shanghai",
     calendar: str = "XSHG",
@@ -237,7 +240,7 @@ def trend_pipeline(
                 done.append(signal_task.with_options(**opts)(config_path, overrides, data, str(out_dir), day, k, n))
             elif stage == "trading":
                 done.append(trading_task.with_options(**opts)(config_path, overrides, str(out_dir), day, fresh, k, n,
-                                                              allow_stale, portfolio))
+                                                              allow_stale, portfolio, accept_edited_snapshot))
             else:
                 done.append(reporting_task.with_options(**opts)(config_path, overrides, str(out_dir), k, n, data=data))
     if execute is not None:

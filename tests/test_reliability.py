@@ -359,3 +359,28 @@ def test_a_too_short_history_is_a_warning_naming_the_symbol(tmp_path, small_demo
     with caplog.at_level("WARNING"):
         run_signal_stage(load_config(), data, tmp_path / "out")
     assert "short history: NEW.SH has 3 session(s)" in caplog.text and "its momentum score needs 121" in caplog.text
+
+
+# --------------------------------------------------------------------------- snapshots signed by their run
+def test_a_hand_edited_snapshot_is_refused_naming_it_unless_accepted_and_logged(tmp_path, small_demo_dir, capsys):
+    import json
+
+    out = tmp_path / "live"
+    days = sorted(pd.read_csv(sorted(small_demo_dir.glob("*.csv"))[0])["date"])[-2:]
+    assert trendflow(["signal", "--data", str(small_demo_dir), "--out", str(out), "--as-of-date", days[0]]) == 0
+    assert trendflow(["trade", "--out", str(out), "--as-of-date", days[0], "--fresh"]) == 0
+    snapshot = out / f"portfolio_{days[0]}.json"
+    edited = json.loads(snapshot.read_text())
+    edited["cash"] += 1000.0
+    edited["total_value"] += 1000.0
+    snapshot.write_text(json.dumps(edited, indent=2, sort_keys=True) + "\n")
+    assert trendflow(["signal", "--data", str(small_demo_dir), "--out", str(out), "--as-of-date", days[1]]) == 0
+    capsys.readouterr()
+    before = _files(out)
+    assert trendflow(["trade", "--out", str(out), "--as-of-date", days[1]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"error: portfolio snapshot {snapshot} is damaged: {snapshot} was changed after stage 'trading'")
+    assert "--accept-edited-snapshot" in err and _files(out) == before  # nothing written
+    assert trendflow(["trade", "--out", str(out), "--as-of-date", days[1], "--accept-edited-snapshot"]) == 0
+    assert f"--accept-edited-snapshot: resuming from the edited portfolio snapshot {snapshot}" in capsys.readouterr().err
+    assert json.loads((out / f"portfolio_{days[1]}.json").read_text())["cash"] >= 1000.0

@@ -42,6 +42,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     start.add_argument("--fresh", action="store_true", default=False,
                        help="daily run: start from cash (execution.initial_cash) instead of a snapshot")
     add_market_data_argument(parser)
+    parser.add_argument("--accept-edited-snapshot", action="store_true", help="daily run: resume from a portfolio snapshot that was edited after the run that wrote it (its sha256 no longer matches manifest.json); the override is recorded in the log")
     parser.add_argument("--allow-stale", action="store_true",
                         help="daily run: carry the last close of holdings without a price on the as-of date "
                              "(default: an error naming them)")
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         with writing(out_dir, wait=args.wait) if not args.dry_run else contextlib.nullcontext():
             result = run_trading_stage(config, in_dir, out_dir, weights=weights,
                                        as_of_date=args.as_of_date, portfolio=args.portfolio, fresh=args.fresh,
-                                       dry_run=args.dry_run, allow_stale=args.allow_stale)
+                                       dry_run=args.dry_run, allow_stale=args.allow_stale,
+                                       accept_edited_snapshot=args.accept_edited_snapshot)
         print(result.log_line())
         return 0
 

@@ -37,12 +37,13 @@ def is_older_snapshot(raw: Any) -> bool:
     return isinstance(raw, dict) and "version" not in raw and {"as_of_date", "holdings", "cash"} <= set(raw)
 
 
-def read_any_snapshot(path: Path, expected_date: date, config: TrendflowConfig, prices: pd.DataFrame | None) -> PortfolioSnapshot:
+def read_any_snapshot(path: Path, expected_date: date, config: TrendflowConfig, prices: pd.DataFrame | None,
+                      accept_edited: bool = False) -> PortfolioSnapshot:
     """A daily run's starting snapshot from `path`, in either shape, as of `expected_date`."""
     path = Path(path)
     raw = _raw(path) if path.exists() else None
     if not is_older_snapshot(raw):
-        return read_snapshot(path, expected_date)
+        return read_snapshot(path, expected_date, accept_edited=accept_edited)
     snapshot = from_older(raw, path, config, prices)
     log.warning("%s is an older signal_pipeline snapshot: converted (%d holdings; no pending orders, ATR stops set at "
                 "the next close)", path, len(snapshot.holdings))

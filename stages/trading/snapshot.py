@@ -9,6 +9,7 @@ the other mode, or holds symbols the prices do not know. `--fresh` starts from c
 from __future__ import annotations
 
 import json
+import logging
 from datetime import date
 from pathlib import Path
 
@@ -17,8 +18,10 @@ import pandas as pd
 
 from schemas.config import TRADING_KEYS, TrendflowConfig
 from schemas.trading import SNAPSHOT_VERSION, Holding, PendingOrder, PortfolioSnapshot, SnapshotMetadata
-from stages.common.artifacts import read_json_artifact
+from stages.common.artifacts import read_json_artifact, verify_against_manifest
 from stages.common.errors import ArtifactMissingError, IntegrityError, SchemaError, SnapshotError
+
+log = logging.getLogger(__name__)
 from stages.trading.engine import Order, PortfolioState, empty_state
 from stages.trading.market import Market
 
@@ -94,8 +97,13 @@ def from_snapshot(snapshot: PortfolioSnapshot, market: Market, config: Trendflow
     return state
 
 
-def read_snapshot(path: Path, expected_date: date, *, verify_hash: bool = True) -> PortfolioSnapshot:
-    """Load and check a snapshot file for a run whose previous trading day is `expected_date`."""
+def read_snapshot(path: Path, expected_date: date, *, verify_hash: bool = True,
+                  accept_edited: bool = False) -> PortfolioSnapshot:
+    """Load and check a snapshot file for a run whose previous trading day is `expected_date`.
+
+    The file must still have the sha256 its run recorded in manifest.json (a hand edit -- cash
+    changed, a holding added -- is refused naming the file); `accept_edited` takes an edited one
+    anyway and records that in the log."""
     if not path.exists():
         raise SnapshotError(f"portfolio snapshot {path} does not exist: give --portfolio FILE (the snapshot of "
                             f"{expected_date}), or --fresh to start from cash")
@@ -107,8 +115,16 @@ def read_snapshot(path: Path, expected_date: date, *, verify_hash: bool = True) 
     if version != SNAPSHOT_VERSION:
         raise SnapshotError(f"portfolio snapshot {path} has format version {version!r}; this trendflow reads version "
                             f"{SNAPSHOT_VERSION}: rerun the backtest to write a current snapshot, or use --fresh")
+    if verify_hash:
+        try:
+            verify_against_manifest(path)
+        except IntegrityError as exc:
+            if not accept_edited:
+                raise SnapshotError(f"portfolio snapshot {path} is damaged: {exc} "
+                                    "(to resume from it as edited: --accept-edited-snapshot, recorded in the log)") from None
+            log.warning("--accept-edited-snapshot: resuming from the edited portfolio snapshot %s (%s)", path, exc)
     try:
-        snapshot = read_json_artifact(path, PortfolioSnapshot, verify_hash=verify_hash)
+        snapshot = read_json_artifact(path, PortfolioSnapshot, verify_hash=False)
     except (SchemaError, IntegrityError, ArtifactMissingError) as exc:
         raise SnapshotError(f"portfolio snapshot {path} is damaged: {exc}") from None
     if snapshot.as_of_date != expected_date:

@@ -70,6 +70,7 @@ def run_trading_stage(
     fresh: bool = False,
     dry_run: bool = False,
     allow_stale: bool = False,
+    accept_edited_snapshot: bool = False,
 ) -> StageResult:
     t0 = time.perf_counter()
     if as_of_date is None and (fresh or portfolio is not None):
@@ -79,11 +80,13 @@ def run_trading_stage(
     out_dir = Path(out_dir)
     in_dir = Path(in_dir) if in_dir is not None else out_dir
     if dry_run:
-        result = _run(config, in_dir, out_dir, None, weights, as_of_date, portfolio, fresh, allow_stale)
+        result = _run(config, in_dir, out_dir, None, weights, as_of_date, portfolio, fresh, allow_stale,
+                      accept_edited_snapshot)
     else:
         with stage_run("trading", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
                        lineage=Lineage("trading", config)) as run:
-            result = _run(config, in_dir, out_dir, run, weights, as_of_date, portfolio, fresh, allow_stale)
+            result = _run(config, in_dir, out_dir, run, weights, as_of_date, portfolio, fresh, allow_stale,
+                          accept_edited_snapshot)
         result.outputs = dict(run.written)
     result.seconds = time.perf_counter() - t0
     log.info(result.log_line())
@@ -91,7 +94,7 @@ def run_trading_stage(
 
 
 def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | None, weights, as_of_date, portfolio,
-         fresh: bool, allow_stale: bool = False) -> StageResult:
+         fresh: bool, allow_stale: bool = False, accept_edited_snapshot: bool = False) -> StageResult:
     read: Callable = run.read if run is not None else _dry_run_reader(config)
     prices = read(in_dir / "prices.parquet", PricesSchema)
     signals_path = in_dir / "signals_output.parquet"
@@ -104,7 +107,8 @@ def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | N
     source = str(weights) if weights is not None else "weights"
     if as_of_date is None:
         return _backtest(run, prices, signals, weights_frame, source, config)
-    return _daily(run, prices, signals, weights_frame, source, config, as_of_date, portfolio, fresh, out_dir, allow_stale)
+    return _daily(run, prices, signals, weights_frame, source, config, as_of_date, portfolio, fresh, out_dir, allow_stale,
+                  accept_edited_snapshot)
 
 
 def _warn_if_no_lot_is_affordable(prices: pd.DataFrame, config: TrendflowConfig) -> None:
@@ -165,7 +169,8 @@ def _backtest(run: StageRun | None, prices, signals, weights_frame, source: str,
 
 
 def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, config: TrendflowConfig,
-           as_of_date: date, portfolio, fresh: bool, out_dir: Path, allow_stale: bool = False) -> StageResult:
+           as_of_date: date, portfolio, fresh: bool, out_dir: Path, allow_stale: bool = False,
+           accept_edited_snapshot: bool = False) -> StageResult:
     market = build_market(prices, signals, config)
     plan = validate_weights(weights_frame, market, source) if weights_frame is not None else None
     mode = "weights" if plan is not None else "signals"
@@ -179,7 +184,8 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
                                 "snapshot to resume; start with --fresh")
         previous = market.dates[t - 1].date()
         path = Path(portfolio) if portfolio is not None else out_dir / f"portfolio_{previous.isoformat()}.json"
-        snapshot = read_any_snapshot(path, previous, config, prices)  # an older signal_pipeline one is converted
+        snapshot = read_any_snapshot(path, previous, config, prices,  # an older signal_pipeline one is converted
+                                     accept_edited=accept_edited_snapshot)
         if run is not None:
             run.record_input(path)
         state = from_snapshot(snapshot, market, config, mode, str(path))
