@@ -154,3 +154,14 @@ def test_report_command_with_data_names_the_folder_and_reads_its_names_csv(demo_
     assert report_main(["--out", str(run), "--data", str(data)]) == 0
     text = (run / "report.html").read_text(encoding="utf-8")
     assert f'price data</td><td class="t">{data}</td>' in text and f"{symbol} 演示ETF" in text
+
+
+def test_distribution_section_states_the_psr_verdict_and_the_new_metrics(demo_run):
+    out, *_ = demo_run
+    metrics = json.loads((out / "performance_summary.json").read_text())["metrics"]
+    text = (out / "report.html").read_text(encoding="utf-8")
+    verdict = "significant" if metrics["probabilistic_sharpe"] >= 0.95 else "not significant"
+    assert f"{100 * metrics['probabilistic_sharpe']:.1f}% ({verdict} at 95%)" in text
+    assert f"{100 * metrics['daily_var_95']:.2f}%" in text and 'data-chart="histogram"' in text
+    for key in ("skew", "kurtosis", "tail_ratio", "omega", "win_rate_days", "return_1y"):
+        assert metrics[key] is not None, key

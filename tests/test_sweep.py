@@ -116,6 +116,7 @@ def test_walk_forward_test_spans_never_touch_their_training_spans(small_demo_dir
     sweep.run_sweep(str(grid), data=str(small_demo_dir), out=str(tmp_path / "wf"), walk_forward="train=1y,test=6m,step=6m",
                     progress=False, local_processes=1)
     wf = pd.read_parquet(tmp_path / "wf" / "walk_forward_results.parquet")
+    page = (tmp_path / "wf" / "sweep_report.html").read_bytes()
     assert (wf["test_start"] > wf["train_end"]).all() and len(wf) >= 3
     equity = pd.read_parquet(tmp_path / "wf" / "walk_forward_equity.parquet")
     assert equity["date"].is_monotonic_increasing and equity["date"].min() >= wf["test_start"].min()
@@ -130,6 +131,7 @@ def test_walk_forward_test_spans_never_touch_their_training_spans(small_demo_dir
         sweep.evaluate = real
     assert redone == []
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "wf" / "walk_forward_results.parquet"), wf)
+    assert (tmp_path / "wf" / "sweep_report.html").read_bytes() == page  # the same inputs give the same page
 
 
 def test_batches_cover_every_job_once_grouped_by_signal_file():

@@ -172,7 +172,11 @@ def _distribution(inp: ReportInputs, r: pd.Series) -> list[str]:
     m = inp.metrics
     if len(r) < 20:
         return ['<p class="sub">n/a: fewer than 20 sessions.</p>']
-    tails = _text_table(pd.DataFrame([{"statistic": name, "value": fmt(m[key], kind)} for key, name, kind in TAIL_ROWS]))
+    rows = [{"statistic": name, "value": fmt(m[key], kind)} for key, name, kind in TAIL_ROWS]
+    psr = m["probabilistic_sharpe"]
+    if psr is not None and np.isfinite(psr):
+        rows[-1]["value"] += f" ({'significant' if psr >= 0.95 else 'not significant'} at 95%)"
+    tails = _text_table(pd.DataFrame(rows))
     trailing = {"period": [label for _, label in TRAILING_LABELS], "strategy": [fmt(m[key], "pct") for key, _ in TRAILING_LABELS]}
     if inp.benchmark_returns is not None:
         b = inp.benchmark_returns.reindex(r.index).dropna()
