@@ -61,7 +61,8 @@ class LiveEquitySchema(pa.DataFrameModel):
     model_return: Series[float] = pa.Field(description="the same day for the model's own book (its fills, marked to the close)")
     costs: Series[float] = pa.Field(ge=0, description="realised commission + slippage of the session's fills")
     model_costs: Series[float] = pa.Field(ge=0, description="commission + slippage the model's fills would have paid")
-    drift: Series[float] = pa.Field(ge=0, description="sum of |drift_value| in reconcile_{date}.csv (0 without a broker)")
+    drift: Series[float] = pa.Field(ge=0, description="value of the holdings that differ from the model's + |equity difference| "
+                                                      "(reconcile_{date}.csv; 0 without an execution database)")
     source: Series[str] = pa.Field(isin=["executed", "model"], description="executed: the book from the execution database")
 
     @pa.dataframe_check(error="dates increase")

@@ -290,3 +290,14 @@ def test_paper_orders_that_missed_their_session_expire_instead_of_filling_late(d
         statuses[r["as_of_date"]].add(r["status"])
     assert statuses[str(d0)] == {"EXPIRED"}
     assert "OPEN" not in statuses.get(str(d1), set())
+
+
+def test_drift_counts_a_cut_buy_once_and_adds_the_equity_gap():
+    from stages.trading.book import book_drift
+
+    frame = pd.DataFrame({"side": ["BUY", "SELL", "CASH"], "drift_value": [-46_000.0, 0.0, 46_250.0],
+                          "cash_difference": [46_250.0, 0.0, 46_250.0]})
+    # 460 lots not bought (worth 46,000 at the close) and 46,250 of cash kept: the books differ by
+    # 46,000 of holdings, and the executed book is worth 250 more
+    assert book_drift(frame) == pytest.approx(46_000.0 + 250.0)
+    assert book_drift(frame.assign(drift_value=[0.0, 0.0, 0.0], cash_difference=[0.0, 0.0, 0.0])) == 0.0

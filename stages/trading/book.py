@@ -227,7 +227,7 @@ def settle_and_adopt(store: ExecutionStore, model: PortfolioState, market: Marke
                 and o.symbol not in waiting]
     executed.pending = carried
     frame = reconcile_frame(day, market, model, intended, model_fills, before, executed, fills, store)
-    drift = float(frame["drift_value"].abs().sum())
+    drift = book_drift(frame)
     return Settlement(executed, before, intended, fills, model_fills, frame, drift)
 
 
@@ -326,6 +326,15 @@ def reconcile_frame(day: Day, market: Market, model: PortfolioState, intended: P
                  "reason": MATCH if abs(cash_diff) < 0.005 else
                  f"model cash {intended.cash:,.2f}, executed {executed.cash:,.2f} after the open"})
     return pd.DataFrame(rows, columns=RECONCILE_COLUMNS)
+
+
+def book_drift(frame: pd.DataFrame) -> float:
+    """How far apart the books are, in currency: the value of the holdings that differ (at the close)
+    plus the difference in equity. A buy the profile cut counts once (the shares not bought), not
+    again as the cash left over."""
+    held = frame[frame["side"] != "CASH"]["drift_value"]
+    equity_gap = float(frame.loc[frame["side"] == "CASH", "cash_difference"].sum() + held.sum())
+    return float(held.abs().sum()) + abs(equity_gap)
 
 
 def _sent_orders(store: ExecutionStore, decision_dates: set[str]) -> dict[tuple[str, str], dict]:

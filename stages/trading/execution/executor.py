@@ -229,7 +229,7 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
                 deployment_warned = True
                 warn(f"deployment limit approaching: {deployment:.1%} invested (limit {profile.max_deployment:.0%})")
     cash_share = book.cash / max(book.equity(), 1e-9)
-    if cash_share > profile.cash_buffer_max:
+    if len(frame) and cash_share > profile.cash_buffer_max:  # an empty batch changed nothing: nothing to say
         warn(f"cash {cash_share:.1%} of equity after the batch is above the buffer's upper edge "
              f"{profile.cash_buffer_max:.0%} (under-invested)")
     store.update_peak(book.equity())
