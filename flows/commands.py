@@ -270,7 +270,10 @@ def _run_flow(args: argparse.Namespace, mode: str, prog: str, plan: Plan) -> int
                   allow_stale=args.allow_stale, accept_edited_snapshot=args.accept_edited_snapshot,
                   retry_delay_seconds=args.retry_delay, execute=args.execute, risk_profile=args.profile)
     try:
-        if url is None:
+        if url is None:  # Prefect starts a temporary server as a child of this process: it dies with us
+            from flows.orphan_guard import guard_children
+
+            guard_children()
             summary = trend_pipeline(**kwargs)
         else:
             from prefect.settings import PREFECT_API_URL, temporary_settings

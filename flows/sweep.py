@@ -482,6 +482,9 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     def body(args: argparse.Namespace) -> int:
         if args.workers is not None and args.workers < 1:
             raise ConfigError("--workers must be >= 1")
+        from flows.orphan_guard import guard_children
+
+        guard_children()  # Prefect's temporary server and Dask's workers die with this process, even when killed
         from stages.common.config import load_config
         from stages.common.folder_lock import writing
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -384,3 +385,34 @@ def test_a_hand_edited_snapshot_is_refused_naming_it_unless_accepted_and_logged(
     assert trendflow(["trade", "--out", str(out), "--as-of-date", days[1], "--accept-edited-snapshot"]) == 0
     assert f"--accept-edited-snapshot: resuming from the edited portfolio snapshot {snapshot}" in capsys.readouterr().err
     assert json.loads((out / f"portfolio_{days[1]}.json").read_text())["cash"] >= 1000.0
+
+
+# --------------------------------------------------------------------------- no orphans
+@pytest.mark.skipif(sys.platform != "linux", reason="the watchdog reads /proc")
+def test_the_processes_a_killed_command_started_die_with_it(tmp_path):
+    """What keeps Prefect's temporary server (a child process) from outliving a SIGKILLed run."""
+    script = ("import subprocess, sys, time\n"
+              "from flows.orphan_guard import guard_children\n"
+              "guard_children()\n"
+              "server = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+              "time.sleep(1.0)\n"  # the watchdog polls twice a second
+              "print(server.pid, flush=True)\n"
+              "time.sleep(120)\n")
+    command = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    server = int(command.stdout.readline())
+    command.send_signal(signal.SIGKILL)
+    command.wait()
+
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 15
+    while running(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = running(server)
+    if alive:
+        os.kill(server, signal.SIGKILL)
+    assert not alive, "the child of a killed command outlived it"
