@@ -80,7 +80,7 @@ class ScoringConfig(_Section):
 
     momentum_weights: dict[str, float] = Field(
         default_factory=lambda: {"20": 0.3, "60": 0.4, "120": 0.3},
-        description="window in days -> weight; the weights must sum to 1",
+        description="window in days -> weight; normalised to sum to 1 (a warning says so when they do not)",
     )
     buy_top_n: int = Field(10, ge=1, description="buy only within the top N admissible ranks")
     hold_until_rank: int = Field(15, ge=1, description="keep a holding while its rank <= this (buffer zone)")
@@ -96,11 +96,8 @@ class ScoringConfig(_Section):
                 raise ValueError(f"momentum_weights key {window!r} must be a window length in days (2..{MAX_WINDOW})")
             if weight < 0:
                 raise ValueError(f"momentum_weights[{window!r}] must be >= 0, got {weight}")
-        total = sum(self.momentum_weights.values())
-        if abs(total - 1.0) > 1e-9:
-            scaled = {w: round(v / total, 6) for w, v in self.momentum_weights.items()} if total > 0 else None
-            raise ValueError(f"momentum_weights must sum to 1 (the score is their weighted sum), got {total:g}"
-                             + (f": use {scaled}" if scaled else ""))
+        if sum(self.momentum_weights.values()) <= 0:
+            raise ValueError("momentum_weights must not all be 0 (they are normalised to sum to 1)")
         if self.hold_until_rank < self.buy_top_n:
             raise ValueError(f"hold_until_rank ({self.hold_until_rank}) must be >= buy_top_n ({self.buy_top_n})")
         return self

@@ -81,7 +81,7 @@ def test_momentum_matches_pandas_rolling_reference_with_late_listing():
     panel_close = close.copy()
     packing = ind.packing_for(~np.isnan(panel_close))
     packed = ind.pack(panel_close, packing)
-    score = ind.unpack(momentum_score(packed, ind.log_returns(packed), {20: 0.25, 60: 0.25, 120: 0.5}), packing)
+    score = ind.unpack(momentum_score(packed, ind.log_returns(packed), {20: 1.0, 60: 1.0, 120: 2.0}), packing)
     for j in range(3):
         s = pd.Series(close[:, j]).dropna()
         r = np.log(s / s.shift())

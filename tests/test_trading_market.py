@@ -3,6 +3,7 @@ hand-made cases, each through the one engine step."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -252,7 +253,7 @@ def test_raw_prices_with_corporate_actions_end_with_the_adjusted_run_s_equity():
     adjusted = raw * factor
     config = frictionless("position_sizing.max_total_exposure=1", "position_sizing.max_position_size=1",
                           "position_sizing.rebalance_threshold=0", "scoring.rebalance_frequency=1",
-                          "execution.fill_price=\"close\"", "risk.atr_multiplier=1000", "risk.time_stop_days=10000",
+                          "execution.fill_price=\"close\"", "risk.atr_multiplier=1000", "risk.time_stop_days=5000",
                           "execution.initial_cash=1000000")
     equity = {}
     for name, prices, actions in [("adjusted", adjusted, {}), ("raw", raw, {"dividend": dividend[:, None], "split": split[:, None]})]:
@@ -278,3 +279,121 @@ def test_corporate_actions_file_is_read_onto_the_grid_and_bad_rows_are_named(tmp
         load_corporate_actions(path, dates, np.array(["A"]))
     with pytest.raises(ConfigError, match="data.corporate_actions"):
         load_corporate_actions(tmp_path / "missing.csv", dates, np.array(["A"]))
+
+
+# --------------------------------------------------------------------------- raw + actions through the stages
+def write_raw_demo(adjusted: Path, raw: Path, table: Path, dividend: bool) -> None:
+    """The first two demo symbols' files made raw: a 2:1 split of the first and a 1:3 reverse split of
+    the second on row 300, and with `dividend` a cash dividend of the second on row 500 (its prices
+    drop by it); the actions go to `table`."""
+    raw.mkdir()
+    actions = []
+    for k, path in enumerate(sorted(adjusted.glob("*.csv"))):
+        frame = pd.read_csv(path, parse_dates=["date"])
+        if k < 2:
+            ex = frame["date"].iloc[300]
+            ratio = (2.0, 1 / 3)[k]
+            after = frame["date"] >= ex
+            frame.loc[after, ["open", "high", "low", "close"]] /= ratio
+            frame.loc[after, "volume"] *= ratio
+            actions.append((ex.date(), path.stem, "", ratio))
+        if k == 1 and dividend:
+            ex = frame["date"].iloc[500]
+            cash = round(0.03 * float(frame["close"].iloc[499]), 4)
+            frame.loc[frame["date"] >= ex, ["open", "high", "low", "close"]] -= cash
+            actions.append((ex.date(), path.stem, cash, ""))
+        frame.to_csv(raw / path.name, index=False)
+    pd.DataFrame(actions, columns=["ex_date", "symbol", "cash_dividend", "split_ratio"]).to_csv(table, index=False)
+
+
+@pytest.mark.parametrize("dividend", [False, True])
+def test_the_stages_on_raw_prices_with_corporate_actions_match_the_adjusted_run(small_demo_dir, tmp_path, dividend):
+    """The demo universe is adjusted by construction. Make two symbols' files raw (a 2:1 split on
+    one; on the other a 1:3 reverse split, plus with `dividend` a cash dividend that the raw prices
+    drop by), list the actions, and run signal + trading on both: the indicators read adjusted prices
+    either way, so the same symbols are traded and the equity ends the same within whole-share
+    rounding (and, with a dividend, the ratio adjustment's approximation of a cash payout)."""
+    from stages.common.config import load_config
+    from stages.signal import run_signal_stage
+    from stages.trading import run_trading_stage
+
+    files = sorted(small_demo_dir.glob("*.csv"))
+    raw, table = tmp_path / "raw", tmp_path / "corporate_actions.csv"
+    write_raw_demo(small_demo_dir, raw, table, dividend)
+    results = {}
+    for name, folder, extra in [("adjusted", small_demo_dir, []), ("raw", raw, [f'data.corporate_actions="{table}"'])]:
+        config = load_config(None, ["execution.lot_size=1", *extra])
+        out = tmp_path / name
+        run_signal_stage(config, folder, out)
+        run_trading_stage(config, out, out)
+        results[name] = (pd.read_parquet(out / "equity_curve.parquet"), pd.read_csv(out / "trade_log.csv", dtype={"symbol": str}))
+    (curve_a, trades_a), (curve_r, trades_r) = results["adjusted"], results["raw"]
+    if not dividend:  # the adjusted series is the demo's own: the very same decisions, equity to rounding
+        assert trades_a[["symbol", "side", "reason"]].equals(trades_r[["symbol", "side", "reason"]])
+        np.testing.assert_allclose(curve_r["equity"], curve_a["equity"], rtol=1e-4)
+    else:  # the ratio adjustment of a cash dividend is the adjusted series only approximately
+        assert abs(len(trades_r) - len(trades_a)) <= 0.02 * len(trades_a)
+        print("final equity, adjusted vs raw + actions:", curve_a["equity"].iat[-1], curve_r["equity"].iat[-1])
+        assert curve_r["equity"].iat[-1] == pytest.approx(curve_a["equity"].iat[-1], rel=1e-3)
+    held = trades_r["symbol"].isin([p.stem for p in files[:2]])
+    assert held.any()  # the split symbols were traded
+
+
+def test_an_evening_signal_run_on_raw_prices_with_actions_carries_its_state_like_a_full_run(small_demo_dir, tmp_path):
+    """The adjustment is anchored at each symbol's first row, so a daily run continues the saved
+    indicator state and writes the bytes a whole-history run writes."""
+    import hashlib
+    import shutil
+
+    from stages.common.config import load_config
+    from stages.signal import run_signal_stage
+
+    raw, table = tmp_path / "raw", tmp_path / "corporate_actions.csv"
+    write_raw_demo(small_demo_dir, raw, table, dividend=True)
+    config = load_config(None, [f'data.corporate_actions="{table}"'])
+    days = sorted(pd.read_csv(next(raw.glob("*.csv")), parse_dates=["date"])["date"])
+    run_signal_stage(config, raw, tmp_path / "step", as_of_date=days[-2].date())
+    shutil.copytree(tmp_path / "step", tmp_path / "step_copy")
+    stepped = run_signal_stage(config, raw, tmp_path / "step_copy", as_of_date=days[-1].date())
+    full = run_signal_stage(config, raw, tmp_path / "full", as_of_date=days[-1].date())
+    assert stepped.summary["computed"] == "from saved state" and full.summary["computed"] == "whole history"
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    for name in ("signals_output.parquet", "signal_state.npz", "prices.parquet"):
+        assert digest(tmp_path / "step_copy" / name) == digest(tmp_path / "full" / name), name
+    signals = pd.read_parquet(tmp_path / "full" / "signals_output.parquet")
+    prices = pd.read_parquet(tmp_path / "full" / "prices.parquet")
+    merged = signals.merge(prices, on=["date", "symbol"], suffixes=("", "_raw"))
+    assert (merged["close"] == merged["close_raw"]).all()  # raw closes, as the trading stage fills at
+
+
+def test_adjustment_factors_are_anchored_at_the_first_row_and_remove_the_ex_date_gaps():
+    from stages.common.corporate_actions import adjusted_prices, adjustment_factors
+
+    prices = pd.DataFrame({"date": pd.to_datetime(["2024-01-02", "2024-01-03", "2024-01-04", "2024-01-05"] * 2),
+                           "symbol": ["A"] * 4 + ["B"] * 4, "open": 1.0, "high": 1.0, "low": 1.0,
+                           "close": [10.0, 10.0, 9.5, 4.75, 5.0, 5.0, 5.0, 5.0], "volume": 100.0})
+    for name in ("open", "high", "low"):
+        prices[name] = prices["close"]
+    actions = pd.DataFrame({"ex_date": pd.to_datetime(["2024-01-04", "2024-01-05", "2023-06-01"]),
+                            "symbol": ["A", "A", "B"], "cash_dividend": [0.5, 0.0, 1.0], "split_ratio": [1.0, 2.0, 3.0]})
+    factor = adjustment_factors(prices, actions)
+    np.testing.assert_allclose(factor, [1, 1, 10 / 9.5, 20 / 9.5, 1, 1, 1, 1])  # B's action is before its history
+    np.testing.assert_allclose(adjusted_prices(prices, factor)["close"], [10, 10, 10, 10, 5, 5, 5, 5])
+
+
+def test_momentum_weights_not_summing_to_one_are_normalised_with_a_warning(caplog):
+    import logging
+
+    from stages.signal.momentum import momentum_score
+
+    rng = np.random.default_rng(5)
+    close = 10 * np.exp(np.cumsum(0.01 * rng.standard_normal((40, 2)), axis=0))
+    log_ret = np.vstack([np.full((1, 2), np.nan), np.diff(np.log(close), axis=0)])
+    with caplog.at_level(logging.WARNING, logger="stages.signal.momentum"):
+        unnormalised = momentum_score(close, log_ret, {5: 1.0, 10: 3.0})
+    assert "sum to 4, not 1: normalised to {5: 0.25, 10: 0.75}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="stages.signal.momentum"):
+        normalised = momentum_score(close, log_ret, {5: 0.25, 10: 0.75})
+    assert caplog.text == ""
+    np.testing.assert_allclose(unnormalised, normalised, rtol=1e-12, equal_nan=True)

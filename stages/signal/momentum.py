@@ -7,10 +7,14 @@ ETF is not scored on partial weights (it enters the ranking once its longest win
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from stages.signal.carry import Carry
 from stages.signal.indicators import prefix_sum, shift
+
+log = logging.getLogger(__name__)
 
 
 class _PrefixSums:
@@ -49,13 +53,25 @@ def window_momentum(close: np.ndarray, log_ret: np.ndarray, window: int, _sums: 
 def momentum_score(
     close: np.ndarray, log_ret: np.ndarray, weights: dict[int, float], carry: Carry | None = None
 ) -> np.ndarray:
-    """Weighted sum of window momenta (the config holds weights summing to 1; they are not rescaled
-    here); NaN unless every window is available."""
+    """Weighted sum of window momenta with the weights normalised to sum to 1 (`normalised_weights`);
+    NaN unless every window is available."""
     sums = _PrefixSums(log_ret, carry)
     score = np.zeros(close.shape)
-    for window, weight in sorted(weights.items()):
+    for window, weight in sorted(normalised_weights(weights).items()):
         score += weight * window_momentum(close, log_ret, window, sums)
     return score
+
+
+def normalised_weights(weights: dict[int, float]) -> dict[int, float]:
+    """w_k / sum(w): the weights the score uses. Weights that do not sum to 1 are normalised, with a
+    warning naming the weights used (the config forbids all-zero weights)."""
+    total = sum(weights.values())
+    if abs(total - 1.0) > 1e-9:
+        used = {w: v / total for w, v in weights.items()}
+        log.warning("scoring.momentum_weights sum to %g, not 1: normalised to %s", total,
+                    {w: round(v, 6) for w, v in sorted(used.items())})
+        return used
+    return dict(weights)
 
 
 def rank_by_date(score: np.ndarray) -> np.ndarray:

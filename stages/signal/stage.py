@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from schemas.config import TrendflowConfig
@@ -14,6 +15,7 @@ from schemas.data import DataQualitySchema
 from schemas.prices import PricesSchema
 from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema, SignalWeightsSchema
 from stages.common.artifacts import StageRun, read_manifest, stage_run, validate_frame
+from stages.common.corporate_actions import adjusted_prices, adjustment_factors, read_corporate_actions
 from stages.common.errors import DataError, IntegrityError
 from stages.common.lineage import Lineage
 from stages.common.market_data import load_market_data
@@ -57,13 +59,16 @@ def run_signal_stage(
         run.write(quality, "data_quality.csv", DataQualitySchema)
         # encoded on a writer thread while the signals are computed
         run.write(prices, "prices.parquet", PricesSchema, csv_twin=False, already_validated=True)  # by load_market_data
-        step = _step_from_saved_state(run, out_dir, prices, config) if as_of_date is not None else None
+        indicator_prices, factor = on_adjusted_scale(prices, config)
+        step = _step_from_saved_state(run, out_dir, indicator_prices, config) if as_of_date is not None else None
         if step is None:
-            signals, state = compute_signals_and_state(prices, config)
+            signals, state = compute_signals_and_state(indicator_prices, config)
             n_rows = len(signals)
         else:
             previous, signals, state = step  # signals: the new days' rows only
             n_rows = previous.num_rows + len(signals)
+        if factor is not None:
+            signals = back_to_raw_units(signals, prices, factor)
         t_compute = time.perf_counter()
 
         if as_of_date is None:
@@ -121,6 +126,28 @@ def _warn_short_histories(prices: pd.DataFrame, config: TrendflowConfig) -> None
                     needed - row["size"])
     if len(short) > 20:
         log.warning("short history: %d more symbols (%s ...)", len(short) - 20, ", ".join(short.index[20:25]))
+
+
+def on_adjusted_scale(prices: pd.DataFrame, config: TrendflowConfig) -> tuple[pd.DataFrame, np.ndarray | None]:
+    """With `data.corporate_actions` (raw prices): the prices the indicators read, adjusted for the
+    dividends and splits (stages/common/corporate_actions.py), and each row's factor; else the prices
+    as they are and None."""
+    if config.data.corporate_actions is None:
+        return prices, None
+    factor = adjustment_factors(prices, read_corporate_actions(config.data.corporate_actions))
+    return adjusted_prices(prices, factor), factor
+
+
+def back_to_raw_units(signals: pd.DataFrame, prices: pd.DataFrame, factor: np.ndarray) -> pd.DataFrame:
+    """Signals computed on adjusted prices, with `close` and `atr` in the raw prices' units again (the
+    trading stage fills, marks and trails its stops on raw prices); the other indicator values stay
+    on the adjusted scale (scores, ranks and signals do not depend on the scale)."""
+    keys = pd.MultiIndex.from_arrays([prices["date"], prices["symbol"].astype(str)])
+    at = keys.get_indexer(pd.MultiIndex.from_arrays([signals["date"], signals["symbol"].astype(str)]))
+    out = signals.copy()
+    out["close"] = prices["close"].to_numpy(dtype=float)[at]
+    out["atr"] = signals["atr"].to_numpy(dtype=float) / factor[at]
+    return out
 
 
 def _step_from_saved_state(run: StageRun, out_dir: Path, prices: pd.DataFrame, config: TrendflowConfig):

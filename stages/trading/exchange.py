@@ -16,12 +16,12 @@ import pandas as pd
 
 from schemas.config import TrendflowConfig
 from stages.common.config import PROJECT_ROOT
+from stages.common.corporate_actions import read_corporate_actions
 from stages.common.errors import ConfigError, DataError
 from stages.trading.rules import board_price_limit, settlement_class
 
 SYMBOL_TABLE = PROJECT_ROOT / "config" / "cn_symbols.csv"
 TABLE_COLUMNS = ("symbol", "price_limit", "settlement")
-ACTION_COLUMNS = ("ex_date", "symbol", "cash_dividend", "split_ratio")
 
 
 def exchange_code(symbol: str) -> str:
@@ -70,30 +70,14 @@ def symbol_rules(symbols: np.ndarray, config: TrendflowConfig) -> tuple[np.ndarr
 
 def load_corporate_actions(path: str | Path, dates: pd.DatetimeIndex, symbols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(dates x symbols) cash dividend per share and split ratio (1 = none) from a corporate_actions
-    CSV. An action on a day the symbol has no session in the prices applies at its next session;
-    symbols outside the universe and actions after the last date are ignored."""
-    path = Path(path)
-    try:
-        raw = pd.read_csv(path, dtype={"symbol": str})
-    except FileNotFoundError:
-        raise ConfigError(f"key 'data.corporate_actions': {path} does not exist") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from None
-    missing = [c for c in ACTION_COLUMNS if c not in raw.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; expected {list(ACTION_COLUMNS)}")
-    ex_date = pd.to_datetime(raw["ex_date"], errors="coerce", format="ISO8601")
-    dividend = pd.to_numeric(raw["cash_dividend"].fillna(0.0), errors="coerce")
-    ratio = pd.to_numeric(raw["split_ratio"].fillna(1.0), errors="coerce")
-    bad = raw[ex_date.isna() | ~(dividend >= 0) | ~(ratio > 0)]
-    if len(bad):
-        raise DataError(f"{path}: bad rows (ex_date an ISO date, cash_dividend >= 0, split_ratio > 0), first lines "
-                        f"{(bad.index[:3] + 2).tolist()}: {bad.head(3).to_dict('records')}")
+    CSV. An action on a day without a session in the prices applies at the next session; symbols
+    outside the universe and actions outside the dates are ignored."""
+    actions = read_corporate_actions(path)
     dividends = np.zeros((len(dates), len(symbols)))
     splits = np.ones((len(dates), len(symbols)))
-    col = pd.Index(symbols).get_indexer(raw["symbol"].astype(str))
-    row = dates.searchsorted(ex_date.to_numpy())
-    keep = (col >= 0) & (row < len(dates)) & (ex_date >= dates[0]).to_numpy()
-    np.add.at(dividends, (row[keep], col[keep]), dividend.to_numpy()[keep])
-    np.multiply.at(splits, (row[keep], col[keep]), ratio.to_numpy()[keep])
+    col = pd.Index(symbols).get_indexer(actions["symbol"])
+    row = dates.searchsorted(actions["ex_date"].to_numpy())
+    keep = (col >= 0) & (row < len(dates)) & (actions["ex_date"] >= dates[0]).to_numpy()
+    np.add.at(dividends, (row[keep], col[keep]), actions["cash_dividend"].to_numpy()[keep])
+    np.multiply.at(splits, (row[keep], col[keep]), actions["split_ratio"].to_numpy()[keep])
     return dividends, splits
