@@ -323,7 +323,7 @@ def test_the_stages_on_raw_prices_with_corporate_actions_match_the_adjusted_run(
     results = {}
     for name, folder, extra in [("adjusted", small_demo_dir, []), ("raw", raw, [f'data.corporate_actions="{table}"'])]:
         config = load_config(None, ["execution.lot_size=1", *extra])
-        out = tmp_path / name
+        out = tmp_path / f"out_{name}"
         run_signal_stage(config, folder, out)
         run_trading_stage(config, out, out)
         results[name] = (pd.read_parquet(out / "equity_curve.parquet"), pd.read_csv(out / "trade_log.csv", dtype={"symbol": str}))
