@@ -382,6 +382,8 @@ def test_a_hand_edited_snapshot_is_refused_naming_it_unless_accepted_and_logged(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"error: portfolio snapshot {snapshot} is damaged: {snapshot} was changed after stage 'trading'")
     assert "--accept-edited-snapshot" in err and _files(out) == before  # nothing written
+    assert trendflow(["daily", "--data", str(small_demo_dir), "--out", str(out), "--as-of-date", days[1]]) == 2
+    assert "is damaged" in capsys.readouterr().err and _files(out) == before  # daily: refused before any stage
     assert trendflow(["trade", "--out", str(out), "--as-of-date", days[1], "--accept-edited-snapshot"]) == 0
     assert f"--accept-edited-snapshot: resuming from the edited portfolio snapshot {snapshot}" in capsys.readouterr().err
     assert json.loads((out / f"portfolio_{days[1]}.json").read_text())["cash"] >= 1000.0
@@ -416,3 +418,15 @@ def test_the_processes_a_killed_command_started_die_with_it(tmp_path):
     if alive:
         os.kill(server, signal.SIGKILL)
     assert not alive, "the child of a killed command outlived it"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_artifacts_are_written_with_the_users_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        _old_generation(tmp_path)
+    finally:
+        os.umask(old)
+    for name in ("prices.parquet", "prices.csv", "signal_state.txt", "manifest.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
