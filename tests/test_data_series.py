@@ -56,18 +56,27 @@ def test_a_market_index_symbol_is_not_carried_past_its_last_close():
     np.testing.assert_allclose(within, [0, 0, -0.1, -0.05])
 
 
-def test_market_data_file_drives_the_breaker_without_being_traded_or_ranked(tmp_path, capsys):
+def test_market_data_file_drives_the_breaker_without_being_traded_or_ranked(tmp_path, monkeypatch):
+    import shlex
+    from pathlib import Path
+
     from flows.cli import main
 
     folder = shared_data_dir("cn_etf")
-    index_file = folder / "510300.SH.csv" if (folder / "510300.SH.csv").exists() else folder / "510880.SH.csv"
+    index_file = folder / "510880.SH.csv"
     universe = tmp_path / "universe"
     universe.mkdir()
     for path in sorted(folder.glob("15*.csv"))[:12]:
         (universe / path.name).write_bytes(path.read_bytes())
-    out = tmp_path / "out"
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").symlink_to(folder.parents[1], target_is_directory=True)  # ../shared as beside the project
+    out = work / "out"
     run_signal_stage(load_config(), universe, out)
-    assert main(["trade", "--out", str(out), "--market-data", str(index_file), "--log-level", "ERROR"]) == 0
+    monkeypatch.chdir(work)
+    line = "trendflow trade --out out/ --market-data ../shared/data/cn_etf/510880.SH.csv"
+    assert line in (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert main(shlex.split(line)[1:] + ["--log-level", "ERROR"]) == 0
     curve = pd.read_parquet(out / "equity_curve.parquet")
     index = pd.read_csv(index_file, parse_dates=["date"]).set_index("date")["close"]
     level = index.reindex(curve["date"]).ffill()
