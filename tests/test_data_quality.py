@@ -71,7 +71,13 @@ def test_holdings_in_series_that_end_early_are_sold_data_ended_within_the_config
     # after 2025-07-04 + n sessions only the one long-running bond ETF could be held
     late = positions[positions["date"] > sessions[sessions.get_loc(pd.Timestamp("2025-07-04")) + n]]
     assert set(late["symbol"]) <= set(last[last > pd.Timestamp("2025-07-04")].index)
-    # and the gate says so
+    # and the gate says so, in its artifact and on the report page
+    from stages.reporting import run_reporting_stage
+
+    run_reporting_stage(config, out, out)
+    notes = json.loads((out / "performance_summary.json").read_text())["notes"]
+    assert any(n.startswith("Data quality gate (data_quality.csv): 119 ended series") for n in notes)
+    assert "Data quality gate" in (out / "report.html").read_text(encoding="utf-8")
     quality = read_artifact(out / "data_quality.csv", DataQualitySchema)
     ended_rows = quality[quality["check"] == "ended"]
     assert set(ended["symbol"]) <= set(ended_rows["symbol"])

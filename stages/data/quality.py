@@ -163,3 +163,29 @@ def quality_report(prices: pd.DataFrame, *, as_of: date | None, ended_sessions: 
     for row in report[report["severity"] == "WARNING"].itertuples(index=False):
         log.warning("data quality: %s %s: %s", row.symbol, row.check, row.detail)
     return report
+
+
+def data_quality_notes(folder) -> list[str]:
+    """One sentence for the report when the signal stage's data_quality.csv in `folder` holds warnings:
+    how many ended series, stale symbols and jumps, with the first few named."""
+    from pathlib import Path
+
+    from schemas.data import DataQualitySchema
+    from stages.common.artifacts import read_artifact
+
+    path = Path(folder) / "data_quality.csv"
+    if not path.exists():
+        return []
+    found = read_artifact(path, DataQualitySchema)
+    warned = found[found["severity"] != "INFO"]
+    if warned.empty:
+        return []
+    parts = []
+    for check, words in (("ended", "ended series (held ones sold: data_ended)"), ("freshness", "stale symbol(s)"),
+                         ("jump", "jump(s) beyond the daily limit band")):
+        rows = warned[warned["check"] == check]
+        if len(rows):
+            named = ", ".join(f"{r.symbol} {r.date.date()}" for r in rows.head(3).itertuples())
+            parts.append(f"{len(rows)} {words}, e.g. {named}")
+    return [f"Data quality gate ({path.name}): " + "; ".join(parts) + "."]
+

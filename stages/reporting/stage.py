@@ -20,6 +20,7 @@ from stages.common.errors import ArtifactMissingError, DataError
 from stages.common.lineage import Lineage
 from stages.common.market_data import read_symbol_file
 from stages.common.stage import DEMO_FOLDER_NAME, StageResult
+from stages.data.quality import data_quality_notes
 from stages.reporting.html import fmt
 from stages.reporting.live import read_live
 from stages.reporting.metrics import compute_metrics
@@ -74,7 +75,8 @@ def run_reporting_stage(config: TrendflowConfig, in_dir: str | Path | None, out_
         metrics = compute_metrics(curve, trades, config=config, positions=positions,
                                   benchmark_returns=bench.returns if bench else None)
         quality, ic_series = signal_quality(signals, rp.signal_horizons) if signals is not None and len(signals) else (None, {})
-        notes = _notes(curve, trades, metrics, signals, bench, benchmark, in_dir) + _stale_notes(provenance)
+        notes = (_notes(curve, trades, metrics, signals, bench, benchmark, in_dir) + _stale_notes(provenance)
+                 + data_quality_notes(in_dir))
         summary = PerformanceSummary(metrics=_clean(metrics), signal_quality=_clean(quality), benchmark=bench.label if bench else None,
                                      notes=notes)
         run.write_json(summary, "performance_summary.json", PerformanceSummary)
