@@ -19,7 +19,7 @@ file made elsewhere) are not judged.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -179,28 +179,26 @@ def staleness(path: str | Path, config: TrendflowConfig, *, _cache: dict | None 
 @dataclass(frozen=True)
 class Lineage:
     """A stage run's lineage hooks (see StageRun): refuse stale inputs made by other stages, and
-    record what each output was made under."""
+    record what each output was made under. Manifests are read once per run (inputs do not change
+    while a stage reads them)."""
 
     stage: str
     config: TrendflowConfig
+    _manifests: dict = field(default_factory=dict, compare=False, repr=False)
 
     def check_input(self, path: str | Path) -> None:
         path = Path(path)
-        if not path.exists() or _producer(path) in (None, self.stage):
+        if not path.exists():
+            return
+        entry = _entry(path, self._manifests)
+        if entry is None or entry["stage"] == self.stage:
             return  # not recorded, or this stage's own earlier output (a daily run carries it forward)
-        found = staleness(path, self.config)
+        found = staleness(path, self.config, _cache=self._manifests)
         if found is not None:
             raise StaleArtifactError(found.hint(self.stage))
 
     def annotate(self, manifest: dict[str, Any], names: list[str]) -> None:
         annotate(manifest, names, self.stage, self.config)
-
-
-def _producer(path: Path) -> str | None:
-    from stages.common.artifacts import manifest_entry
-
-    entry = manifest_entry(path.parent, path.name)
-    return entry.get("stage") if entry else None
 
 
 def plan_stages(requested: list[str], folder: str | Path, config: TrendflowConfig) -> tuple[list[str], list[str]]:
