@@ -3,12 +3,13 @@ older result dict; trendflow.load_portfolio reads both snapshot shapes."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import trendflow
-from stages.common.errors import ConfigError, SnapshotError
+from stages.common.errors import SnapshotError
 
 
 @pytest.fixture(scope="module")
@@ -19,19 +20,35 @@ def days(small_demo_dir):
 
 
 @pytest.fixture(scope="module")
-def daily(small_demo_dir, days, tmp_path_factory):
-    """`trendflow daily` for two sessions (the first from cash) into one folder."""
+def harness():
     from prefect.testing.utilities import prefect_test_harness
 
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def daily(harness, small_demo_dir, days, tmp_path_factory):
+    """`trendflow daily` for two sessions (the first from cash) into one folder."""
     from flows.pipeline import daily_main
 
     out = tmp_path_factory.mktemp("daily")
-    with prefect_test_harness(server_startup_timeout=120):
-        assert daily_main(["--as-of-date", days[0], "--fresh", "--data", str(small_demo_dir), "--out", str(out),
-                           "--log-level", "WARNING"]) == 0
-        assert daily_main(["--as-of-date", days[1], "--data", str(small_demo_dir), "--out", str(out),
-                           "--log-level", "WARNING"]) == 0
+    assert daily_main(["--as-of-date", days[0], "--fresh", "--data", str(small_demo_dir), "--out", str(out),
+                       "--log-level", "WARNING"]) == 0
+    assert daily_main(["--as-of-date", days[1], "--data", str(small_demo_dir), "--out", str(out),
+                       "--log-level", "WARNING"]) == 0
     return out
+
+
+def _older_snapshot(snapshot: dict) -> dict:
+    """signal_pipeline's shape of a trendflow snapshot."""
+    return {
+        "as_of_date": snapshot["as_of_date"], "cash": snapshot["cash"], "total_value": snapshot["total_value"],
+        "holdings": {s: {"shares": h["shares"], "cost_basis": h["entry_price"], "entry_date": h["entry_date"]}
+                     for s, h in snapshot["holdings"].items()},
+        "cluster_assignments": snapshot["cluster_assignments"],
+        "metadata": {"last_update": f"{snapshot['as_of_date']}T16:00:00"},
+    }
 
 
 def _orders(path) -> list[dict]:
@@ -60,8 +77,13 @@ def test_run_daily_signal_returns_the_orders_of_trendflow_daily(daily, days, sma
                                         data=str(small_demo_dir))
     assert result["orders"] == _orders(daily / f"orders_{second}.csv") and result["output_files"] == {}
     assert not dry.exists()
-    with pytest.raises(ConfigError, match="market_data_path index.csv: a separate market index file"):
-        trendflow.run_daily_signal(None, second, None, "index.csv", str(dry), data=str(small_demo_dir))
+    # market_data_path is the breaker's index file, as --market-data FILE (risk.market_data)
+    index = sorted(small_demo_dir.glob("*.csv"))[0]
+    indexed = tmp_path / "indexed"
+    trendflow.run_daily_signal(None, first, None, str(index), str(indexed), dry_run=False, data=str(small_demo_dir))
+    manifest = json.loads((indexed / "manifest.json").read_text())
+    made_with = manifest["lineage"][manifest["artifacts"][f"orders_{first}.csv"]["lineage"]["keys_hash"]]["config"]
+    assert made_with["risk.market_data"] == str(index)
 
 
 @pytest.mark.prefect
@@ -71,12 +93,7 @@ def test_load_portfolio_reads_both_shapes(daily, days, small_demo_dir, tmp_path)
     assert current.holdings or current.pending_orders
     held = json.loads((daily / f"portfolio_{second}.json").read_text())
     assert held["holdings"]
-    older = {
-        "as_of_date": second, "cash": held["cash"], "total_value": held["total_value"],
-        "holdings": {s: {"shares": h["shares"], "cost_basis": h["entry_price"], "entry_date": h["entry_date"]}
-                     for s, h in held["holdings"].items()},
-        "cluster_assignments": held["cluster_assignments"], "metadata": {"last_update": f"{second}T16:00:00"},
-    }
+    older = _older_snapshot(held)
     (tmp_path / "older.json").write_text(json.dumps(older))
     prices = pd.read_parquet(daily / "prices.parquet", columns=["date", "symbol", "close"])
     converted = trendflow.load_portfolio(tmp_path / "older.json", prices=prices)
@@ -97,3 +114,24 @@ def test_load_portfolio_reads_both_shapes(daily, days, small_demo_dir, tmp_path)
     (tmp_path / "junk.json").write_text("[1, 2]")
     with pytest.raises(SnapshotError, match="neither a trendflow snapshot"):
         trendflow.load_portfolio(tmp_path / "junk.json")
+
+
+@pytest.mark.prefect
+def test_signal_pipelines_command_line_habit_runs_as_trendflow_daily(daily, days, small_demo_dir, tmp_path):
+    from flows.pipeline import daily_main
+
+    _, second, third = days
+    old_config = Path(__file__).parent / "fixtures" / "signal_pipeline_config.json"
+    (tmp_path / "portfolio_old.json").write_text(json.dumps(_older_snapshot(
+        json.loads((daily / f"portfolio_{second}.json").read_text()))))
+    index = sorted(small_demo_dir.glob("*.csv"))[0]
+    out = tmp_path / "signals"
+    assert daily_main(["--config", str(old_config), "--as-of-date", third, "--portfolio", str(tmp_path / "portfolio_old.json"),
+                       "--output-dir", str(out), "--no-dry-run", "--log-level", "WARNING", "--market-data", str(index),
+                       "--data", str(small_demo_dir)]) == 0
+    assert (out / f"orders_{third}.csv").exists() and (out / f"portfolio_{third}.json").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    made_with = manifest["lineage"][manifest["artifacts"][f"orders_{third}.csv"]["lineage"]["keys_hash"]]["config"]
+    assert made_with["risk.market_data"] == str(index)
+    signals_with = manifest["lineage"][manifest["artifacts"]["signals_output.parquet"]["lineage"]["keys_hash"]]["config"]
+    assert signals_with["strategy.name"] == "macd"  # the older config, converted

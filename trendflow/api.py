@@ -4,9 +4,8 @@ Both run trendflow's own stages (the signal stage, then one trading step: exactl
 `trendflow daily` runs, without Prefect). Where the older design differs:
 - the prices come from `data` (a folder of per-symbol files or one long file, as `--data`), else
   config `data.source`, else the demo universe generated into the output folder;
-- `market_data_path` keeps its older meaning, a market index file for the circuit breaker; this
-  version does not take one yet and says so (the breaker's index is `data.market_index_symbol`, a
-  symbol in the prices, or the equal-weight universe when unset);
+- `market_data_path` keeps its older meaning, a price file of a market index for the circuit breaker
+  only (= `--market-data FILE` = `risk.market_data`);
 - a damaged or mismatched snapshot is an error, never a silent empty portfolio. Without a snapshot the
   run resumes from `portfolio_<previous session>.json` in `output_dir` when there is one, and starts
   from cash otherwise (the older design's "initialize empty portfolio"), saying so in the log.
@@ -24,7 +23,7 @@ import pandas as pd
 
 from schemas.config import TrendflowConfig
 from schemas.trading import SNAPSHOT_VERSION, PortfolioSnapshot
-from stages.common.errors import ConfigError, SnapshotError
+from stages.common.errors import SnapshotError
 
 log = logging.getLogger("trendflow.api")
 
@@ -76,11 +75,9 @@ def run_daily_signal(config_path: str | Path | None, as_of_date: str | date | No
     from stages.signal.stage import run_signal_stage
     from stages.trading.stage import run_trading_stage
 
-    if market_data_path is not None:
-        raise ConfigError(f"market_data_path {market_data_path}: a separate market index file for the circuit breaker "
-                          "is not supported here; set data.market_index_symbol to a symbol in the prices (the price "
-                          "data itself goes in data=...)")
     config = _config(config_path)
+    if market_data_path is not None:  # the breaker's index, as `--market-data FILE`
+        config = config.model_copy(update={"risk": config.risk.model_copy(update={"market_data": str(market_data_path)})})
     day = as_of_date if isinstance(as_of_date, date) else (date.fromisoformat(str(as_of_date)[:10]) if as_of_date else date.today())
     out_dir = resolve_out_dir(output_dir, config)
     with tempfile.TemporaryDirectory(prefix="trendflow_dry_run_") as scratch:
