@@ -112,12 +112,12 @@ def trading_task(config_path, overrides, out, as_of_date, fresh, k=2, n=3, allow
 
 
 @task(name="reporting", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
-def reporting_task(config_path, overrides, out, k=3, n=3, data=None) -> dict:
+def reporting_task(config_path, overrides, out, k=3, n=3) -> dict:
     from stages.reporting import run_reporting_stage
 
     log.info("[%d/%d] reporting stage starting", k, n)
     check_inputs("reporting", Path(out))
-    return _announce(run_reporting_stage(_config(config_path, overrides), Path(out), Path(out), data=data), k, n)
+    return _announce(run_reporting_stage(_config(config_path, overrides), Path(out), Path(out)), k, n)
 
 
 @task(name="execute", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
@@ -242,7 +242,7 @@ def trend_pipeline(
                 done.append(trading_task.with_options(**opts)(config_path, overrides, str(out_dir), day, fresh, k, n,
                                                               allow_stale, portfolio, accept_edited_snapshot))
             else:
-                done.append(reporting_task.with_options(**opts)(config_path, overrides, str(out_dir), k, n, data=data))
+                done.append(reporting_task.with_options(**opts)(config_path, overrides, str(out_dir), k, n))
     if execute is not None:
         done.append(execute_task.with_options(**opts)(config_path, overrides, str(out_dir), day, execute, risk_profile, n, n))
     summary = {"mode": mode, "out": str(out_dir), "stages": done, "seconds": round(time.perf_counter() - t0, 3),

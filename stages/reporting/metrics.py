@@ -151,7 +151,8 @@ def win_rate_of_periods(r: pd.Series, freq: str | None = None) -> float:
 def trailing_return(r: pd.Series, period: str) -> float:
     """Compounded return over the sessions after a cut-off before the last close: 'MTD'/'YTD' = since the last
     close of the previous month/year, '1Y', '3Y', '5Y' = since the same calendar day 1/3/5 years earlier,
-    annualised for 3Y and 5Y ((1 + R)^(1/years) - 1). NaN when the history does not reach the cut-off."""
+    annualised for 3Y and 5Y ((1 + R)^(1/years) - 1). MTD/YTD cover the sessions there are; a 1/3/5-year return
+    is NaN when the history starts after its cut-off."""
     if not len(r):
         return NAN
     end = r.index[-1]

@@ -159,7 +159,8 @@ def _data_source(data: str | Path | None, config: TrendflowConfig, in_dir: Path)
         return str(config.data.source)
     if (in_dir / DEMO_FOLDER_NAME).is_dir():
         return f"demo universe ({DEMO_FOLDER_NAME}/ in the input folder)"
-    return "not recorded (pass --data to the reporting stage)"
+    # the flow does not pass --data on: a report remade from saved signals must be the same page (tested)
+    return "not recorded: set data.source in the config, or pass --data to trendflow report"
 
 
 def _provenance(run: StageRun, config: TrendflowConfig, source: str, prices_path: Path, positions: pd.DataFrame,
