@@ -59,7 +59,9 @@ class LiveEquitySchema(pa.DataFrameModel):
     n_positions: Series[int] = pa.Field(ge=0)
     daily_return: Series[float] = pa.Field(description="equity vs the previous session's close (the snapshot's total value)")
     model_return: Series[float] = pa.Field(description="the same day for the model's own book (its fills, marked to the close)")
+    traded_value: Series[float] = pa.Field(ge=0, description="value of the session's fills")
     costs: Series[float] = pa.Field(ge=0, description="realised commission + slippage of the session's fills")
+    model_traded_value: Series[float] = pa.Field(ge=0, description="value of the fills the model's own book made")
     model_costs: Series[float] = pa.Field(ge=0, description="commission + slippage the model's fills would have paid")
     drift: Series[float] = pa.Field(ge=0, description="value of the holdings that differ from the model's + |equity difference| "
                                                       "(reconcile_{date}.csv; 0 without an execution database)")

@@ -101,7 +101,8 @@ def test_the_report_shows_the_live_section_and_every_live_artifact_validates(dem
     run_reporting_stage(config, folder, folder)
     page = (folder / "report.html").read_text()
     assert '<section id="live">' in page and "Live track record" in page and "Tracking difference" in page
-    assert "Realised costs" in page and "live-equity" in page
+    assert "Realised costs" in page and " bp)" in page and "live-equity" in page
+    assert "backtest (rebased to the live start)" in page  # the backtest covers the live days here
     live_files = sorted(p.name for p in folder.iterdir() if p.name.startswith(("live_", "reconcile_")))
     assert len(live_files) == 3 + 5
     code = main(["validate", *(str(folder / name) for name in live_files)])

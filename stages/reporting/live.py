@@ -3,7 +3,8 @@ written by the trading stage's daily runs) beside the backtest.
 
 Shown: the live equity overlaid on the backtest's curve, the tracking difference (each live day's
 return minus the return the model's own book made that day, cumulated), and realised vs modelled
-costs. Absent live files leave the section out of the page.
+costs, in currency and in bp of the traded value (a book the risk profile trimmed trades less).
+Absent live files leave the section out of the page.
 """
 from __future__ import annotations
 
@@ -53,11 +54,14 @@ def live_section(inp, r: pd.Series) -> list[str] | None:
     eq = live.equity
     tr = tracking(eq)
     realised, modelled = float(eq["costs"].sum()), float(eq["model_costs"].sum())
+    realised_bp = 1e4 * realised / eq["traded_value"].sum() if eq["traded_value"].sum() > 0 else float("nan")
+    modelled_bp = 1e4 * modelled / eq["model_traded_value"].sum() if eq["model_traded_value"].sum() > 0 else float("nan")
     source = "the executed book (execution database)" if (eq["source"] == "executed").any() else "the model's book (no broker)"
     items = [("Live sessions", fmt(len(eq), "int")), ("From", fmt(eq["date"].iat[0], "date")), ("To", fmt(eq["date"].iat[-1], "date")),
              ("Live return", fmt(tr["live_growth"].iat[-1] - 1.0, "pct")), ("Model return", fmt(tr["model_growth"].iat[-1] - 1.0, "pct")),
              ("Tracking difference", fmt(tr["tracking_difference"].iat[-1], "pct")),
-             ("Realised costs", fmt(realised, "money")), ("Modelled costs", fmt(modelled, "money")),
+             ("Realised costs", f"{fmt(realised, 'money')} ({fmt(realised_bp)} bp)"),
+             ("Modelled costs", f"{fmt(modelled, 'money')} ({fmt(modelled_bp)} bp)"),
              ("Largest drift", fmt(float(eq["drift"].max()), "money"))]
     parts = [cards(items), f'<p class="sub">Live record of {source}; model = what the strategy\'s own book would have '
                            "done the same day (its fills at the same open, marked to the same close).</p>"]
@@ -79,24 +83,38 @@ def live_section(inp, r: pd.Series) -> list[str] | None:
     return parts
 
 
-@charts._styled
-def equity_overlay(curve: pd.DataFrame, live: pd.DataFrame, tr: pd.DataFrame) -> str:
-    """Backtest equity and live equity in currency on one time axis; the model's track starts from the
-    equity before the first live day."""
-    fig, (ax,) = charts._figure(1, 3.2)
+def backtest_beside_live(curve: pd.DataFrame, live: pd.DataFrame) -> tuple[pd.Series, str]:
+    """The backtest's equity around the live period: from a few times the live length (at least 60
+    sessions) before it to its end. Where the backtest covers the day before the live start it is
+    rebased to the live book's equity there, so the two lines part only where live trading did."""
     live_equity = live.set_index("date")["equity"]
     backtest = curve.set_index("date")["equity"]
-    context = max(3 * len(live_equity), 60)  # sessions of backtest before the live start, so the live days show
-    backtest = backtest[backtest.index >= backtest.index[max(int(backtest.index.searchsorted(live_equity.index[0])) - context, 0)]]
+    first_live, last_live = live_equity.index[0], live_equity.index[-1]
+    context = max(3 * len(live_equity), 60)
+    start = backtest.index[max(int(backtest.index.searchsorted(first_live)) - context, 0)]
+    backtest = backtest[(backtest.index >= start) & (backtest.index <= last_live)]
+    before = backtest[backtest.index < first_live]
+    if len(before) and backtest.index[-1] >= first_live:
+        opening = live_equity.iat[0] / (1.0 + live["daily_return"].iat[0])
+        return backtest * (opening / before.iat[-1]), "backtest (rebased to the live start)"
+    return backtest, "backtest"
+
+
+@charts._styled
+def equity_overlay(curve: pd.DataFrame, live: pd.DataFrame, tr: pd.DataFrame) -> str:
+    """Backtest and live equity on one time axis, and the model's own track from the live start."""
+    fig, (ax,) = charts._figure(1, 3.2)
+    live_equity = live.set_index("date")["equity"]
+    backtest, label = backtest_beside_live(curve, live)
     start = live_equity.iat[0] / (1.0 + live["daily_return"].iat[0])
     model = pd.Series(start * tr["model_growth"].to_numpy(), index=live_equity.index)
-    charts._line(ax, backtest, color=charts.GREY, lw=1.1, label="backtest")
+    if len(backtest):
+        charts._line(ax, backtest, color=charts.GREY, lw=1.1, label=label)
     charts._line(ax, model, color=charts.ORANGE, lw=1.0, ls="--", label="model (live days)")
     charts._line(ax, live_equity, color=charts.BLUE, lw=1.5, label="live")
     ax.set_title("Live equity beside the backtest")
     ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncols=3, borderaxespad=0.1)
-    first = min(backtest.index[0], live_equity.index[0]).to_datetime64()
-    charts._dates(ax, first, max(backtest.index[-1], live_equity.index[-1]).to_datetime64())
+    first = min(backtest.index[0], live_equity.index[0]) if len(backtest) else live_equity.index[0]
+    charts._dates(ax, first.to_datetime64(), live_equity.index[-1].to_datetime64())
     ax.yaxis.set_major_formatter(charts.mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     return charts.render_svg(fig, "live-equity")
-

@@ -27,6 +27,10 @@ def _costs(fills: list[Fill]) -> float:
     return float(sum(f.commission + f.slippage for f in fills))
 
 
+def _value(fills: list[Fill]) -> float:
+    return float(sum(f.quantity * f.price for f in fills))
+
+
 def live_rows(market: Market, t: int, state: PortfolioState, record: DayRecord, model: PortfolioState,
               opening_equity: float, settlement) -> dict[str, pd.DataFrame]:
     """The session's rows. With an executed book (`settlement`), fills are the broker's and the model's
@@ -43,7 +47,8 @@ def live_rows(market: Market, t: int, state: PortfolioState, record: DayRecord, 
     equity = pd.DataFrame([{
         "date": day.date, "equity": record.equity, "cash": record.cash, "positions_value": record.positions_value,
         "n_positions": int(state.held.sum()), "daily_return": record.equity / opening_equity - 1.0,
-        "model_return": model_return, "costs": _costs(fills), "model_costs": _costs(model_fills),
+        "model_return": model_return, "traded_value": _value(fills), "costs": _costs(fills),
+        "model_traded_value": _value(model_fills), "model_costs": _costs(model_fills),
         "drift": settlement.drift if settlement is not None else 0.0, "source": source,
     }], columns=list(LiveEquitySchema.to_schema().columns))
     fill_rows = pd.DataFrame([{
