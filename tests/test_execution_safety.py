@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
@@ -25,6 +26,19 @@ from stages.trading.execution.notify import WEBHOOK_ENV, AuditLog, Notifier
 from stages.trading.execution.store import ExecutionStore
 
 DAY = date(2024, 3, 1)
+
+
+def wait_bounded(pid: int, seconds: float = 60.0) -> int:
+    """os.waitpid with a deadline: a forked child that hangs fails the test instead of the CI run."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"forked child {pid} did not finish in {seconds:g}s")
 
 
 def _orders(*rows) -> pd.DataFrame:
@@ -146,7 +160,7 @@ def test_a_kill_at_any_point_of_a_batch_loses_no_audit_record(tmp_path):
                                config=config, as_of=DAY, audit=AuditLog(folder / "audit.jsonl"))
             finally:
                 os._exit(0)
-        _, status = os.waitpid(pid, 0)
+        status = wait_bounded(pid)
         killed = os.WIFSIGNALED(status)
         store = ExecutionStore(db, 100000.0, create=False)
         decided = {r[0] for r in store.conn.execute("SELECT client_order_id FROM orders WHERE status IN ('REJECTED','OPEN')")}

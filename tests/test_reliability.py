@@ -79,8 +79,21 @@ def _write_killed_at(folder: Path, step: int | None, before_manifest: bool = Fal
             _new_generation(folder)
         finally:
             os._exit(0)
-    _, status = os.waitpid(pid, 0)
+    status = wait_bounded(pid)
     return os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+
+
+def wait_bounded(pid: int, seconds: float = 60.0) -> int:
+    """os.waitpid with a deadline: a forked child that hangs fails the test instead of the CI run."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"forked child {pid} did not finish in {seconds:g}s")
 
 
 def test_a_writer_killed_at_every_step_of_a_commit_leaves_the_old_or_the_new_generation(tmp_path, capsys):
