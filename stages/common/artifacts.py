@@ -543,14 +543,17 @@ class StageRun:
         *,
         csv_twin: bool | None = None,
         already_validated: bool = False,
+        owned: bool = False,
     ) -> Path:
         """Validate `df` and stage it as `name` (.parquet or .csv); a Parquet file gets a CSV twin when asked.
 
         `already_validated=True`: `df` is what `validate_frame(..., schema)` returned to the caller, unchanged
-        since (e.g. the loader's prices), so the pandera pass is not repeated. The file is encoded in
-        the background (see `_submit`): `df` must not be changed until the run commits."""
+        since (e.g. the loader's prices), so the pandera pass is not repeated. `owned=True`: the caller
+        built `df` for this file, so it is validated in place instead of copied (a million-row table
+        is not held twice). The file is encoded in the background (see `_submit`): `df` must not be
+        changed until the run commits."""
         target = self.out_dir / name
-        validated = df if already_validated else validate_frame(df, schema, name)
+        validated = df if already_validated else validate_frame(df, schema, name, inplace=owned)
         targets = [target]
         if target.suffix == ".parquet" and (self.csv_twins if csv_twin is None else csv_twin):
             targets.append(target.with_suffix(".csv"))

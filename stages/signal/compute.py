@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.config import TrendflowConfig
+from stages.common.memory import release_free_memory
 from stages.common.panel import Panel, to_panel
 from stages.signal import indicators as ind
 from stages.signal.carry import Carry, record, stepping
@@ -37,9 +38,10 @@ def compute_signals(prices: pd.DataFrame, config: TrendflowConfig) -> pd.DataFra
     return frame
 
 
-def compute_signals_and_state(prices: pd.DataFrame, config: TrendflowConfig) -> tuple[pd.DataFrame, SignalState]:
-    """compute_signals, plus the state a later run needs to go on from the last day (`step_signals`)."""
-    panel = to_panel(prices)
+def compute_signals_and_state(prices: pd.DataFrame | Panel, config: TrendflowConfig) -> tuple[pd.DataFrame, SignalState]:
+    """compute_signals, plus the state a later run needs to go on from the last day (`step_signals`).
+    `prices` may already be on the grid (`to_panel`), so a caller can let the long frame go first."""
+    panel = prices if isinstance(prices, Panel) else to_panel(prices)
     packing = ind.packing_for(panel.tradable)
     carry = Carry(counts=packing.counts, rows=carried_rows(config))
     packed, _ = compute_packed_signals(panel, config, packing=packing, carry=carry)
@@ -192,21 +194,27 @@ def _to_long(packed: dict[str, np.ndarray], packing: ind.Packing, panel: Panel, 
     packed grid (a traded cell's packed row = how many days that symbol had traded up to then).
 
     The float columns are gathered into one 2-D block that becomes the frame's single float block,
-    so pandas never has to copy and consolidate a dozen separate columns."""
+    so pandas never has to copy and consolidate a dozen separate columns. `packed` is consumed: each
+    grid is dropped once gathered, so the block takes the grids' place in memory instead of sitting
+    beside them (~130 MB less at the stage's peak for 500 symbols x 10 years)."""
     tradable = panel.tradable
-    rows, cols = np.nonzero(tradable)
     n_sym = tradable.shape[1]
-    calendar_flat = rows * n_sym + cols
-    packed_row = np.cumsum(tradable, axis=0, dtype=np.int64)[rows, cols] - 1
-    packed_flat = packed_row * n_sym + cols
+    calendar_flat = np.flatnonzero(tradable)  # the traded cells, row-major: by date, then symbol
+    cols = calendar_flat % n_sym
+    packed_flat = (np.cumsum(tradable, axis=0, dtype=np.int64).ravel()[calendar_flat] - 1) * n_sym + cols
 
-    block = np.empty((len(_FLOAT_COLUMNS), len(rows)))
+    release_free_memory()
+    block = np.empty((len(_FLOAT_COLUMNS), len(calendar_flat)))
     for i, name in enumerate(_FLOAT_COLUMNS):
-        block[i] = by_date[name].ravel()[calendar_flat] if name in by_date else packed[name].ravel()[packed_flat]
+        if name in by_date:
+            block[i] = by_date[name].ravel()[calendar_flat]
+        else:
+            block[i] = packed.pop(name).ravel()[packed_flat]
+            release_free_memory()  # the grid just dropped makes room for the block's next row
     frame = pd.DataFrame(block.T, columns=_FLOAT_COLUMNS, copy=False)
-    frame.insert(0, "date", panel.dates[rows])
+    frame.insert(0, "date", panel.dates[calendar_flat // n_sym])
     frame.insert(1, "symbol", panel.symbols.astype("str").take(cols))
-    frame.insert(3, "trend_signal", packed["trend_signal"].ravel()[packed_flat].astype(np.int64))
+    frame.insert(3, "trend_signal", packed.pop("trend_signal").ravel()[packed_flat].astype(np.int64))
     frame["cluster"] = by_date["cluster"].ravel()[calendar_flat].astype(np.int64)
     frame["eligible"] = ~np.isnan(frame["momentum_score"].to_numpy())
     return frame

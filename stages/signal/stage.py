@@ -16,6 +16,8 @@ from schemas.prices import PricesSchema
 from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema, SignalWeightsSchema
 from stages.common.artifacts import StageRun, read_manifest, stage_run, validate_frame
 from stages.common.corporate_actions import adjusted_prices, adjustment_factors, read_corporate_actions
+from stages.common.memory import release_free_memory
+from stages.common.panel import to_panel
 from stages.common.errors import DataError, IntegrityError
 from stages.common.lineage import Lineage
 from stages.common.market_data import load_market_data
@@ -43,7 +45,9 @@ def run_signal_stage(
     d = config.data
     end = d.end_date if as_of_date is None else min(filter(None, [d.end_date, as_of_date]))
     market = load_market_data(source, d.symbols, d.start_date, end, d.bad_rows, d.min_history_days)
-    prices = market.prices
+    prices, skipped = market.prices, market.skipped
+    del market  # the long prices frame is let go before the full computation (see below)
+    n_prices, n_symbols, last_price_day = len(prices), int(prices["symbol"].nunique()), prices["date"].max().date()
     t_load = time.perf_counter()
 
     if as_of_date is not None and not (prices["date"] == pd.Timestamp(as_of_date)).any():
@@ -62,7 +66,13 @@ def run_signal_stage(
         indicator_prices, factor = on_adjusted_scale(prices, config)
         step = _step_from_saved_state(run, out_dir, indicator_prices, config) if as_of_date is not None else None
         if step is None:
-            signals, state = compute_signals_and_state(indicator_prices, config)
+            panel = to_panel(indicator_prices)
+            del indicator_prices
+            if factor is None:  # (raw units need the prices again afterwards)
+                del prices  # only the writer thread still holds it, until prices.parquet is encoded
+            release_free_memory()  # what the loader freed, before the computation's own peak
+            signals, state = compute_signals_and_state(panel, config)
+            del panel
             n_rows = len(signals)
         else:
             previous, signals, state = step  # signals: the new days' rows only
@@ -72,10 +82,10 @@ def run_signal_stage(
         t_compute = time.perf_counter()
 
         if as_of_date is None:
-            run.write(signals, "signals_output.parquet", SignalsSchema, csv_twin=False)
-            run.retire_dated_after(prices["date"].max().date(), ("signals", "scores"))
+            run.write(signals, "signals_output.parquet", SignalsSchema, csv_twin=False, owned=True)
+            run.retire_dated_after(last_price_day, ("signals", "scores"))
             if config.output.csv_twins:
-                weights = validate_frame(target_weights_table(prices, signals, config), SignalWeightsSchema, "signals_output.csv")
+                weights = validate_frame(target_weights_table(signals, config), SignalWeightsSchema, "signals_output.csv")
                 run.write_bytes(weights_csv(weights), "signals_output.csv", "SignalWeightsSchema", rows=len(weights))
         else:
             # The evening run's readable output is the day's two CSVs; the whole-history weights twin
@@ -104,10 +114,10 @@ def run_signal_stage(
     return StageResult(
         stage="signal",
         outputs=dict(run.written),
-        rows={"prices": len(prices), "signals_output": n_rows},
+        rows={"prices": n_prices, "signals_output": n_rows},
         seconds=time.perf_counter() - t0,
-        summary={"symbols": int(prices["symbol"].nunique()), "last_date": str(last_day["date"].iat[0].date()),
-                 "buy": buys, "sell": sells, "hold": len(last_day) - buys - sells, "skipped_symbols": market.skipped,
+        summary={"symbols": n_symbols, "last_date": str(last_day["date"].iat[0].date()),
+                 "buy": buys, "sell": sells, "hold": len(last_day) - buys - sells, "skipped_symbols": skipped,
                  "computed": "whole history" if step is None else "from saved state",
                  "timings": {"load": round(t_load - t0, 3), "compute": round(t_compute - t_load, 3),
                              "write": round(t_write - t_compute, 3)}},

@@ -26,26 +26,39 @@ import pandas as pd
 from schemas.config import TrendflowConfig
 
 
-def target_weights_table(prices: pd.DataFrame, signals: pd.DataFrame, config: TrendflowConfig) -> pd.DataFrame:
-    """`date` + one column per symbol ever weighted, one row per rebalance day, weights in [0, 1]."""
-    from stages.trading.market import build_market
+def target_weights_table(signals: pd.DataFrame, config: TrendflowConfig) -> pd.DataFrame:
+    """`date` + one column per symbol ever weighted, one row per rebalance day, weights in [0, 1].
+
+    The grids come from the signals frame alone: it has a row, with the close, for every (date,
+    symbol) with a price, so its closes are the market's closes (the breaker's input)."""
+    from stages.trading.market import circuit_breaker, market_drawdown
     from stages.trading.rules import buy_candidates, inertia_ranking, select_targets, target_weights
 
-    market = build_market(prices, signals, config)
-    n_symbols = len(market.symbols)
-    nobody = np.zeros(n_symbols, dtype=bool)
-    days = np.arange(0, len(market.dates), config.scoring.rebalance_frequency)
-    weights = np.zeros((len(days), n_symbols))
+    date_codes, dates = pd.factorize(signals["date"], sort=True)
+    symbol_codes, symbols = pd.factorize(signals["symbol"].astype(str), sort=True)
+    symbols = np.asarray(symbols, dtype=str)
+    shape = (len(dates), len(symbols))
+
+    def grid(column: str) -> np.ndarray:
+        out = np.full(shape, np.nan)
+        out[date_codes, symbol_codes] = signals[column].to_numpy(dtype=float)
+        return out
+
+    close, score, volatility, trend, cluster = (grid(c) for c in ("close", "momentum_score", "volatility", "trend_signal", "cluster"))
+    tradable = ~np.isnan(close)
+    cluster = np.where(np.isnan(cluster), -1, cluster).astype(np.int64)
+    breaker_on = circuit_breaker(market_drawdown(close, symbols, config), config)
+    nobody = np.zeros(len(symbols), dtype=bool)
+    days = np.arange(0, len(dates), config.scoring.rebalance_frequency)
+    weights = np.zeros((len(days), len(symbols)))
     for row, t in enumerate(days.tolist()):
-        score = np.where(market.tradable[t], market.momentum_score[t], np.nan)
-        cluster = market.cluster[t].astype(np.int64)
-        buyable = buy_candidates(market.trend_signal[t], market.tradable[t], bool(market.breaker_on[t]))
-        picked = np.array(select_targets(inertia_ranking(score, nobody, 0.0), nobody, nobody, buyable, cluster, config).buy,
-                          dtype=np.int64)
-        weights[row, picked] = target_weights(market.volatility[t, picked], cluster[picked], config)
+        ranking = inertia_ranking(np.where(tradable[t], score[t], np.nan), nobody, 0.0)
+        buyable = buy_candidates(trend[t], tradable[t], bool(breaker_on[t]))
+        picked = np.array(select_targets(ranking, nobody, nobody, buyable, cluster[t], config).buy, dtype=np.int64)
+        weights[row, picked] = target_weights(volatility[t, picked], cluster[t, picked], config)
     used = np.flatnonzero((weights > 0).any(axis=0))
-    table = pd.DataFrame(weights[:, used], columns=market.symbols[used].tolist())
-    table.insert(0, "date", market.dates[days])
+    table = pd.DataFrame(weights[:, used], columns=symbols[used].tolist())
+    table.insert(0, "date", pd.DatetimeIndex(dates)[days])
     return table
 
 
