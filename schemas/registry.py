@@ -32,6 +32,10 @@ ARTIFACT_SCHEMAS: list[tuple[str, str]] = [
     (r"performance_summary\.json", "schemas.reporting:PerformanceSummary"),
     (r"performance_summary\.csv", "schemas.reporting:PerformanceSummaryCsvSchema"),
     (r"sweep_results" + _TABLE, "schemas.sweep:SweepResultsSchema"),
+    (r"sweep_returns\.parquet", "schemas.sweep:SweepReturnsSchema"),
+    (r"sweep_overfitting\.json", "schemas.sweep:OverfittingSummary"),
+    (r"walk_forward_results" + _TABLE, "schemas.sweep:WalkForwardSchema"),
+    (r"walk_forward_equity" + _TABLE, "schemas.sweep:WalkForwardEquitySchema"),
     (r"signal_state\.npz", "stages.signal.state:SignalState"),  # checked by its own loader
 ]
 

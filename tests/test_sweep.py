@@ -342,6 +342,9 @@ def test_walk_forward_sweep_on_real_etfs_reports_the_oos_chart_dsr_pbo_and_param
     dsr = deflated_sharpe_ratio(returns[overfit.selected_combo_id].to_numpy(), sharpes)
     assert overfit.deflated_sharpe == pytest.approx(dsr.dsr, rel=1e-12)
     assert overfit.pbo == pbo_cscv(matrix, 16).pbo
+    from stages.common.validate import main as validate_main  # every sweep artifact checks against its schema
+
+    assert validate_main([str(out)]) == 0
 
 
 def test_walk_forward_yardsticks_start_with_the_stitched_curve_by_hand():
