@@ -443,3 +443,18 @@ def test_artifacts_are_written_with_the_users_umask(tmp_path, umask, mode):
         os.umask(old)
     for name in ("prices.parquet", "prices.csv", "signal_state.txt", "manifest.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_taking_the_lock_recovers_what_a_killed_writer_left_in_the_folder_and_its_subfolders(tmp_path, capsys):
+    from stages.common.folder_lock import writing
+
+    _old_generation(tmp_path)
+    old = _files(tmp_path)
+    inner = tmp_path / "combos" / "c1"
+    _old_generation(inner)
+    inner_old = _files(inner)
+    assert _write_killed_at(tmp_path, None, before_manifest=True) and _write_killed_at(inner, None, before_manifest=True)
+    assert leftovers(tmp_path) and leftovers(inner)
+    with writing(tmp_path):
+        pass
+    assert _files(tmp_path) == old and _files(inner) == inner_old and not leftovers(tmp_path) and not leftovers(inner)

@@ -99,6 +99,11 @@ def run_command(body: Callable[[argparse.Namespace], int | None], args: argparse
         logging.getLogger("trendflow").debug("failed", exc_info=True)
         print(f"error: {plain_text(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except sqlite3.OperationalError as exc:  # the execution database, busy beyond the store's own retries
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise
+        print(f"error: a database is locked by another process ({exc}); try again", file=sys.stderr)
+        return 3
     except OSError as exc:  # a full disk, a read-only folder...: one line naming the path, not a traceback
         if not is_os_fault(exc):
             raise

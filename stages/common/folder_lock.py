@@ -91,7 +91,8 @@ def writing(folder: str | Path, *, wait: bool = False, command: str | None = Non
             fh.write(json.dumps(me))
         from stages.common.artifacts import recover
 
-        for repair in recover(folder):
+        inner = sorted({p.parent for p in [*folder.glob("*/.staging"), *folder.glob("*/*/.staging")]})
+        for repair in [r for f in [folder, *inner] for r in recover(f)]:  # e.g. a killed sweep's combos/<id>/
             log.warning(repair)
         with _guard:
             _held[key] = 1
