@@ -1,0 +1,134 @@
+"""The evening run as a person starts it: `trendflow daily` for 100 ETFs from a saved evening, as a
+whole process (imports, checks, Prefect client, both stages, the flow's records), against a
+Prefect server that is already up; then the two stage commands alone (`trendflow signal` and
+`trendflow trade` for that day, no Prefect). Prints wall time, time to the first line of output,
+and peak RSS of each process, and the machine's load average.
+
+Targets (issue 14): daily <= 3 s, the stage commands <= 1.5 s together.
+
+    python benchmarks/bench_daily.py [--symbols 100] [--repeat 5]
+
+The server: PREFECT_API_URL if set, else the shared local server of PREFECT_HOME (started here if
+it is not running, and then stopped again at the end unless --keep-server).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _common  # noqa: F401  (puts the project on sys.path)
+from _common import demo_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_process(argv: list[str], env: dict) -> tuple[float, float, float, int, str]:
+    """(wall s, seconds to the first line of stdout, peak RSS MiB, exit code, output) of one process."""
+    t0 = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = None
+    lines = []
+    for line in process.stdout:
+        if first is None:
+            first = time.perf_counter() - t0
+        lines.append(line)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - t0
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return wall, first if first is not None else wall, usage.ru_maxrss / 1024, process.returncode, "".join(lines)
+
+
+def saved_evening(prices: Path, folder: Path) -> tuple[str, str]:
+    """The folder a daily run continues from: yesterday evening's run with the same config on the
+    prices as they were yesterday (so its signal state is used, as it is night after night)."""
+    import pandas as pd
+
+    from stages.common.config import load_config
+    from stages.signal import run_signal_stage
+    from stages.trading import run_trading_stage
+
+    dates = sorted(pd.read_csv(next(prices.glob("*.csv")), usecols=[0]).iloc[:, 0].unique())
+    last, before = str(dates[-1])[:10], str(dates[-2])[:10]
+    yesterday = folder.parent / "prices_yesterday"
+    yesterday.mkdir()
+    for path in prices.glob("*.csv"):
+        frame = pd.read_csv(path, dtype=str)
+        frame[frame.iloc[:, 0] <= before].to_csv(yesterday / path.name, index=False)
+    config = load_config(None, [])
+    run_signal_stage(config, yesterday, folder)
+    run_trading_stage(config, folder, folder)
+    return last, before
+
+
+def summary(label: str, runs: list[tuple[float, float, float]], target: float | None) -> None:
+    walls = [r[0] for r in runs]
+    verdict = "" if target is None else ("  (target <= %.1f s: %s)" % (target, "met" if statistics.median(walls) <= target else "NOT met"))
+    print(f"{label:<42} wall median {statistics.median(walls):5.2f} s (min {min(walls):5.2f}, max {max(walls):5.2f}); "
+          f"first line {statistics.median(r[1] for r in runs):4.2f} s; peak RSS {max(r[2] for r in runs):5.0f} MiB{verdict}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--keep-server", action="store_true", help="leave a server started here running")
+    args = parser.parse_args()
+
+    os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "TRENDFLOW_WEBHOOK_URL": ""}
+    started_here = False
+    if not os.environ.get("PREFECT_API_URL"):
+        from flows.local_server import ensure_server, running_url
+
+        started_here = running_url() is None
+        env["PREFECT_API_URL"] = ensure_server()
+    print(f"Prefect server {env['PREFECT_API_URL']}; load average before {os.getloadavg()[0]:.2f} "
+          f"({os.cpu_count()} CPUs)")
+
+    prices = demo_folder(args.symbols)
+    with tempfile.TemporaryDirectory(prefix="bench_daily_") as tmp:
+        evening = Path(tmp) / "evening"
+        last, _ = saved_evening(prices, evening)
+        print(f"{args.symbols} symbols, saved evening through the session before {last}; {args.repeat} runs each")
+        python = [sys.executable, "-m", "flows.cli"]
+        daily, stages, signal, trade = [], [], [], []
+        for k in range(args.repeat):
+            work = Path(tmp) / f"run{k}"
+            shutil.copytree(evening, work)
+            wall, first, rss, code, out = run_process(python + ["daily", "--data", str(prices), "--out", str(work)], env)
+            if code != 0:
+                print(out)
+                return code
+            daily.append((wall, first, rss))
+            work = Path(tmp) / f"stages{k}"
+            shutil.copytree(evening, work)
+            s = run_process(python + ["signal", "--data", str(prices), "--out", str(work), "--as-of-date", last], env)
+            t = run_process(python + ["trade", "--out", str(work), "--as-of-date", last], env)
+            for result in (s, t):
+                if result[3] != 0:
+                    print(result[4])
+                    return result[3]
+            signal.append(s[:3])
+            trade.append(t[:3])
+            stages.append((s[0] + t[0], s[1], max(s[2], t[2])))
+    summary("trendflow daily (server up)", daily, 3.0)
+    summary("trendflow signal --as-of-date D", signal, None)
+    summary("trendflow trade --as-of-date D", trade, None)
+    summary("both stage commands", stages, 1.5)
+    print(f"load average after {os.getloadavg()[0]:.2f}")
+    if started_here and not args.keep_server:
+        from flows.local_server import stop_server
+
+        stop_server()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
