@@ -164,7 +164,8 @@ OTHER_VALUE = {
     "reporting.benchmark": "A", "reporting.signal_horizons": [5], "data.corporate_actions": "actions.csv",
     "execution.max_volume_share": 0.1, "execution.sell_commission_rate": 0.0002, "execution.stamp_duty_rate": 0.0005,
     "execution.transfer_fee_rate": 0.00001, "execution.volume_unit": "lots", "market.preset": "cn_etf",
-    "market.price_decimals": 2, "market.price_limits": True, "market.settlement": "T+1", "market.symbol_table": "t.csv",
+    "market.price_decimals": 2, "market.price_limits": True, "risk.market_data": "index.csv",
+    "market.settlement": "T+1", "market.symbol_table": "t.csv",
 }
 
 
@@ -253,3 +254,22 @@ def test_inputs_read_from_another_folder_are_followed(made, tmp_path, monkeypatc
                             "strategy.macd.fast=12, now 5")
     assert report_main(_quiet(["--out", str(tmp_path), "--set", "strategy.macd.fast=5"])) == 2
     assert "rerun the signal stage or use --stages signal,trading,reporting" in capsys.readouterr().err
+
+
+def test_an_edited_file_named_by_the_config_makes_what_was_made_from_it_stale(folder, small_demo_dir, capsys):
+    from stages.common.lineage import staleness
+    from stages.reporting.__main__ import main as report_main
+    from stages.trading.__main__ import main as trade_main
+
+    index = folder / "index.csv"
+    index.write_text((sorted(small_demo_dir.glob("*.csv"))[0]).read_text())
+    with_index = ["--set", f"risk.market_data={index}"]
+    assert trade_main(_quiet(["--out", str(folder)] + with_index)) == 0
+    config = load_config(overrides=[f"risk.market_data={index}"])
+    assert staleness(folder / "equity_curve.parquet", config) is None
+    index.write_text(index.read_text() + "\n")  # the index file edited since
+    found = staleness(folder / "equity_curve.parquet", config)
+    assert found.reason == (f"equity_curve.parquet was made from risk.market_data = {index.resolve()} as it was then "
+                            "(changed since)") and found.rerun_from == "trading"
+    assert report_main(_quiet(["--out", str(folder)] + with_index)) == 2
+    assert "rerun the trading stage or use --stages trading,reporting" in capsys.readouterr().err

@@ -37,6 +37,9 @@ ARTIFACT_KEYS: dict[str, tuple[str, ...]] = {
     "signals_output.csv": tuple(dict.fromkeys(SIGNAL_KEYS + TRADING_KEYS)),
 }
 # What each stage reads from its folder (the ones present are checked; optional ones may be absent).
+# Config keys that name a file a stage reads: its sha256 is recorded too, so an edited file makes the
+# artifacts made from it stale. (The price data itself is tracked through prices.parquet.)
+FILE_KEYS = ("risk.market_data", "data.corporate_actions", "market.symbol_table")
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "signal": (),
     "trading": ("prices.parquet", "signals_output.parquet"),
@@ -97,14 +100,32 @@ def annotate(manifest: dict[str, Any], names: list[str], stage: str, config: Tre
     values (a year of daily files made under one config shares one record). Records no entry refers
     to any more are dropped."""
     table = manifest.setdefault("lineage", {})
+    hashed: dict[str, dict[str, Any]] = {}
     for name in names:
         keys = keys_for(name, stage)
         digest = config.parameters_hash(keys)
-        manifest["artifacts"][name]["lineage"] = {"keys_hash": digest}
+        record: dict[str, Any] = {"keys_hash": digest}
+        files = {key: hashed.setdefault(key, _file_record(value)) for key, value in _named_files(config, keys).items()}
+        if files:
+            record["files"] = files
+        manifest["artifacts"][name]["lineage"] = record
         table[digest] = {"keys": list(keys), "config": leaf_values(config, keys)}
     used = {e["lineage"]["keys_hash"] for e in manifest["artifacts"].values() if isinstance(e.get("lineage"), dict)}
     for digest in [d for d in table if d not in used]:
         del table[digest]
+
+
+def _named_files(config: TrendflowConfig, keys: tuple[str, ...]) -> dict[str, str]:
+    """{key: path} for the FILE_KEYS among `keys` that name a file under `config`."""
+    values = leaf_values(config, keys)
+    return {key: values[key] for key in FILE_KEYS if isinstance(values.get(key), str)}
+
+
+def _file_record(value: str) -> dict[str, Any]:
+    from stages.common.artifacts import sha256_file
+
+    path = Path(value).resolve()
+    return {"path": str(path), "sha256": sha256_file(path) if path.is_file() else None}
 
 
 def _show(value: Any) -> str:
@@ -163,6 +184,9 @@ def staleness(path: str | Path, config: TrendflowConfig, *, _cache: dict | None 
         changes = changed_keys(recorded.get("config", {}), leaf_values(config, keys))
         what = "; ".join(changes) if changes else f"other values of {', '.join(keys)}"
         return Staleness(path.name, f"was made with {what}", stage)
+    for key, made_from in sorted(entry["lineage"].get("files", {}).items()):
+        if _file_record(made_from["path"])["sha256"] != made_from["sha256"]:
+            return Staleness(path.name, f"was made from {key} = {made_from['path']} as it was then (changed since)", stage)
     for key, sha in sorted(entry.get("inputs", {}).items()):
         source = _input_path(path.parent, key)
         source_entry = _entry(source, cache)
