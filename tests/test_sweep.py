@@ -371,3 +371,18 @@ def test_pbo_splits_from_the_command_line(small_demo_dir, tmp_path, capsys):
     assert f"overfitting: {overfit['verdict']}" in capsys.readouterr().out
     assert sweep.main([*args, "--pbo-splits", "15"]) == 2
     assert "error: --pbo-splits 15" in capsys.readouterr().err
+
+
+def test_a_one_combination_sweep_has_a_dsr_without_deflation_and_says_why_there_is_no_pbo(small_demo_dir, tmp_path):
+    from stages.reporting.metrics import probabilistic_sharpe_ratio
+
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"risk.atr_multiplier": [2.0]}))
+    summary = sweep.run_sweep(str(grid), data=str(small_demo_dir), out=str(tmp_path / "out"), progress=False, local_processes=1)
+    overfit = summary["overfitting"]
+    returns = pd.read_parquet(tmp_path / "out" / "sweep_returns.parquet").set_index("date").iloc[:, 0]
+    assert overfit.trials == 1 and overfit.expected_max_sharpe == 0 and overfit.pbo is None
+    assert overfit.deflated_sharpe == pytest.approx(probabilistic_sharpe_ratio(returns, 0.0), rel=1e-9)  # nothing to deflate
+    assert "PBO needs at least two successful combinations" in overfit.notes
+    text = (tmp_path / "out" / "sweep_report.html").read_text()
+    assert "PBO needs at least two successful combinations" in text and "risk.atr_multiplier" in text

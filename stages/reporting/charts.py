@@ -166,7 +166,7 @@ def histogram_chart(r: pd.Series, var: float, cvar: float, bins: int = 60) -> st
     ax.xaxis.set_major_formatter(mticker.PercentFormatter(1.0, decimals=1))
     ax.set_yticks([])
     ax.set_ylabel("density")
-    ax.set_title("Distribution of daily returns (outliers beyond the axis are piled at its ends)")
+    ax.set_title("Distribution of daily returns from the first fill (outliers beyond the axis piled at its ends)")
     ax.legend(loc="upper left", fontsize=7.5)
     return render_svg(fig, "histogram")
 
