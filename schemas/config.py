@@ -32,6 +32,7 @@ class DataConfig(_Section):
     market_index_symbol: str | None = Field(None, description="symbol for the circuit breaker; null = equal-weight universe")
     bad_rows: Literal["error", "drop"] = Field("error", description="error: stop listing bad rows; drop: drop them with a warning")
     min_history_days: int = Field(1, ge=1, le=MAX_WINDOW, description="symbols with fewer rows are skipped with a warning")
+    calendar: Literal["XSHG", "XSHE", "XNYS"] | None = Field(None, description="exchange calendar: the backtest steps through its sessions (a missing row = suspension, a row on a non-session = error); null = the dates in the files")
     corporate_actions: str | None = Field(None, description="CSV ex_date,symbol,cash_dividend,split_ratio for raw prices: dividends credit cash, splits scale holdings; null = prices already adjusted")
     adjust: Literal["forward", "back"] = Field("forward", description="prices built from the data store (trendflow fetch): forward (latest = as traded) or back adjusted")
 
@@ -305,6 +306,7 @@ SIGNAL_KEYS = (
 TRADING_KEYS = (
     "data.market_index_symbol",
     "data.corporate_actions",
+    "data.calendar",
     "scoring.buy_top_n",
     "scoring.hold_until_rank",
     "scoring.inertia_bonus",

@@ -161,7 +161,7 @@ OTHER_VALUE = {
     "data.bad_rows": "drop", "data.end_date": "2024-06-28", "data.start_date": "2022-01-03", "data.source": "elsewhere",
     "data.symbols": ["A", "B"], "data.market_index_symbol": "A", "strategy.combo_mode": "either", "strategy.name": "macd",
     "clustering.linkage": "complete", "position_sizing.volatility_method": "std", "execution.fill_price": "close",
-    "reporting.benchmark": "A", "reporting.signal_horizons": [5], "data.corporate_actions": "actions.csv",
+    "reporting.benchmark": "A", "reporting.signal_horizons": [5], "data.corporate_actions": "actions.csv", "data.calendar": "XSHG",
     "execution.max_volume_share": 0.1, "execution.sell_commission_rate": 0.0002, "execution.stamp_duty_rate": 0.0005,
     "execution.transfer_fee_rate": 0.00001, "execution.volume_unit": "lots", "market.preset": "cn_etf",
     "market.price_decimals": 2, "market.price_limits": True, "risk.market_data": "index.csv",

@@ -397,3 +397,37 @@ def test_momentum_weights_not_summing_to_one_are_normalised_with_a_warning(caplo
         normalised = momentum_score(close, log_ret, {5: 0.25, 10: 0.75})
     assert caplog.text == ""
     np.testing.assert_allclose(unnormalised, normalised, rtol=1e-12, equal_nan=True)
+
+
+# --------------------------------------------------------------------------- calendars
+def _long(dates, symbols=("A", "B")):
+    rows = [(pd.Timestamp(d), s, 10.0, 10.0, 10.0, 10.0, 1000.0) for d in dates for s in symbols]
+    return pd.DataFrame(rows, columns=["date", "symbol", "open", "high", "low", "close", "volume"])
+
+
+def test_with_a_calendar_the_backtest_steps_through_the_exchange_sessions():
+    # 2024-10-01..07 is China's National Day holiday: XSHG has no session; 2024-09-30 and 10-08 are sessions
+    prices = _long(["2024-09-27", "2024-10-08", "2024-10-09"])
+    plain = build_market(prices, None, cfg())
+    shanghai = build_market(prices, None, cfg("data.calendar=XSHG"))
+    assert [str(d.date()) for d in plain.dates] == ["2024-09-27", "2024-10-08", "2024-10-09"]
+    assert [str(d.date()) for d in shanghai.dates] == ["2024-09-27", "2024-09-30", "2024-10-08", "2024-10-09"]
+    assert not shanghai.tradable[1].any()  # a session without rows: every symbol suspended that day
+    config = frictionless("data.calendar=XSHG", "scoring.rebalance_frequency=1000")
+    state = quiet_state(2, config)
+    hold(state, 0, 100, 10.0)
+    state.pending = [order(0, "SELL", 100)]
+    record = step(state, shanghai.day(1), config)
+    assert record.fills == [] and record.blocked == {"suspended": 1} and state.shares[0] == 100  # the sell waits
+
+
+def test_a_row_on_a_day_that_is_not_a_session_is_an_error_naming_the_file(tmp_path):
+    from stages.common.calendar import check_price_sessions
+
+    prices = _long(["2024-09-30", "2024-10-01"])  # 10-01: National Day
+    with pytest.raises(DataError, match=r"prices.parquet has rows on 1 day\(s\) that are not XSHG sessions.*2024-10-01"):
+        build_market(prices, None, cfg("data.calendar=XSHG"))
+    (tmp_path / "A.csv").write_text("date,open,high,low,close,volume\n")
+    with pytest.raises(DataError, match=r"A.csv: rows on day\(s\) that are not XSHE sessions: \['2024-10-01'\]"):
+        check_price_sessions(prices, "XSHE", tmp_path)
+    check_price_sessions(_long(["2024-09-30", "2024-10-08"]), "XSHG", tmp_path)  # sessions only: fine

@@ -15,6 +15,7 @@ from schemas.data import DataQualitySchema
 from schemas.prices import PricesSchema
 from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema, SignalWeightsSchema
 from stages.common.artifacts import StageRun, read_manifest, stage_run, validate_frame
+from stages.common.calendar import check_price_sessions
 from stages.common.corporate_actions import adjusted_prices, adjustment_factors, read_corporate_actions
 from stages.common.memory import release_free_memory
 from stages.common.panel import to_panel
@@ -57,6 +58,8 @@ def run_signal_stage(
     quality = quality_report(prices, as_of=as_of_date, ended_sessions=config.risk.data_ended_sessions,
                              close_only=check_close_only(prices, config))
     _warn_short_histories(prices, config)
+    if d.calendar is not None:
+        check_price_sessions(prices, d.calendar, source)
 
     with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
                    lineage=Lineage("signal", config)) as run:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.config import TrendflowConfig
+from stages.common.calendar import session_dates
 from stages.common.errors import ConfigError, DataError
 from stages.trading.exchange import load_corporate_actions, symbol_rules
 
@@ -115,6 +116,9 @@ def build_market(prices: pd.DataFrame, signals: pd.DataFrame | None, config: Tre
     if prices.empty:
         raise DataError("prices.parquet has no rows")
     date_codes, dates = pd.factorize(prices["date"], sort=True)
+    if config.data.calendar is not None:  # step through the exchange's sessions; a missing row = suspension
+        dates = session_dates(pd.DatetimeIndex(dates), config.data.calendar, "prices.parquet")
+        date_codes = dates.get_indexer(prices["date"])
     sym_codes, symbols = pd.factorize(prices["symbol"].astype(str), sort=True)
     dates = pd.DatetimeIndex(dates, name="date")
     shape = (len(dates), len(symbols))
@@ -154,7 +158,7 @@ def market_settings(config: TrendflowConfig) -> tuple:
     ex, risk = config.execution, config.risk
     return (config.data.market_index_symbol, risk.circuit_breaker_lookback, risk.circuit_breaker_threshold,
             ex.max_volume_share, ex.volume_unit, ex.lot_size, config.market.model_dump_json(), config.data.corporate_actions,
-            risk.market_data)
+            risk.market_data, config.data.calendar)
 
 
 def exchange_fields(prices: pd.DataFrame, dates: pd.DatetimeIndex, symbols: np.ndarray, date_codes: np.ndarray,
