@@ -79,12 +79,12 @@ def _announce(result: StageResult, k: int, n: int) -> dict:
 
 @task(name="data", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
 def data_task(config_path, overrides, out, as_of_date, k=1, n=4) -> dict:
-    """Fetch data.symbols into the store; the signal stage then reads <out>/adjusted_prices.parquet."""
+    """Fetch data.symbols into the store (fetch.store); the signal stage then reads its adjusted_prices.parquet."""
     from stages.data.fetch import run_fetch
 
     log.info("[%d/%d] data stage starting", k, n)
     config = _config(config_path, overrides)
-    summary, result = run_fetch(config, list(config.data.symbols or []), Path(out), end=as_of_date)
+    summary, result = run_fetch(config, list(config.data.symbols or []), end=as_of_date)
     for line in summary.lines():
         (log.warning if line.lstrip().startswith("FAILED") else log.info)(line)
     return _announce(result, k, n)
@@ -235,7 +235,7 @@ def trend_pipeline(
         for k, stage in enumerate(chosen, start=1):
             if stage == "data":
                 done.append(data_task.with_options(**opts)(config_path, overrides, str(out_dir), day, k, n))
-                data = str(out_dir / "adjusted_prices.parquet")
+                data = done[-1]["summary"]["panel"]
             elif stage == "signal":
                 done.append(signal_task.with_options(**opts)(config_path, overrides, data, str(out_dir), day, k, n))
             elif stage == "trading":

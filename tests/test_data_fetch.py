@@ -143,7 +143,7 @@ def test_factors_make_a_split_and_a_dividend_seamless():
 
 
 def test_split_data_from_the_store_reaches_the_signal_stage_without_the_jump(eastmoney, tmp_path):
-    summary, result = run_fetch(config(), ["512010.SH", "510300.SH"], tmp_path / "out", store_dir=tmp_path / "store",
+    summary, result = run_fetch(config(), ["512010.SH", "510300.SH"], store_dir=tmp_path / "store",
                                 end=date(2024, 2, 29), sources={"akshare": akshare_source()})
     assert set(summary.fetched) == {"512010.SH", "510300.SH"} and not summary.failed
     store = PriceStore(tmp_path / "store")
@@ -164,21 +164,21 @@ def test_split_data_from_the_store_reaches_the_signal_stage_without_the_jump(eas
 def test_a_second_fetch_asks_only_for_the_new_sessions(eastmoney, tmp_path):
     store = tmp_path / "store"
     sources = {"akshare": akshare_source()}
-    run_fetch(config(), ["510300.SH"], tmp_path / "out", store_dir=store, end=date(2024, 1, 31), sources=sources)
-    summary, _ = run_fetch(config(), ["510300.SH"], tmp_path / "out", store_dir=store, end=date(2024, 2, 29), sources=sources)
+    run_fetch(config(), ["510300.SH"], store_dir=store, end=date(2024, 1, 31), sources=sources)
+    summary, _ = run_fetch(config(), ["510300.SH"], store_dir=store, end=date(2024, 2, 29), sources=sources)
     assert eastmoney.calls == [("510300", "20240102", "20240131"), ("510300", "20240201", "20240229")]
     assert summary.fetched == {"510300.SH": 15}
     bars = PriceStore(store).bars
     assert len(bars) == 37 and not bars["date"].duplicated().any()
     # up to date: no request at all
-    summary, _ = run_fetch(config(), ["510300.SH"], tmp_path / "out", store_dir=store, end=date(2024, 2, 29), sources=sources)
+    summary, _ = run_fetch(config(), ["510300.SH"], store_dir=store, end=date(2024, 2, 29), sources=sources)
     assert len(eastmoney.calls) == 2 and "up to date" in summary.skipped["510300.SH"]
 
 
 def test_the_recheck_window_asks_again_for_the_last_stored_sessions(eastmoney, tmp_path):
     sources = {"akshare": akshare_source()}
-    run_fetch(config(), ["510300.SH"], tmp_path / "out", store_dir=tmp_path / "s", end=date(2024, 1, 31), sources=sources)
-    run_fetch(config("fetch.recheck_sessions=3"), ["510300.SH"], tmp_path / "out", store_dir=tmp_path / "s",
+    run_fetch(config(), ["510300.SH"], store_dir=tmp_path / "s", end=date(2024, 1, 31), sources=sources)
+    run_fetch(config("fetch.recheck_sessions=3"), ["510300.SH"], store_dir=tmp_path / "s",
               end=date(2024, 2, 29), sources=sources)
     assert eastmoney.calls[-1] == ("510300", "20240129", "20240229")  # 29, 30, 31 January again
     assert len(PriceStore(tmp_path / "s").bars) == 37
@@ -191,7 +191,7 @@ def test_transient_failures_are_retried_rate_limited_and_one_failing_symbol_does
     eastmoney.failures["512010"] = [ConnectionResetError("blocked")] * 4
     slept: list[float] = []
     summary, result = run_fetch(config("fetch.min_interval_seconds=1.5", "fetch.retries=3"),
-                                ["510300.SH", "512010.SH", "159999.SZ"], tmp_path / "out", store_dir=tmp_path / "store",
+                                ["510300.SH", "512010.SH", "159999.SZ"], store_dir=tmp_path / "store",
                                 end=date(2024, 2, 29), sources={"akshare": akshare_source()}, sleep=slept.append,
                                 clock=lambda: 0.0)
     assert list(summary.fetched) == ["510300.SH"]
@@ -206,13 +206,13 @@ def test_transient_failures_are_retried_rate_limited_and_one_failing_symbol_does
 def test_every_symbol_failing_on_the_network_is_a_transient_error(eastmoney, tmp_path):
     eastmoney.failures["510300"] = [ConnectionResetError("reset")] * 2
     with pytest.raises(TransientIOError, match="510300.SH"):
-        run_fetch(config("fetch.retries=1"), ["510300.SH"], tmp_path / "out", store_dir=tmp_path / "store",
+        run_fetch(config("fetch.retries=1"), ["510300.SH"], store_dir=tmp_path / "store",
                   end=date(2024, 2, 29), sources={"akshare": akshare_source()}, sleep=lambda s: None)
-    assert not (tmp_path / "out" / "adjusted_prices.parquet").exists()
+    assert not (tmp_path / "store" / "adjusted_prices.parquet").exists()
 
 
 def test_us_and_cn_symbols_go_to_their_own_source(eastmoney, tmp_path):
-    summary, result = run_fetch(config(), ["510300.SH", "SCHD"], tmp_path / "out", store_dir=tmp_path / "store",
+    summary, result = run_fetch(config(), ["510300.SH", "SCHD"], store_dir=tmp_path / "store",
                                 end=date(2024, 10, 31), sources={"akshare": akshare_source(), "yfinance": YfinanceSource(FakeTicker)})
     assert set(summary.fetched) == {"510300.SH", "SCHD"}
     store = PriceStore(tmp_path / "store")
@@ -242,8 +242,8 @@ def test_readme_fetch_then_signal_commands_run_as_written(eastmoney, tmp_path, m
                                                                    "yfinance": YfinanceSource(FakeTicker)}[name])
     monkeypatch.chdir(tmp_path)
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    fetch_line = "trendflow fetch --symbols 510300.SH,512010.SH --end 2024-02-29 --store data_store --out out/"
-    signal_line = "trendflow signal --data out/adjusted_prices.parquet --out out/"
+    fetch_line = "trendflow fetch --symbols 510300.SH,512010.SH --end 2024-02-29 --store data_store"
+    signal_line = "trendflow signal --data data_store/adjusted_prices.parquet --out out/"
     assert fetch_line in readme and signal_line in readme
     assert main(fetch_line.split()[1:] + ["--set", "fetch.history_start=2024-01-02", "--set", "fetch.min_interval_seconds=0"]) == 0
     assert "fetched 2, skipped 0, failed 0" in capsys.readouterr().out

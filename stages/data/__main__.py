@@ -1,4 +1,4 @@
-"""python -m stages.data --symbols 510300.SH,SPY [--provider auto|akshare|yfinance] [--store DIR] [--end D] [--out DIR]
+"""python -m stages.data --symbols 510300.SH,SPY [--provider auto|akshare|yfinance] [--store DIR] [--end D]
 (same as `trendflow fetch`)"""
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 from datetime import date
 
 from stages.common.cli import add_common_arguments, config_from_args, parse_and_run
-from stages.common.stage import resolve_out_dir
 from stages.data.adapters import SOURCES
 
 
@@ -16,8 +15,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         prog=prog or "python -m stages.data",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Data stage: fetch daily prices into a local Parquet store of raw (unadjusted) bars + "
-                    "adjustment factors, then write <out>/adjusted_prices.parquet (data.adjust: forward | back) "
-                    "for the signal stage (--data <out>/adjusted_prices.parquet).",
+                    "adjustment factors, then write <store>/adjusted_prices.parquet (data.adjust: forward | back) "
+                    "for the signal stage (--data <store>/adjusted_prices.parquet).",
         epilog=f"sources (fetch.provider; auto = akshare for .SH/.SZ, yfinance otherwise):\n{sources}\n\n"
                "Only sessions after the last stored one (plus fetch.recheck_sessions before it) are asked for; "
                "requests are spaced by fetch.min_interval_seconds and transient failures retried fetch.retries "
@@ -29,7 +28,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--provider", choices=["auto", *SOURCES], help="source for every symbol (default: config fetch.provider)")
     parser.add_argument("--store", metavar="DIR", help="the price store folder (default: config fetch.store)")
     parser.add_argument("--end", type=date.fromisoformat, metavar="YYYY-MM-DD", help="last date to fetch (default: today)")
-    parser.add_argument("--out", "--output-dir", metavar="DIR", help="where adjusted_prices.parquet goes (default: config output.folder)")
     return parser
 
 
@@ -44,8 +42,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         args.overrides = overrides
         config = config_from_args(args)
         symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else list(config.data.symbols or [])
-        with writing(resolve_out_dir(args.out, config), wait=args.wait) as out_dir:
-            summary, result = run_fetch(config, symbols, out_dir, store_dir=args.store, end=args.end)
+        with writing(args.store or config.fetch.store, wait=args.wait) as store:
+            summary, result = run_fetch(config, symbols, store_dir=store, end=args.end)
         print("\n".join(summary.lines()))
         print(f"{result.log_line()}; prices for the signal stage: {result.outputs.get('adjusted_prices.parquet')}")
         return 1 if summary.failed else 0

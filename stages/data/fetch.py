@@ -1,5 +1,5 @@
 """The data stage: fetch each symbol's new sessions from its source into the local store, then write
-the adjusted panel the signal stage reads (`adjusted_prices.parquet`).
+the adjusted panel the signal stage reads (`<store>/adjusted_prices.parquet`).
 
 Per symbol: the span asked for starts `fetch.recheck_sessions` sessions before the last stored one
 (vendors revise recent bars) -- or at `fetch.history_start` for a new symbol -- and ends at `end`; a
@@ -99,11 +99,12 @@ def fetch_span(store: PriceStore, symbol: str, end: date, config: TrendflowConfi
     return start.date(), end
 
 
-def run_fetch(config: TrendflowConfig, symbols: list[str], out_dir: str | Path, *, store_dir: str | Path | None = None,
+def run_fetch(config: TrendflowConfig, symbols: list[str], *, store_dir: str | Path | None = None,
               end: date | None = None, sources: Mapping[str, Source] | None = None,
               sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> tuple[FetchSummary, StageResult]:
-    """Fetch `symbols` into the store and write `<out>/adjusted_prices.parquet` (data.adjust) for every
-    requested symbol the store holds. `sources` replaces the live adapters by name (tests)."""
+    """Fetch `symbols` into the store and write `<store>/adjusted_prices.parquet` (data.adjust) for every
+    requested symbol the store holds -- beside the raw data, outside any output folder, since the signal
+    stage refuses prices inside its --out. `sources` replaces the live adapters by name (tests)."""
     t0 = time.perf_counter()
     if not symbols:
         raise DataError("no symbols to fetch: give --symbols or data.symbols")
@@ -155,13 +156,13 @@ def run_fetch(config: TrendflowConfig, symbols: list[str], out_dir: str | Path, 
 
     held = [s for s in symbols if store.last_date(s) is not None]
     panel = store.adjusted_panel(held, config.data.adjust).sort_values(["symbol", "date"], ignore_index=True)
-    out_dir = Path(out_dir)
-    with stage_run("data", out_dir, config_hash=config.config_hash(), csv_twins=False) as run:
+    with stage_run("data", store.folder, config_hash=config.config_hash(), csv_twins=False) as run:
         run.write(panel, PANEL_NAME, PricesSchema, csv_twin=False)
     result = StageResult(stage="data", outputs=dict(run.written), rows={"adjusted_prices": len(panel)},
                          seconds=time.perf_counter() - t0,
                          summary={"fetched": summary.fetched, "skipped": summary.skipped, "failed": summary.failed,
-                                  "store": str(store.folder), "adjust": config.data.adjust})
+                                  "store": str(store.folder), "adjust": config.data.adjust,
+                                  "panel": str(run.written[PANEL_NAME])})
     return summary, result
 
 

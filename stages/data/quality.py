@@ -34,6 +34,7 @@ MAIN_BAND, GROWTH_BAND = 0.10, 0.20
 NO_LIMIT_BAND = 0.40
 # The limit price is rounded to the tick, so a limit move can exceed the band by a fraction of a tick.
 _BAND_SLACK = 0.006
+_MAX_LOGGED = 20
 
 
 def exchange_of(symbol: str) -> str:
@@ -51,29 +52,38 @@ def limit_band(symbol: str) -> float:
     return GROWTH_BAND if code.startswith(_GROWTH_PREFIXES) or code in _GROWTH_ETFS else MAIN_BAND
 
 
+def symbol_runs(prices: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Start row, end row (exclusive) and name of each symbol's run in a panel sorted by (symbol, date)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = pa.array(prices["symbol"])
+    if len(names) == 0:
+        return np.array([], dtype=np.int64), np.array([], dtype=np.int64), []
+    change = pc.not_equal(names[1:], names[:-1]).to_numpy(zero_copy_only=False)
+    starts = np.r_[0, np.flatnonzero(change) + 1]
+    ends = np.r_[starts[1:], len(names)]
+    return starts, ends, names.take(pa.array(starts)).to_pylist()
+
+
 def detect_jumps(prices: pd.DataFrame) -> pd.DataFrame:
     """Split-like jumps: rows whose close moved beyond the symbol's limit band from its previous row.
 
     Requires: a long panel (date, symbol, close) sorted by (symbol, date). Returns one row per jump:
     symbol, date, previous_close, close, move (fraction), band. The one place this rule lives: the
-    loader and the gate both call it."""
-    symbol = prices["symbol"].to_numpy()
+    quality gate calls it (and a loader may)."""
     close = prices["close"].to_numpy(dtype=float)
-    if len(close) < 2:
-        return pd.DataFrame(columns=["symbol", "date", "previous_close", "close", "move", "band"])
-    same = np.zeros(len(close), dtype=bool)
-    same[1:] = symbol[1:] == symbol[:-1]
-    previous = np.empty_like(close)
-    previous[0] = np.nan
-    previous[1:] = close[:-1]
+    starts, ends, names = symbol_runs(prices)
+    bands = np.repeat([limit_band(str(s)) for s in names], ends - starts) if names else np.array([])
+    previous = np.r_[np.nan, close[:-1]] if len(close) else close
+    previous[starts] = np.nan  # a symbol's first row has no previous close
     with np.errstate(invalid="ignore", divide="ignore"):
-        move = np.where(same, close / previous - 1.0, np.nan)
-    codes, uniques = pd.factorize(prices["symbol"])
-    bands = np.array([limit_band(str(s)) for s in uniques])[codes]
-    hit = np.abs(move) > bands + _BAND_SLACK
-    rows = np.flatnonzero(hit)
+        move = close / previous - 1.0
+    rows = np.flatnonzero(np.abs(move) > bands + _BAND_SLACK)
+    owner = np.searchsorted(starts, rows, side="right") - 1
     return pd.DataFrame({
-        "symbol": symbol[rows].astype(str), "date": prices["date"].to_numpy()[rows], "previous_close": previous[rows],
+        "symbol": np.array(names, dtype=object)[owner].astype(str) if len(rows) else np.array([], dtype=str),
+        "date": prices["date"].to_numpy()[rows], "previous_close": previous[rows],
         "close": close[rows], "move": move[rows], "band": bands[rows],
     })
 
@@ -81,9 +91,13 @@ def detect_jumps(prices: pd.DataFrame) -> pd.DataFrame:
 def close_only_symbols(prices: pd.DataFrame) -> list[str]:
     """Symbols whose every row has open = high = low = close: close-only data (the loader fills a file
     without open/high/low that way), so ATR comes from close-to-close moves and ADX has nothing to read."""
-    flat = ((prices["open"] == prices["close"]) & (prices["high"] == prices["close"]) & (prices["low"] == prices["close"]))
-    every = flat.groupby(prices["symbol"], sort=True, observed=True).all()
-    return [str(s) for s in every.index[every.to_numpy()]]
+    close = prices["close"].to_numpy()
+    flat = (prices["open"].to_numpy() == close) & (prices["high"].to_numpy() == close) & (prices["low"].to_numpy() == close)
+    starts, _, names = symbol_runs(prices)
+    if not names:
+        return []
+    every = np.logical_and.reduceat(flat, starts)
+    return [name for name, yes in zip(names, every) if yes]
 
 
 def check_close_only(prices: pd.DataFrame, config) -> list[str]:
@@ -129,7 +143,10 @@ def quality_report(prices: pd.DataFrame, *, as_of: date | None, ended_sessions: 
     trading stage decides whether a stale holding stops a daily run (it knows the holdings)."""
     panel_dates = pd.DatetimeIndex(np.unique(prices["date"].to_numpy()))
     reference = pd.Timestamp(as_of) if as_of is not None else panel_dates[-1]
-    last = prices.groupby("symbol", sort=True, observed=True)["date"].max()
+    starts, ends, names = symbol_runs(prices)
+    dates = prices["date"].to_numpy()
+    first = dict(zip(names, pd.DatetimeIndex(dates[starts])))
+    last = dict(zip(names, pd.DatetimeIndex(dates[ends - 1])))
     rows = []
     for symbol, last_date in last.items():
         behind = sessions_between(exchange_of(symbol), last_date, reference, panel_dates) if last_date < reference else 0
@@ -145,7 +162,6 @@ def quality_report(prices: pd.DataFrame, *, as_of: date | None, ended_sessions: 
         else:
             rows.append((symbol, "freshness", "INFO", last_date, float(behind),
                          f"last row {last_date.date()}, {behind} session(s) before the panel's last date"))
-    first = prices.groupby("symbol", sort=True, observed=True)["date"].min()
     for symbol in close_only:
         rows.append((symbol, "close_only", "INFO", first[symbol], 0.0,
                      "close prices only: open = high = low = close, ATR from close-to-close moves, ADX unavailable"))
@@ -160,8 +176,11 @@ def quality_report(prices: pd.DataFrame, *, as_of: date | None, ended_sessions: 
     order = {"ended": 0, "freshness": 1, "close_only": 2, "jump": 3}
     report = report.sort_values(["symbol", "check", "date"], key=lambda c: c.map(order) if c.name == "check" else c,
                                 kind="stable", ignore_index=True)
-    for row in report[report["severity"] == "WARNING"].itertuples(index=False):
+    warned = report[report["severity"] == "WARNING"]
+    for row in warned.head(_MAX_LOGGED).itertuples(index=False):
         log.warning("data quality: %s %s: %s", row.symbol, row.check, row.detail)
+    if len(warned) > _MAX_LOGGED:
+        log.warning("data quality: %d more warning(s) in data_quality.csv", len(warned) - _MAX_LOGGED)
     return report
 
 
