@@ -83,6 +83,9 @@ def test_provenance_lists_changed_parameters_version_and_data(demo_run, tmp_path
     check_page(text)
     assert text.index('id="provenance"') < text.index('id="performance"')  # at the top
     assert config.config_hash() in text and "trendflow version" in text
+    from stages.common.artifacts import sha256_file
+
+    assert sha256_file(out / "prices.parquet") in text  # the price data, exactly
     assert "none: every parameter at its default" in text
     prices = pd.read_parquet(out / "prices.parquet", columns=["date", "symbol"])
     assert f'symbols in the price panel</td><td class="t">{prices["symbol"].nunique()}</td>' in text

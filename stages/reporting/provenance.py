@@ -27,6 +27,7 @@ class Provenance:
     first_date: pd.Timestamp | None
     last_date: pd.Timestamp | None
     holdings: pd.DataFrame = field(default_factory=pd.DataFrame)  # symbol, last_price_date, sessions_behind
+    prices_sha256: str | None = None             # of prices.parquet as the signal stage wrote it: the data, exactly
 
 
 def trendflow_version() -> str:

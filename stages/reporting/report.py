@@ -373,9 +373,9 @@ def _provenance(inp: ReportInputs, r: pd.Series) -> str | None:
     p = inp.provenance
     if p is None:
         return None
-    run = pd.DataFrame({"item": ["trendflow version", "config hash (sha256)", "price data", "symbols in the price panel",
-                                 "price panel dates", "display names"],
-                        "value": [p.version, p.config_hash, p.data_source, fmt(p.symbols, "int"),
+    run = pd.DataFrame({"item": ["trendflow version", "config hash (sha256)", "price data", "prices.parquet (sha256)",
+                                 "symbols in the price panel", "price panel dates", "display names"],
+                        "value": [p.version, p.config_hash, p.data_source, p.prices_sha256 or "n/a", fmt(p.symbols, "int"),
                                   f"{fmt(p.first_date, 'date')} to {fmt(p.last_date, 'date')}",
                                   f"names.csv ({len(inp.names)} symbols)" if inp.names else "none (no names.csv)"]})
     changed = pd.DataFrame(p.changed, columns=["parameter", "value", "default"])

@@ -15,7 +15,7 @@ from schemas.config import TrendflowConfig
 from schemas.prices import PricesSchema
 from schemas.reporting import PerformanceSummary, PerformanceSummaryCsvSchema, SignalQualityInputSchema
 from schemas.trading import EquityCurveSchema, OrdersSchema, PositionsSchema, TradeLogSchema
-from stages.common.artifacts import StageRun, stage_run, validate_frame
+from stages.common.artifacts import StageRun, manifest_entry, stage_run, validate_frame
 from stages.common.errors import ArtifactMissingError, DataError
 from stages.common.lineage import Lineage
 from stages.common.market_data import read_symbol_file
@@ -169,14 +169,16 @@ def _provenance(run: StageRun, config: TrendflowConfig, source: str, prices_path
     sessions = pd.DatetimeIndex(curve["date"])
     held = sorted(positions.loc[positions["date"] == sessions[-1], "symbol"])
     if prices_path.exists():
-        panel = run.read_with(prices_path, lambda p: pd.read_parquet(p, columns=["date", "symbol"]))
+        panel = run.read_with(prices_path, lambda p: pd.read_parquet(p, columns=["date", "symbol"]))  # hash-checked
         last = last_price_dates(panel)
         first, final, count = panel["date"].min(), panel["date"].max(), len(last)
+        entry = manifest_entry(prices_path.parent, prices_path.name)
+        digest = entry["sha256"] if entry else None
     else:
-        last, first, final, count = pd.Series(dtype="datetime64[ns]"), None, None, 0
+        last, first, final, count, digest = pd.Series(dtype="datetime64[ns]"), None, None, 0, None
     return Provenance(version=trendflow_version(), config_hash=config.config_hash(), changed=changed_parameters(config),
                       data_source=source, symbols=count, first_date=first, last_date=final,
-                      holdings=holdings_freshness(held, last, sessions))
+                      holdings=holdings_freshness(held, last, sessions), prices_sha256=digest)
 
 
 def _stale_notes(p: Provenance) -> list[str]:
