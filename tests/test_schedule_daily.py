@@ -11,6 +11,7 @@ import re
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -214,3 +215,14 @@ def test_a_day_without_orders_says_why():
     assert why_no_orders(_day(trend_signal=np.array([0, -1])), 10, config).startswith("no symbol has a buy signal")
     assert why_no_orders(_day(), 0, config).startswith("the holdings are already at their targets")
     assert why_no_orders(_day(), 0, config, weights_mode=True) == "no row of target weights for this date"
+
+
+def test_a_scheduled_run_on_an_exchange_holiday_completes_doing_nothing(harness, tmp_path, monkeypatch, webhook):
+    import flows.schedule
+    from flows.pipeline import trend_pipeline
+
+    monkeypatch.setattr(flows.schedule, "today_in", lambda timezone: date(2024, 10, 1))  # XSHG: National Day
+    summary = trend_pipeline(out=str(tmp_path / "live"), mode="daily", calendar="XSHG", retry_delay_seconds=0)
+    assert summary["skipped"] == "2024-10-01" and summary["stages"] == []
+    assert not (tmp_path / "live").exists() or not any((tmp_path / "live").iterdir())
+    assert webhook == []  # nothing to tell on a holiday
