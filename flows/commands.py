@@ -135,7 +135,7 @@ def preflight(args: argparse.Namespace, mode: str, prog: str) -> Plan:
                               f"`trendflow execute --init --out {out_dir}`")
     plan = Plan(mode, stages, out_dir, args.as_of_date, args.portfolio)
     chosen = [s for s in ALL_STAGES if s in (stages if stages is not None else default_stages(mode))]
-    if mode == "daily" and (chosen or args.as_of_date is None):
+    if mode == "daily" and "data" not in chosen and (chosen or args.as_of_date is None):  # fetched data: planned in the flow
         _plan_daily(plan, args, config, chosen, prog)
     return plan
 

@@ -276,3 +276,17 @@ def test_the_flow_runs_the_data_stage_first_when_asked(harness, eastmoney, tmp_p
     prices = pd.read_parquet(out / "prices.parquet")
     assert set(prices["symbol"]) == {"510300.SH", "512010.SH"} and detect_jumps(prices).empty  # from the store, adjusted
     assert (out / "report.html").exists() and (tmp_path / "store" / "bars.parquet").exists()
+
+
+def test_trendflow_fetch_reports_a_failing_symbol_and_exits_1(eastmoney, tmp_path, monkeypatch, capsys):
+    import stages.data.fetch as fetch_module
+    from flows.cli import main
+
+    monkeypatch.setattr(fetch_module, "make_source", lambda name: akshare_source())
+    code = main(["fetch", "--symbols", "510300.SH,159999.SZ", "--end", "2024-02-29", "--store", str(tmp_path / "store"),
+                 "--set", "fetch.history_start=2024-01-02", "--set", "fetch.min_interval_seconds=0"])
+    out = capsys.readouterr().out
+    assert code == 1 and "fetched 1, skipped 0, failed 1" in out and "FAILED  159999.SZ" in out
+    assert set(pd.read_parquet(tmp_path / "store" / "adjusted_prices.parquet")["symbol"]) == {"510300.SH"}
+    assert main(["fetch", "--store", str(tmp_path / "store")]) == 2  # no symbols: one error line
+    assert "no symbols to fetch" in capsys.readouterr().err
