@@ -48,3 +48,7 @@ class FolderBusyError(TrendflowError):
 
 class FileSystemError(TrendflowError):
     """The file system refuses a path as given: read-only, permission denied, not a directory."""
+
+
+class UnknownPositionError(TrendflowError):
+    """The executed book holds a position the model does not know (accept it with `trendflow reconcile --accept`)."""

@@ -2,14 +2,14 @@
 model intended, and says where the two part (reconcile_{D}.csv).
 
 When the output folder has an execution database (`execution/trendflow.db`, made by `trendflow
-execute`), the daily run for session D, before its engine step:
+execute --init`), the daily run for session D, before its engine step:
   1. settles the paper broker: the orders still working at the paper broker (approved at an earlier
      close, maybe resized by the risk profile) fill at D's open through the engine's own
      `fill_orders` -- the backtest's slippage, commission, lots, cash and suspension rules -- on the
      executed book (the database's positions and cash); fills and expiries are recorded in the
-     database in one transaction, with a settlement record that makes a rerun of D reproduce it;
-     (a real broker's fills -- recorded by `trendflow execute`, the book loaded with `trendflow
-     reconcile --sync ibkr` -- are already in the database: they are taken as that open's fills);
+     database in one transaction, with a settlement record that makes a rerun of D reproduce it.
+     A real broker's fills (recorded by `trendflow execute`, the book loaded with `trendflow
+     reconcile --sync ibkr`) are already in the database: they are taken as that open's fills;
   2. fills the model's own pending orders the same way on the model's book (what the backtest
      would have done), to compare;
   3. steps from the executed book: holdings and cash from the database, each holding's stop and
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.config import TrendflowConfig
-from stages.common.errors import TrendflowError
+from stages.common.errors import TrendflowError, UnknownPositionError
 from stages.trading.engine import Fill, Order, PortfolioState, empty_state, fill_orders
 from stages.trading.execution.store import ExecutionStore
 from stages.trading.market import Day, Market
@@ -40,10 +40,6 @@ MATCH = "match"
 RECONCILE_COLUMNS = ["date", "decision_date", "symbol", "side", "model_qty", "sent_qty", "filled_qty", "model_price",
                      "fill_price", "slippage_bp", "model_shares", "executed_shares", "share_drift", "drift_value",
                      "cash_difference", "reason"]
-
-
-class UnknownPositionError(TrendflowError):
-    """The broker holds a position the model does not know (accept it with `trendflow reconcile --accept`)."""
 
 
 def execution_db(folder: Path) -> Path:
