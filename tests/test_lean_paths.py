@@ -70,3 +70,35 @@ def test_read_artifact_reads_and_checks_only_the_asked_columns(small_demo_dir, t
     bad.to_parquet(path)  # edited after the run: refused whatever columns are asked
     with pytest.raises(IntegrityError):
         read_artifact(path, SignalsSchema, columns=["date", "symbol"])
+
+
+def test_panel_fingerprint_hashes_the_same_bytes_a_block_of_days_at_a_time():
+    """The state's price fingerprint must not change with how it is computed (saved states stay valid)."""
+    import hashlib
+
+    import pandas as pd
+
+    from stages.common.panel import OHLCV, Panel
+    from stages.signal.state import panel_fingerprints
+
+    rng = np.random.default_rng(3)
+    n_days, n_sym = 600, 7
+    fields = {f: rng.random((n_days, n_sym)) for f in OHLCV}
+    fields["close"][5, 2] = np.nan
+    panel = Panel(dates=pd.bdate_range("2020-01-01", periods=n_days), symbols=pd.Index([f"S{i}" for i in range(n_sym)]), **fields)
+
+    def one_array(prefix_days):
+        digest = hashlib.sha256("\x1f".join(map(str, panel.symbols)).encode())
+        rows = np.empty((n_days, 1 + len(OHLCV) * n_sym))
+        rows[:, 0] = panel.dates.asi8.view(np.float64)
+        rows[:, 1:] = np.stack([fields[f] for f in OHLCV], axis=-1).reshape(n_days, -1)
+        if prefix_days is None:
+            digest.update(rows.tobytes())
+            return digest.hexdigest(), None
+        digest.update(rows[:prefix_days].tobytes())
+        prefix = digest.copy().hexdigest()
+        digest.update(rows[prefix_days:].tobytes())
+        return digest.hexdigest(), prefix
+
+    for prefix_days in (None, 1, 255, 256, 257, 599, 600):
+        assert panel_fingerprints(panel, prefix_days) == one_array(prefix_days)

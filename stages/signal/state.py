@@ -46,19 +46,36 @@ def _code_version() -> str:
 
 def panel_fingerprints(panel: Panel, prefix_days: int | None = None) -> tuple[str, str | None]:
     """sha256 of the panel's symbols and its OHLCV rows in date order: of all days, and of the
-    first `prefix_days` (one pass: the rows are hashed day-major, so the prefix is a prefix of the bytes)."""
+    first `prefix_days` (one pass: the rows are hashed day-major, so the prefix is a prefix of the bytes).
+
+    A row is the day (int64 bits) then each symbol's open, high, low, close, volume. The rows are
+    laid out and hashed a block of days at a time: the same bytes as one (days x ...) array, without
+    holding that array (and a stacked copy) beside the panel."""
     digest = hashlib.sha256("\x1f".join(map(str, panel.symbols)).encode())
-    rows = np.empty((len(panel.dates), 1 + len(OHLCV) * len(panel.symbols)))
-    rows[:, 0] = panel.dates.asi8.view(np.float64)
-    rows[:, 1:] = np.stack([getattr(panel, f) for f in OHLCV], axis=-1).reshape(len(panel.dates), -1)
+    fields = [getattr(panel, f) for f in OHLCV]
+    day_bits = panel.dates.asi8.view(np.float64)
+    width = 1 + len(OHLCV) * len(panel.symbols)
+
+    def feed(start: int, stop: int) -> None:
+        for a in range(start, stop, _FINGERPRINT_DAYS):
+            b = min(a + _FINGERPRINT_DAYS, stop)
+            rows = np.empty((b - a, width))
+            rows[:, 0] = day_bits[a:b]
+            for k, values in enumerate(fields):
+                rows[:, 1 + k::len(OHLCV)] = values[a:b]
+            digest.update(memoryview(rows))
+
     prefix = None
     if prefix_days is not None:
-        digest.update(memoryview(rows[:prefix_days]))
+        feed(0, prefix_days)
         prefix = digest.copy().hexdigest()
-        digest.update(memoryview(rows[prefix_days:]))
+        feed(prefix_days, len(panel.dates))
     else:
-        digest.update(memoryview(rows))
+        feed(0, len(panel.dates))
     return digest.hexdigest(), prefix
+
+
+_FINGERPRINT_DAYS = 256
 
 
 @dataclass
