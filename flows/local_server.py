@@ -88,6 +88,24 @@ def running_url(home: Path | None = None) -> str | None:
     return record["url"]
 
 
+def keep_alive(every: float = 60.0) -> None:
+    """For a long-lived user of the shared server (`trendflow serve`): mark it used every `every`
+    seconds from a daemon thread, so it never stops itself as idle under a process still polling it."""
+    import threading
+
+    path = record_path()
+
+    def touch() -> None:
+        while True:
+            time.sleep(every)
+            try:
+                os.utime(path)
+            except OSError:
+                pass
+
+    threading.Thread(target=touch, name="trendflow-server-keep-alive", daemon=True).start()
+
+
 def ensure_server(say: Callable[[str], None] = print, home: Path | None = None) -> str:
     """The url of the shared local server, starting it (and waiting until it answers) if needed."""
     from filelock import FileLock

@@ -97,6 +97,10 @@ def serve(args: argparse.Namespace, prog: str) -> None:
     from flows.commands import _api_url
 
     url = _api_url(prog)
+    if url is not None:
+        from flows.local_server import keep_alive
+
+        keep_alive()  # the shared server must not stop as idle while this process serves from it
     from prefect.schedules import Cron
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

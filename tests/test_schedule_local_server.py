@@ -66,3 +66,17 @@ def test_a_record_whose_server_is_gone_is_replaced_not_trusted(tmp_path):
     (home / RECORD_NAME).write_text(json.dumps({"pid": dead.pid, "port": 9, "url": "http://127.0.0.1:9/api"}))
     assert running_url(home) is None  # nothing answers there: a run would start a new server
     assert stop_server(home, quiet=True) is False and not (home / RECORD_NAME).exists()
+
+
+def test_a_serving_process_keeps_the_shared_server_from_idling_out(tmp_path, monkeypatch):
+    from flows.local_server import RECORD_NAME, keep_alive
+
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    record = tmp_path / RECORD_NAME
+    record.write_text(json.dumps({"pid": 1, "port": 9, "url": "http://127.0.0.1:9/api"}))
+    os.utime(record, (time.time() - 3600, time.time() - 3600))  # last used an hour ago
+    keep_alive(every=0.05)
+    deadline = time.monotonic() + 10
+    while time.time() - record.stat().st_mtime > 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert time.time() - record.stat().st_mtime < 60
