@@ -56,6 +56,8 @@ class Metrics(BaseModel):
     win_rate_days: Number = Field(description="share of up sessions among sessions that moved")
     win_rate_months: Number = Field(description="share of up calendar months among months that moved")
     probabilistic_sharpe: Number = Field(description="probability that the true Sharpe ratio is above 0 (PSR)")
+    min_track_record_days: Number = Field(description="sessions of history needed for PSR to reach 95% at this "
+                                                      "Sharpe, skew and kurtosis (null when Sharpe <= 0)")
     return_mtd: Number
     return_ytd: Number
     return_1y: Number

@@ -402,3 +402,19 @@ def test_total_return_before_costs_adds_each_session_s_costs_back():
                                                       "slippage"]), initial_cash=1_000_000.0)
     assert m["total_return"] == pytest.approx(0.0, abs=1e-12)
     assert m["total_return_before_costs"] == pytest.approx((992_000 / 1_000_000) * (1_001_000 / 990_000) - 1)
+
+
+def test_min_track_record_is_where_psr_reaches_the_confidence():
+    """MinTRL by hand, and PSR of a history of exactly that length with the same moments is the confidence."""
+    from statistics import NormalDist
+
+    from stages.reporting.metrics import min_track_record
+    from stages.sweep.overfitting import moments, psr_from_moments
+
+    r = pd.Series(np.random.default_rng(11).normal(0.001, 0.01, 500), index=pd.bdate_range("2022-01-03", periods=500))
+    sr, g3, g4 = moments(r.to_numpy())
+    expected = 1 + (1 - g3 * sr + (g4 - 1) / 4 * sr ** 2) * (NormalDist().inv_cdf(0.95) / sr) ** 2
+    n = min_track_record(r)
+    assert n == pytest.approx(expected, rel=1e-12)
+    assert psr_from_moments(sr, 0.0, n, g3, g4) == pytest.approx(0.95, rel=1e-9)
+    assert math.isnan(min_track_record(-r))  # a negative Sharpe never gets there

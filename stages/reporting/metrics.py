@@ -11,6 +11,7 @@ Return-based metrics are computed on every session; none of them use prices afte
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -189,6 +190,24 @@ def probabilistic_sharpe_ratio(r: pd.Series, rf: float = 0.0, benchmark_sharpe: 
     if not var > 0:
         return NAN
     return _normal_cdf((sr - benchmark_sharpe) * math.sqrt(len(r) - 1) / math.sqrt(var))
+
+
+def min_track_record(r: pd.Series, rf: float = 0.0, confidence: float = 0.95, benchmark_sharpe: float = 0.0) -> float:
+    """Minimum track record length (Bailey & Lopez de Prado 2012), in sessions: how long a history with this
+    Sharpe ratio, skew and kurtosis must be for PSR(SR*) to reach `confidence`:
+    1 + (1 - g3 SR + (g4 - 1)/4 SR^2) (Z_confidence / (SR - SR*))^2. NaN when SR <= SR* (never enough)."""
+    if len(r) < 4:
+        return NAN
+    excess = r - rf
+    sd = float(excess.std(ddof=1))
+    if not sd > 0:
+        return NAN
+    sr = float(excess.mean()) / sd
+    if sr <= benchmark_sharpe:
+        return NAN
+    g3, g4 = float(excess.skew()), float(excess.kurt()) + 3.0
+    z = NormalDist().inv_cdf(confidence)
+    return 1.0 + (1.0 - g3 * sr + (g4 - 1.0) / 4.0 * sr * sr) * (z / (sr - benchmark_sharpe)) ** 2
 
 
 def _normal_cdf(z: float) -> float:
@@ -473,6 +492,7 @@ def distribution_metrics(r: pd.Series, rf: float) -> dict[str, float]:
         "tail_ratio": tail_ratio(r), "omega": omega_ratio(r, rf),
         "win_rate_days": win_rate_of_periods(r), "win_rate_months": win_rate_of_periods(r, "ME") if len(r) else NAN,
         "probabilistic_sharpe": probabilistic_sharpe_ratio(r, rf),
+        "min_track_record_days": min_track_record(r, rf),
     }
     out.update({f"return_{p.lower()}": trailing_return(r, p) for p in TRAILING_PERIODS})
     return out

@@ -48,6 +48,7 @@ RETURN_ROWS = [("total_return", "benchmark_total_return", "Total return", "pct")
 TAIL_ROWS = [("skew", "Skew", "num"), ("kurtosis", "Excess kurtosis", "num"), ("daily_var_95", "Daily VaR 95% (historical)", "pct"),
              ("daily_cvar_95", "Daily CVaR 95% (historical)", "pct"), ("tail_ratio", "Tail ratio (95th / 5th pct)", "num"),
              ("omega", "Omega ratio", "num"), ("win_rate_days", "Up sessions", "pct1"), ("win_rate_months", "Up months", "pct1"),
+             ("min_track_record_days", "Sessions needed for 95% confidence", "int"),
              ("probabilistic_sharpe", "PSR: P(true Sharpe > 0)", "pct1")]
 TRAILING_LABELS = [("return_mtd", "Month to date"), ("return_ytd", "Year to date"), ("return_1y", "1 year"),
                    ("return_3y", "3 years (p.a.)"), ("return_5y", "5 years (p.a.)")]
@@ -189,7 +190,8 @@ def _distribution(inp: ReportInputs, r: pd.Series) -> list[str]:
             '<div class="grid2"><div><h3>Tails and consistency</h3>' + tails
             + '<p class="sub">Historical VaR/CVaR: the 5th percentile of daily returns and the mean of the worst 5%. '
               "PSR: the probability that the true Sharpe ratio is above 0, given the history's length, skew and kurtosis "
-              "(Bailey &amp; L&oacute;pez de Prado 2012). Win rates count only sessions/months that moved.</p>"
+              "(Bailey &amp; L&oacute;pez de Prado 2012); sessions needed: the minimum track record length for PSR to "
+              "reach 95% (compare with the sessions there are). Win rates count only sessions/months that moved.</p>"
               "</div><div><h3>Trailing returns</h3>" + _text_table(pd.DataFrame(trailing))
             + '<p class="sub">To the last close; 3Y and 5Y annualised; n/a when the history is shorter.</p></div></div>']
 
