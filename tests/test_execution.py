@@ -269,3 +269,11 @@ def test_warnings_for_a_small_position_and_for_deployment_near_its_limit(env):
     batch = orders(*[(f"S{i}", "BUY", 1000, 1.0, 10.0) for i in range(9)])
     big = run(env, batch, profile="aggressive", run_id="big")  # ~9-10% each: deployment reaches the 80% limit
     assert any("deployment limit approaching" in w for w in big.warnings)
+
+
+def test_the_paper_broker_refuses_close_fills_it_cannot_make(tmp_path):
+    from stages.common.errors import ConfigError
+
+    config = load_config(None, ["execution.fill_price=close"])
+    with pytest.raises(ConfigError, match="execution.fill_price=next_open"):
+        PaperBroker(ExecutionStore(tmp_path / "x.db", 1.0), config)

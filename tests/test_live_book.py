@@ -155,6 +155,13 @@ def test_a_resizing_profile_drifts_is_reported_and_the_next_day_starts_from_the_
     assert {s: h.shares for s, h in last.holdings.items()} == store.positions()
     assert last.cash == pytest.approx(store.cash(), abs=1e-6)
     assert read_artifact(folder / "live_equity.parquet", LiveEquitySchema)["drift"].max() > 0
+    for decided, settled, summary in zip(days, days[1:], summaries):
+        rec = read_artifact(folder / f"reconcile_{settled}.csv", ReconcileSchema)
+        traded = rec[rec["side"].isin(["BUY", "SELL"])]
+        if not summary.resized and not summary.rejected:  # the profile passed every order: no drift at all
+            assert (rec["share_drift"] == 0).all() and rec["cash_difference"].abs().max() < 1e-6, settled
+        else:  # every symbol that drifted says why
+            assert (traded.loc[traded["share_drift"] != 0, "reason"] != "match").all(), settled
 
 
 def test_rerunning_a_day_replays_its_settlement_byte_for_byte(demo_signals, tmp_path):

@@ -59,6 +59,10 @@ class PaperBroker:
     name = "paper"
 
     def __init__(self, store: ExecutionStore, config: TrendflowConfig):
+        if config.execution.fill_price != "next_open":
+            raise ConfigError("the paper broker fills at the next session's open, as the backtest does with "
+                              "execution.fill_price=next_open; with 'close' the model filled these orders at the close "
+                              "they were decided at, which has passed: set execution.fill_price=next_open to paper-trade")
         self.store = store
         self.config = config
 
