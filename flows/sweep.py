@@ -209,7 +209,7 @@ def run_sweep(grid_path: str, *, config_path: str | None = None, overrides: list
             run.write(wf_table, "walk_forward_results.parquet", WalkForwardSchema)
             run.write(wf_equity, "walk_forward_equity.parquet", WalkForwardEquitySchema)
         run.write_text(sweep_report(results, list(grid), metric, overfit, wf_table, wf_equity, float(base["execution"]["initial_cash"]),
-                                    logits),
+                                    logits, per_period_rate(rp.risk_free_rate, rp.periods_per_year), rp.periods_per_year),
                        "sweep_report.html", kind="html")
         if keep_artifacts:
             _keep_artifacts(prices, base, combos, signal_paths, out_dir)

@@ -334,6 +334,12 @@ def test_walk_forward_sweep_on_real_etfs_reports_the_oos_chart_dsr_pbo_and_param
     equity = pd.read_parquet(out / "walk_forward_equity.parquet")
     assert equity[["in_sample_best", "buy_and_hold"]].notna().all().all()
     assert "pbo" in parsed.charts
+    # the summary over the test spans: each curve's growth from the starting capital
+    initial = load_config().execution.initial_cash
+    for column, label in [("equity", "walk-forward (out of sample)"), ("in_sample_best", "in-sample best (hindsight)"),
+                          ("buy_and_hold", "buy-and-hold, equal weight")]:
+        grown = equity[column].iloc[-1] / initial - 1
+        assert re.search(rf'<td class="t">{re.escape(label)}</td><td( class="neg")?>{100 * grown:.2f}%</td>', text), label
     # sweep_returns.parquet holds what DSR and PBO were computed from: recomputing from it gives the same figures
     returns = pd.read_parquet(out / "sweep_returns.parquet").set_index("date")
     assert sorted(returns.columns) == sorted(results.index)

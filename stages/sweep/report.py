@@ -19,9 +19,9 @@ LABELS = {"sharpe": "Sharpe ratio", "cagr": "CAGR", "max_drawdown": "Max drawdow
 
 def sweep_report(results: pd.DataFrame, keys: list[str], metric: str, overfit: OverfittingSummary,
                  walk_forward: pd.DataFrame | None = None, wf_equity: pd.DataFrame | None = None,
-                 initial: float = 1.0, logits: np.ndarray | None = None) -> str:
+                 initial: float = 1.0, logits: np.ndarray | None = None, rf: float = 0.0, ppy: int = 252) -> str:
     """The page; `initial` is the capital each walk-forward curve starts from; `logits` the CSCV logit of
-    every split (drawn as a histogram beside the PBO)."""
+    every split (drawn as a histogram beside the PBO); `rf` (per session) and `ppy` for the walk-forward summary."""
     ok = results[results["status"] == "ok"]
     failed = results[results["status"] == "failed"]
     parts = [_headline(overfit), note("Verdict: " + overfit.verdict)]
@@ -33,7 +33,7 @@ def sweep_report(results: pd.DataFrame, keys: list[str], metric: str, overfit: O
         ("overfitting", "Overfitting controls", section("overfitting", "Overfitting controls: deflated Sharpe ratio and PBO",
                                                         _overfitting(overfit, logits))),
         (grid_anchor, "Parameters", _grid(results, ok, keys, axes)),
-        ("walk-forward", "Walk-forward", _walk_forward(walk_forward, wf_equity, keys, metric, initial)),
+        ("walk-forward", "Walk-forward", _walk_forward(walk_forward, wf_equity, keys, metric, initial, rf, ppy)),
         ("failed", "Failed", section("failed", "Failed combinations", table(failed[["combo_id", "error"]])) if len(failed) else None),
     ]:
         if html is not None:
@@ -107,7 +107,7 @@ def _grid(results: pd.DataFrame, ok: pd.DataFrame, keys: list[str], axes: list[s
 
 
 def _walk_forward(wf: pd.DataFrame | None, equity: pd.DataFrame | None, keys: list[str], metric: str,
-                  initial: float) -> str | None:
+                  initial: float, rf: float, ppy: int) -> str | None:
     if wf is None:
         return None
     from stages.reporting import charts
@@ -129,15 +129,29 @@ def _walk_forward(wf: pd.DataFrame | None, equity: pd.DataFrame | None, keys: li
         boundaries = list(wf["test_start"].iloc[1:])
         parts.append(chart(charts.walk_forward_chart(growth["equity"], growth["in_sample_best"], growth["buy_and_hold"], boundaries),
                            "walk-forward", "Stitched out-of-sample equity against the in-sample best and buy-and-hold"))
-        last = growth.iloc[-1]
         parts.append('<p class="sub">Each test span is traded from cash with the combination chosen on its training span only, '
                      "and the spans are chained. The in-sample best is the combination with the best "
                      f"{metric} over the whole history (hindsight: what the top of the sweep promises); buy-and-hold is equal "
-                     "weight in every symbol with a price at the start. Growth over the test spans: walk-forward "
-                     f"{fmt(last['equity'] - 1, 'pct')}, in-sample best {fmt(last['in_sample_best'] - 1, 'pct')}, "
-                     f"buy-and-hold {fmt(last['buy_and_hold'] - 1, 'pct')}.</p>")
+                     "weight in every symbol with a price at the start.</p>")
+        parts.append("<h3>Over the test spans</h3>" + _walk_forward_summary(growth, rf, ppy))
     parts.append("<h3>Per window: the combination chosen on the training span and how it did</h3>" + table(frame, kinds))
     return section("walk-forward", "Walk-forward: out of sample", *parts)
+
+
+def _walk_forward_summary(growth: pd.DataFrame, rf: float, ppy: int) -> str:
+    """Return and risk of the three curves over the same sessions (each from 1 at the close before the first)."""
+    from stages.reporting.metrics import annual_volatility, cagr, max_drawdown, sharpe_ratio, total_return
+
+    rows = []
+    for column, label in [("equity", "walk-forward (out of sample)"), ("in_sample_best", "in-sample best (hindsight)"),
+                          ("buy_and_hold", "buy-and-hold, equal weight")]:
+        g = growth[column]
+        if g.isna().all():
+            continue
+        r = g / g.shift(1, fill_value=1.0) - 1.0
+        rows.append({"curve": label, "total return": total_return(r), "CAGR": cagr(r, ppy),
+                     "volatility": annual_volatility(r, ppy), "Sharpe": sharpe_ratio(r, rf, ppy), "max drawdown": max_drawdown(r)})
+    return table(pd.DataFrame(rows), {"total return": "pct", "CAGR": "pct", "volatility": "pct", "max drawdown": "pct"})
 
 
 def important_axes(ok: pd.DataFrame, keys: list[str], value: str = "sharpe") -> list[str]:
