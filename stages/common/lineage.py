@@ -1,14 +1,15 @@
 """Lineage: what each artifact was made from, and whether it still matches the config.
 
 Each artifact depends on a fixed set of config keys -- its stage's (`SIGNAL_KEYS`, `TRADING_KEYS`,
-`REPORTING_KEYS` in schemas/config.py; `prices.parquet` only on the `data` keys) -- and on the
-artifacts its stage read. When a stage commits, the manifest entry of each output gets `lineage`:
+`REPORTING_KEYS` in schemas/config.py) unless `ARTIFACT_KEYS` says otherwise -- and on the artifacts
+its stage read. When a stage commits, the manifest entry of each output gets `lineage`:
 the hash of those keys' values (`TrendflowConfig.parameters_hash`; the signal stage's equals
 `signal_hash`), and the manifest's `lineage` table keeps the values behind each hash, leaf by leaf,
-so a difference can be named. The sha256 of every input is already in the entry (`inputs`).
+so a difference can be named. The sha256 of every input is already in the entry (`inputs`); the
+lineage adds that of each file a config key names (`FILE_KEYS`, e.g. the breaker's index file).
 
 An artifact is *stale* under a config when
-- one of its keys has another value now, or
+- one of its keys has another value now, or a file a key names has changed, or
 - an artifact of another stage it was made from has been rewritten since (its sha256 differs), or
   is itself stale.
 A stage refuses a stale input made by another stage (`StaleArtifactError`: one line naming the
@@ -36,10 +37,10 @@ ARTIFACT_KEYS: dict[str, tuple[str, ...]] = {
     "data_quality.csv": ("data", "risk.data_ended_sessions"),
     "signals_output.csv": tuple(dict.fromkeys(SIGNAL_KEYS + TRADING_KEYS)),
 }
-# What each stage reads from its folder (the ones present are checked; optional ones may be absent).
 # Config keys that name a file a stage reads: its sha256 is recorded too, so an edited file makes the
 # artifacts made from it stale. (The price data itself is tracked through prices.parquet.)
 FILE_KEYS = ("risk.market_data", "data.corporate_actions", "market.symbol_table")
+# What each stage reads from its folder (the ones present are checked; optional ones may be absent).
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "signal": (),
     "trading": ("prices.parquet", "signals_output.parquet"),
