@@ -499,6 +499,10 @@ def test_cn_etf_preset_on_real_etfs_reports_what_each_rule_blocked_and_the_books
     out, config, result = etf_preset_run
     blocked = result.summary["blocked_or_resized"]
     print(f"cn_etf preset, whole history: orders not filled in full by reason: {blocked}")
+    bt = run_backtest(pd.read_parquet(out / "signals_output.parquet"), pd.read_parquet(out / "prices.parquet"), config)
+    assert bt.unfilled["note"].value_counts().to_dict() == blocked  # one row per order and session
+    assert not bt.unfilled.loc[bt.unfilled["side"] == "BUY", "waits"].any()  # a blocked buy is dropped
+    assert set(bt.unfilled.loc[bt.unfilled["note"] == "limit_down", "side"]) <= {"SELL"}
     assert blocked.get("volume_cap", 0) > 0 and blocked.get("limit_up", 0) + blocked.get("limit_down", 0) > 0
     assert check_accounting(out, config) > 100
     market = build_market(pd.read_parquet(out / "prices.parquet"), pd.read_parquet(out / "signals_output.parquet"), config)

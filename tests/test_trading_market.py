@@ -83,6 +83,7 @@ def test_a_sell_at_limit_down_waits_and_fills_at_the_next_session_off_the_limit(
     assert day2.fills == [] and day2.blocked == {"limit_down": 1}
     day3 = step(state, market.day(3), config)  # 7.9 > 8.1 x 0.9 = 7.29
     assert fills_of(day3) == [("A", "SELL", 500)] and state.shares[0] == 0
+    assert [(SYMBOLS[o.symbol], o.note) for o in day1.waiting + day2.waiting] == [("A", "limit_down")] * 2
 
 
 def test_price_limits_with_close_fills_retry_a_blocked_sell_at_the_next_close():

@@ -37,6 +37,7 @@ class BacktestResult:
     market: Market
     mode: str
     blocked: dict[str, int]
+    unfilled: pd.DataFrame
 
 
 def run_backtest(signals: pd.DataFrame | None, prices: pd.DataFrame, config: TrendflowConfig, *,
@@ -79,8 +80,17 @@ def _tables(records: list[DayRecord], held_rows: list[tuple], state: PortfolioSt
     return BacktestResult(
         trade_log=trade_table(records, market), allocation_history=allocation_table(positions, curve),
         positions=positions, equity_curve=curve, orders=orders_table(records, market), state=state, market=market,
-        mode=mode, blocked=blocked_counts(records),
+        mode=mode, blocked=blocked_counts(records), unfilled=unfilled_table(records, market),
     )
+
+
+def unfilled_table(records: list[DayRecord], market: Market) -> pd.DataFrame:
+    """Every order not filled in full, per session: the unfilled shares, why (`note`: suspended,
+    limit_up, limit_down, volume_cap, t_plus_one, cash, not_held) and whether it waits for the next
+    session (sells) or was dropped (buys)."""
+    rows = [(r.date, str(market.symbols[o.symbol]), o.side, o.shares, o.reason, o.note, waits, o.decided)
+            for r in records for waits, orders in ((False, r.unfilled), (True, r.waiting)) for o in orders]
+    return pd.DataFrame(rows, columns=["date", "symbol", "side", "shares", "reason", "note", "waits", "decision_date"])
 
 
 def blocked_counts(records: list[DayRecord]) -> dict[str, int]:

@@ -165,8 +165,9 @@ class DayRecord:
     date: pd.Timestamp
     fills: list[Fill]
     orders: list[Order]
-    unfilled: list[Order]
-    blocked: dict[str, int]
+    unfilled: list[Order]     # not filled in full and dropped (buys; sells of shares no longer held)
+    waiting: list[Order]      # sells not filled in full that stay pending for the next session
+    blocked: dict[str, int]   # orders not filled in full by reason (note), dropped or waiting
     equity: float
     cash: float
     positions_value: float
@@ -217,7 +218,7 @@ def step(state: PortfolioState, day: Day, config: TrendflowConfig, decide: Decid
     state.day_index += 1
     return DayRecord(
         t=day.t, date=day.date, fills=fills, orders=orders, unfilled=[o for o in unfilled if id(o) not in waiting],
-        blocked=blocked, equity=equity, cash=state.cash, positions_value=positions_value,
+        waiting=[o for o in unfilled if id(o) in waiting], blocked=blocked, equity=equity, cash=state.cash, positions_value=positions_value,
         traded_value=sum(f.quantity * f.price for f in fills), costs=sum(f.commission + f.slippage for f in fills),
         breaker_on=day.breaker_on, market_drawdown=day.market_drawdown,
     )
