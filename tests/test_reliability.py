@@ -458,3 +458,18 @@ def test_taking_the_lock_recovers_what_a_killed_writer_left_in_the_folder_and_it
     with writing(tmp_path):
         pass
     assert _files(tmp_path) == old and _files(inner) == inner_old and not leftovers(tmp_path) and not leftovers(inner)
+
+
+def test_readers_see_the_previous_generation_until_the_manifests_rename(tmp_path):
+    """New files already in place under the old manifest (a commit in flight, or its writer killed
+    there): trendflow's readers read the previous files the manifest describes, not a mix."""
+    from stages.common.artifacts import read_artifact
+
+    _old_generation(tmp_path)
+    old = {name: read_artifact(tmp_path / name, PricesSchema) for name in ("prices.parquet", "prices.csv")}
+    assert _write_killed_at(tmp_path, None, before_manifest=True)
+    assert len(pd.read_parquet(tmp_path / "prices.parquet")) == 5  # the new file is at the name ...
+    for name, frame in old.items():  # ... but readers get the generation the manifest names
+        pd.testing.assert_frame_equal(read_artifact(tmp_path / name, PricesSchema), frame)
+    recover(tmp_path)
+    pd.testing.assert_frame_equal(read_artifact(tmp_path / "prices.parquet", PricesSchema), old["prices.parquet"])

@@ -409,7 +409,7 @@ def read_artifact(
     if not path.exists():
         raise ArtifactMissingError(f"{path} does not exist (run the stage that writes it first)")
     if verify_hash:
-        verify_against_manifest(path)
+        path = as_published(path)
     try:
         df = _read_table(path, schema, columns)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -434,6 +434,25 @@ def verify_against_manifest(path: Path, digest: str | None = None) -> None:
         )
 
 
+def as_published(path: Path) -> Path:
+    """The file to read for `path`: `path` itself when it matches its manifest entry (else an
+    IntegrityError), or -- while a generation is being published in that folder, or after its
+    writer was killed and before the next command recovers it -- the previous file the manifest
+    still describes, kept in the generation's previous/ folder. So the previous generation stays
+    readable, as a whole, until the manifest's rename."""
+    try:
+        verify_against_manifest(path)
+        return path
+    except IntegrityError:
+        staging = path.parent / STAGING_NAME
+        entry = manifest_entry(path.parent, path.name) if staging.is_dir() else None
+        for kept in sorted(staging.glob(f"*/{_PREVIOUS}/{path.name}")) if entry else []:
+            with contextlib.suppress(OSError):
+                if sha256_file(kept) == entry["sha256"]:
+                    return kept
+        raise
+
+
 def read_json_artifact(path: str | Path, model: type, *, verify_hash: bool = True) -> Any:
     """Read a JSON artifact and validate it with a pydantic model."""
     from pydantic import ValidationError
@@ -442,7 +461,7 @@ def read_json_artifact(path: str | Path, model: type, *, verify_hash: bool = Tru
     if not path.exists():
         raise ArtifactMissingError(f"{path} does not exist")
     if verify_hash:
-        verify_against_manifest(path)
+        path = as_published(path)
     try:
         return model.model_validate_json(path.read_bytes())
     except ValidationError as exc:
