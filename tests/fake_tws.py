@@ -49,6 +49,8 @@ class FakeTWS:
     cash: float = 0.0
     account: str = "DU123"
     script: Callable[[Placed], list[Step]] = lambda placed: []
+    # executions the account already has (answering reqExecutions): order_ref, symbol, exchange, ccy, side, shares, price, fee
+    executions: list[tuple[str, str, str, str, str, float, float, float]] = field(default_factory=list)
     received: list[list[str]] = field(default_factory=list)
     placed: list[Placed] = field(default_factory=list)
 
@@ -106,6 +108,12 @@ class FakeTWS:
             elif msg == 76:  # reqAccountUpdatesMulti
                 send(74, 1, fields[2])
             elif msg == 7:  # reqExecutions
+                for k, (ref, symbol, exchange, currency, side, shares, price, fee) in enumerate(self.executions, start=1):
+                    exec_id = f"0000.{k:04d}"
+                    send(11, fields[2], 900 + k, 0, symbol, "STK", "", 0.0, "", "", exchange, currency, symbol, "", exec_id,
+                         "20261203 09:30:01 UTC", self.account, exchange, "BOT" if side == "BUY" else "SLD", shares, price,
+                         5000 + k, 17, 0, shares, price, ref, "", "", "", 1)
+                    send(59, 1, exec_id, fee, currency, "", "", "")
                 send(55, 1, fields[2])
             elif msg == 3:  # placeOrder
                 placed = _placed(fields)

@@ -242,3 +242,31 @@ def test_the_readme_reconcile_commands_run_as_written(tmp_path, monkeypatch, cap
     out = capsys.readouterr().out
     assert '"510300.SH": 500' in out and "accepted 500 510300.SH into the model's book (by alice)" in out
     assert ExecutionStore(tmp_path / "live" / "execution" / "trendflow.db", 1.0).accepted() == {"510300.SH": 500}
+
+
+def test_a_sync_records_overnight_fills_of_open_orders_and_closes_those_gone_from_the_broker(tmp_path, monkeypatch, capsys):
+    config = load_config()
+    store = ExecutionStore(tmp_path / "execution" / "trendflow.db", config.execution.initial_cash)
+    ids = {}
+    for symbol, shares in (("510300.SH", 300), ("159915.SZ", 200)):  # sent last evening, still OPEN when execute ended
+        coid = client_order_id(DAY, symbol, "BUY", "daily")
+        ids[symbol] = coid
+        store.insert_pending(coid, "daily", str(DAY), symbol, "BUY", shares, "new_entry", "ibkr")
+        store.set_status(coid, "APPROVED", approved_shares=shares)
+        store.set_status(coid, "SUBMITTED")
+        store.set_status(coid, "OPEN")
+    store.close()
+    executions = [(ids["510300.SH"], "510300", "SEHKNTL", "CNH", "BUY", 100, 4.00, 1.0),
+                  (ids["510300.SH"], "510300", "SEHKNTL", "CNH", "BUY", 200, 4.03, 1.5)]
+    with FakeTWS(positions=[("510300", "SEHKNTL", "CNH", 300, 4.02)], cash=98_790.0, executions=executions) as tws:
+        monkeypatch.setenv("TRENDFLOW_IB_PORT", str(tws.port))
+        assert main(["reconcile", "--sync", "ibkr", "--out", str(tmp_path)]) == 0
+    store = ExecutionStore(tmp_path / "execution" / "trendflow.db", 1.0)
+    filled, gone = (store.order(ids[s]) for s in ("510300.SH", "159915.SZ"))
+    assert filled["status"] == "FILLED" and store.filled_shares(ids["510300.SH"]) == 300
+    fill = store.conn.execute("SELECT price, commission FROM fills WHERE client_order_id=?", (ids["510300.SH"],)).fetchone()
+    assert fill["price"] == pytest.approx((100 * 4.00 + 200 * 4.03) / 300) and fill["commission"] == pytest.approx(2.5)
+    assert gone["status"] == "FAILED" and store.filled_shares(ids["159915.SZ"]) == 0
+    assert store.positions() == {"510300.SH": 300} and store.cash() == 98_790.0  # the broker's book is the book
+    out = capsys.readouterr().out
+    assert "BUY 510300.SH" in out and "FILLED, 300 of 300 filled" in out and "FAILED, 0 of 200 filled" in out

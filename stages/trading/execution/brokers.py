@@ -174,6 +174,14 @@ def report_of(client_order_id: str, trade) -> BrokerReport:
     return BrokerReport("OPEN", filled, f"{status or 'not acknowledged'}: still working at the broker")
 
 
+@dataclass(frozen=True)
+class BrokerBook:
+    positions: dict[str, tuple[int, float]]
+    cash: float
+    open_refs: set[str]
+    fills: dict[str, BrokerFill | None]
+
+
 class BrokerConnectionError(TransientIOError):
     """The broker cannot be reached (exit 3; the command sends a CRITICAL alert)."""
 
@@ -219,10 +227,12 @@ class IBKRBroker:
             self.ib.waitOnUpdate(timeout=max(deadline - time.monotonic(), 0.01))
         return report_of(order.client_order_id, trade)
 
-    def book(self) -> tuple[dict[str, tuple[int, float]], float, list[str]]:
+    def book(self) -> "BrokerBook":
         """The broker's own book: positions (our symbol -> (shares, cost)), cash (TotalCashValue in the
-        account's base currency) and the orderRefs of open orders."""
-        reverse = {(e, c): s for s, (e, c) in {**SUFFIX_ROUTES, **{s: (e, c) for s, e, c in self.settings.routes}}.items()}
+        account's base currency), the orderRefs of orders still open, and the executions it reports
+        (this session's, synced at connect) aggregated per orderRef."""
+        routes = {**SUFFIX_ROUTES, **{s: (e, c) for s, e, c in self.settings.routes}}
+        reverse = {(e, c): s for s, (e, c) in routes.items()}
         positions = {}
         for p in self.ib.positions(self.settings.account or ""):
             suffix = reverse.get((p.contract.primaryExchange or p.contract.exchange, p.contract.currency))
@@ -230,7 +240,11 @@ class IBKRBroker:
             positions[symbol] = (int(p.position), float(p.position * p.avgCost))
         cash = sum(float(v.value) for v in self.ib.accountValues(self.settings.account or "")
                    if v.tag == "TotalCashValue" and v.currency == "BASE")
-        return positions, cash, [t.order.orderRef for t in self.ib.openTrades()]
+        by_ref: dict[str, list] = {}
+        for fill in self.ib.fills():
+            by_ref.setdefault(fill.execution.orderRef, []).append(fill)
+        fills = {ref: from_ib_fills(ref, group) for ref, group in by_ref.items() if ref}
+        return BrokerBook(positions, cash, {t.order.orderRef for t in self.ib.openTrades()}, fills)
 
     def close(self) -> None:
         self.ib.disconnect()

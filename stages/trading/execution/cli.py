@@ -247,13 +247,15 @@ def reconcile_main(argv: list[str] | None = None, prog: str | None = None) -> in
 
             broker = _connect(IBKRBroker, notifier)
             try:
-                positions, cash, open_refs = broker.book()
+                book = broker.book()
             finally:
                 broker.close()
-            store.set_book(positions, cash, audit={"event": "book_synced", "broker": args.sync, "cash": cash,
-                                                   "positions": {s: n for s, (n, _) in positions.items()},
-                                                   "open_orders": open_refs, "timestamp": now()})
-            print(f"book loaded from {args.sync}: cash {cash:,.2f}, {len(positions)} positions, {len(open_refs)} open orders")
+            _sync_orders(store, book, args.sync, now)
+            store.set_book(book.positions, book.cash, audit={
+                "event": "book_synced", "broker": args.sync, "cash": book.cash, "timestamp": now(),
+                "positions": {s: n for s, (n, _) in book.positions.items()}, "open_orders": sorted(book.open_refs)})
+            print(f"book loaded from {args.sync}: cash {book.cash:,.2f}, {len(book.positions)} positions, "
+                  f"{len(book.open_refs)} open orders")
         held = store.positions()
         for symbol in args.accept:
             if symbol not in held:
@@ -263,6 +265,22 @@ def reconcile_main(argv: list[str] | None = None, prog: str | None = None) -> in
         audit.export(store)
 
     return parse_and_run(parser, body, argv)
+
+
+def _sync_orders(store, book, broker: str, now) -> None:
+    """Our orders still OPEN in the database, as the broker's book has them now: fills it reports
+    since (recorded), and a final state for those no longer open there (FILLED, PARTIALLY_FILLED with
+    the rest cancelled, or FAILED when nothing filled)."""
+    from stages.trading.execution.brokers import BrokerReport
+    from stages.trading.execution.executor import record_report
+
+    for order in store.working_orders(broker):
+        coid, shares = order["client_order_id"], int(order["approved_shares"])
+        state = "OPEN" if coid in book.open_refs else "CANCELLED"
+        report = BrokerReport(state, book.fills.get(coid), "no longer open at the broker" if state != "OPEN" else "open")
+        status, _ = record_report(store, coid, order["side"], order["symbol"], shares, report,
+                                  lambda st: {"event": "order_synced", "order_id": coid, "status": st, "timestamp": now()})
+        print(f"  {order['side']} {order['symbol']} ({coid}): {status}, {store.filled_shares(coid)} of {shares} filled")
 
 
 def _connect(open_broker, notifier):

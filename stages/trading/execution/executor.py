@@ -238,12 +238,13 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
     return summary
 
 
-def _record(store: ExecutionStore, coid: str, row, shares: int, report: BrokerReport, book: ProjectedBook,
-            config: TrendflowConfig, describe) -> str:
-    """Record what the broker reports beyond what is already recorded (a rerun re-polls an OPEN order);
-    returns the order's status. The projected book takes new fills at their price and a newly working
-    remainder at the reference price with slippage and commission. `describe(status)` is the audit
-    record, written in the transaction of the change it describes."""
+def record_report(store: ExecutionStore, coid: str, side: str, symbol: str, shares: int, report: BrokerReport,
+                  describe) -> tuple[str, tuple[int, float, float] | None]:
+    """Record what the broker reports about an order of `shares` beyond what is already recorded (a
+    rerun or a book sync re-polls an OPEN order): the new fill (shares, price, commission) at the
+    price that makes the recorded fills average to the broker's, and the order's status. Returns the
+    status and the new fill, if any. `describe(status)` is the audit record, written in the
+    transaction of the change it describes."""
     done = store.conn.execute("SELECT COALESCE(SUM(shares),0) n, COALESCE(SUM(shares*price),0) v, COALESCE(SUM(commission),0) c "
                               "FROM fills WHERE client_order_id=?", (coid,)).fetchone()
     filled = report.filled
@@ -254,20 +255,30 @@ def _record(store: ExecutionStore, coid: str, row, shares: int, report: BrokerRe
         status = "OPEN"
     else:
         status = "PARTIALLY_FILLED" if total > 0 else "FAILED"
-    was_working = store.order(coid)["status"] == "OPEN"
     new = total - int(done["n"])
     if new > 0:
         price = (filled.shares * filled.price - float(done["v"])) / new
         fee = max(filled.commission - float(done["c"]), 0.0)
-        store.record_fill(coid, row.action, row.symbol, new, price, fee, status, audit=describe(status))
-        book.apply(row.action, row.symbol, new, price, fee)
-    elif store.order(coid)["status"] != status:
+        store.record_fill(coid, side, symbol, new, price, fee, status, audit=describe(status))
+        return status, (new, price, fee)
+    if store.order(coid)["status"] != status:
         store.set_status(coid, status, audit=describe(status),
                          **({"rejection_reason": report.message} if status == "FAILED" else {}))
     else:
         store.add_audit(describe(status))
+    return status, None
+
+
+def _record(store: ExecutionStore, coid: str, row, shares: int, report: BrokerReport, book: ProjectedBook,
+            config: TrendflowConfig, describe) -> str:
+    """`record_report`, and the projected book: new fills at their price, a newly working remainder at
+    the reference price with slippage and commission."""
+    was_working = store.order(coid)["status"] == "OPEN"
+    status, new = record_report(store, coid, row.action, row.symbol, shares, report, describe)
+    if new is not None:
+        book.apply(row.action, row.symbol, *new)
     if status == "OPEN" and not was_working:
-        remainder = shares - total
+        remainder = shares - (report.filled.shares if report.filled else 0)
         price = float(slipped_price(float(row.current_price), row.action, config))
         book.apply(row.action, row.symbol, remainder, price, float(commission(remainder * price, config)))
     return status
