@@ -5,7 +5,9 @@ The day step (engine.py) calls them in this order at the close of each day:
   risk exits (trailing ATR stop, time stop, optional sell signal)  -- every day
   rebalance day? -> inertia ranking -> buffer zone / cluster cap / position limit / breaker
   -> inverse-volatility target weights with caps -> whole-lot orders, sells before buys
-and at the next session's open (or at the same close) the fills use lots, commission and slippage.
+and at the next session's open (or at the same close) the fills (engine.fill_orders) use lots,
+fees by side and slippage, and -- with a market preset (`market.preset`) -- the market rules:
+price limits, the volume cap and T+1 settlement.
 Rules take numpy arrays -- over the universe for ranking, over the positions checked for exits --
 never a Python loop over symbols (only the short walk down the ranking on rebalance days).
 """
