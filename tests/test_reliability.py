@@ -473,3 +473,14 @@ def test_readers_see_the_previous_generation_until_the_manifests_rename(tmp_path
         pd.testing.assert_frame_equal(read_artifact(tmp_path / name, PricesSchema), frame)
     recover(tmp_path)
     pd.testing.assert_frame_equal(read_artifact(tmp_path / "prices.parquet", PricesSchema), old["prices.parquet"])
+
+
+def test_a_snapshot_path_that_is_a_folder_is_one_line(signals_dir, tmp_path, capsys):
+    folder = tmp_path / "out"
+    shutil.copytree(signals_dir, folder)
+    day = str(pd.read_parquet(folder / "prices.parquet")["date"].max().date())
+    (tmp_path / "snap").mkdir()
+    assert trendflow(["trade", "--out", str(folder), "--as-of-date", day, "--portfolio", str(tmp_path / "snap"),
+                      "--log-level", "WARNING"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: portfolio snapshot {tmp_path / 'snap'} is a folder, not a snapshot file (give --portfolio FILE)")

@@ -41,6 +41,8 @@ def read_any_snapshot(path: Path, expected_date: date, config: TrendflowConfig, 
                       accept_edited: bool = False) -> PortfolioSnapshot:
     """A daily run's starting snapshot from `path`, in either shape, as of `expected_date`."""
     path = Path(path)
+    if path.is_dir():
+        raise SnapshotError(f"portfolio snapshot {path} is a folder, not a snapshot file (give --portfolio FILE)")
     raw = _raw(path) if path.exists() else None
     if not is_older_snapshot(raw):
         return read_snapshot(path, expected_date, accept_edited=accept_edited)

@@ -107,6 +107,8 @@ def read_snapshot(path: Path, expected_date: date, *, verify_hash: bool = True,
     if not path.exists():
         raise SnapshotError(f"portfolio snapshot {path} does not exist: give --portfolio FILE (the snapshot of "
                             f"{expected_date}), or --fresh to start from cash")
+    if path.is_dir():
+        raise SnapshotError(f"portfolio snapshot {path} is a folder, not a snapshot file (give --portfolio FILE)")
     try:
         raw = json.loads(path.read_bytes())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
