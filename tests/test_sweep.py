@@ -392,3 +392,17 @@ def test_a_one_combination_sweep_has_a_dsr_without_deflation_and_says_why_there_
     assert "PBO needs at least two successful combinations" in overfit.notes
     text = (tmp_path / "out" / "sweep_report.html").read_text()
     assert "PBO needs at least two successful combinations" in text and "risk.atr_multiplier" in text
+
+
+def test_a_record_without_daily_returns_is_run_again(small_demo_dir, tmp_path):
+    """Records written before the sweep kept each combination's returns cannot feed DSR/PBO: they are redone."""
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"risk.atr_multiplier": [1.5, 2.5]}))
+    args = dict(data=str(small_demo_dir), out=str(tmp_path / "out"), progress=False, local_processes=1)
+    sweep.run_sweep(str(grid), **args)
+    record = next(p for p in (tmp_path / "out" / "sweep_state").rglob("*.json"))
+    row = json.loads(record.read_text())
+    del row["returns"]
+    record.write_text(json.dumps(row))
+    again = sweep.run_sweep(str(grid), **args)
+    assert again["ran"] == 1 and again["overfitting"].trials == 2
