@@ -133,25 +133,28 @@ def test_status_lineage_shows_what_each_artifact_was_made_from_and_whether_it_is
 
 
 @pytest.mark.prefect
-def test_run_reruns_the_stale_signal_stage_and_matches_a_fresh_full_run(small_demo_dir, tmp_path, caplog):
+def test_run_reruns_the_stale_signal_stage_and_matches_a_fresh_full_run(small_demo_dir, tmp_path, capsys):
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.pipeline import trend_pipeline
+    from flows.pipeline import main, trend_pipeline
 
     reused, fresh = tmp_path / "reused", tmp_path / "fresh"
-    changed = ["strategy.macd.fast=5"]
+    data = ["--data", str(small_demo_dir)]
     with prefect_test_harness(server_startup_timeout=120):
         trend_pipeline(data=str(small_demo_dir), out=str(reused), retry_delay_seconds=0)
-        with caplog.at_level("INFO", logger="trendflow.flow"):
-            summary = trend_pipeline(data=str(small_demo_dir), out=str(reused), overrides=changed,
-                                     stages=["trading", "reporting"], retry_delay_seconds=0)
-        trend_pipeline(data=str(small_demo_dir), out=str(fresh), overrides=changed, retry_delay_seconds=0)
-    assert [s["stage"] for s in summary["stages"]] == ["signal", "trading", "reporting"]
-    assert ("signals_output.parquet was made with strategy.macd.fast=12, now 5: rerunning the signal stage too"
-            in caplog.text)
-    names = sorted(p.name for p in fresh.iterdir() if p.is_file() and p.name != "manifest.json")
-    assert names == sorted(p.name for p in reused.iterdir() if p.is_file() and p.name != "manifest.json")
-    assert "report.html" in names and "signals_output.parquet" in names
+        # the README command, as written: --stages trading,reporting after a signal key changed
+        assert main(["--out", str(reused)] + data + ["--stages", "trading,reporting", "--set", "strategy.macd.fast=5"]) == 0
+        trend_pipeline(data=str(small_demo_dir), out=str(fresh), overrides=["strategy.macd.fast=5"], retry_delay_seconds=0)
+    said = "\n".join(p.read_text() for p in sorted((reused / "logs").glob("*.log")))
+    assert "signals_output.parquet was made with strategy.macd.fast=12, now 5: rerunning the signal stage too" in said
+    assert "[1/3] signal stage finished" in said.split("rerunning the signal stage too", 1)[1]
+
+    def artifacts(folder):
+        return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != "manifest.json"
+                      and not p.name.startswith("."))
+
+    names = artifacts(fresh)
+    assert names == artifacts(reused) and "report.html" in names and "signals_output.parquet" in names
     for name in names:
         assert (reused / name).read_bytes() == (fresh / name).read_bytes(), name
 
