@@ -250,6 +250,8 @@ def test_readme_fetch_then_signal_commands_run_as_written(eastmoney, tmp_path, m
     assert main(signal_line.split()[1:]) == 0
     assert (tmp_path / "out" / "signals_output.parquet").exists() and (tmp_path / "out" / "data_quality.csv").exists()
     assert os.path.isdir(tmp_path / "data_store")
+    assert main(["signal", "--data", "data_store", "--out", "out2/"]) == 2  # the store folder itself: a clear line
+    assert "is a trendflow price store" in capsys.readouterr().err
 
 
 @pytest.fixture()

@@ -535,6 +535,8 @@ def _read_folder(folder: Path, wanted: list[str] | None, policy: str, skipped: l
     files = _files_in(folder)
     if not files:
         raise DataError(f"{folder}: no .csv or .parquet price files found")
+    if {"bars", "events", "adjusted_prices"} <= set(files):  # the data stage's store, not a symbol per file
+        raise DataError(f"{folder} is a trendflow price store (trendflow fetch): use --data {folder / 'adjusted_prices.parquet'}")
     jobs = []
     for symbol in wanted if wanted is not None else files:
         path = files.get(symbol)

@@ -26,7 +26,7 @@ from stages.common.errors import DataError, TransientIOError, TrendflowError
 from stages.common.market_data import check_symbol_name
 from stages.common.stage import StageResult
 from stages.data.adapters import Source, make_source, source_for
-from stages.data.quality import _calendar_sessions, exchange_of
+from stages.data.quality import calendar_sessions, exchange_of
 from stages.data.store import PriceStore
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def fetch_span(store: PriceStore, symbol: str, end: date, config: TrendflowConfi
     last = store.last_date(symbol)
     if last is None:
         return config.fetch.history_start, end
-    sessions = _calendar_sessions(exchange_of(symbol))
+    sessions = calendar_sessions(exchange_of(symbol))
     end_ts = pd.Timestamp(end)
     if len(sessions) and sessions[0] <= last <= sessions[-1]:
         if not ((sessions > last) & (sessions <= end_ts)).any():

@@ -119,7 +119,7 @@ def check_close_only(prices: pd.DataFrame, config) -> list[str]:
 
 
 @lru_cache(maxsize=8)
-def _calendar_sessions(code: str) -> pd.DatetimeIndex:
+def calendar_sessions(code: str) -> pd.DatetimeIndex:
     import exchange_calendars as xc
 
     sessions = pd.DatetimeIndex(xc.get_calendar(code).sessions)
@@ -129,7 +129,7 @@ def _calendar_sessions(code: str) -> pd.DatetimeIndex:
 def sessions_between(code: str, after: pd.Timestamp, until: pd.Timestamp, panel_dates: pd.DatetimeIndex) -> int:
     """Exchange sessions in (after, until] by the calendar `code`; the panel's own dates when the span is
     outside the calendar's range."""
-    sessions = _calendar_sessions(code)
+    sessions = calendar_sessions(code)
     if len(sessions) and sessions[0] <= after and until <= sessions[-1]:
         return int(sessions.searchsorted(until, "right") - sessions.searchsorted(after, "right"))
     return int(panel_dates.searchsorted(until, "right") - panel_dates.searchsorted(after, "right"))
