@@ -177,7 +177,7 @@ MARKET_PRESETS: dict[str, dict[str, dict]] = {
     },
     "cn_stock": {
         "market": {"price_limits": True, "price_decimals": 2, "settlement": "T+1"},
-        "execution": {"stamp_duty_rate": 0.0005, "transfer_fee_rate": 0.00001, "max_volume_share": 0.1, "volume_unit": "shares"},
+        "execution": {"stamp_duty_rate": 0.0005, "transfer_fee_rate": 0.00001, "max_volume_share": 0.1, "volume_unit": "lots"},
     },
     "us_etf": {
         "market": {"price_limits": False, "settlement": "T+0"},
