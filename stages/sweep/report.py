@@ -118,11 +118,11 @@ def _walk_forward(wf: pd.DataFrame | None, equity: pd.DataFrame | None, keys: li
                           "test": [f"{a:%Y-%m-%d} to {b:%Y-%m-%d}" for a, b in zip(wf["test_start"], wf["test_end"])]})
     for k in keys:
         frame[k] = [_label(p.get(k)) for p in params]
-    frame[f"{metric} in sample"] = wf["in_sample"].to_numpy()
-    frame[f"{metric} out of sample"] = wf["out_of_sample"].to_numpy()
-    frame["return in sample"] = wf["in_sample_total_return"].to_numpy()
-    frame["return out of sample"] = wf["out_of_sample_total_return"].to_numpy()
-    kinds = {"window": "int", "return in sample": "pct", "return out of sample": "pct", **{k: "text" for k in keys}}
+    frame[f"IS {metric}"] = wf["in_sample"].to_numpy()
+    frame[f"OOS {metric}"] = wf["out_of_sample"].to_numpy()
+    frame["IS return"] = wf["in_sample_total_return"].to_numpy()
+    frame["OOS return"] = wf["out_of_sample_total_return"].to_numpy()
+    kinds = {"window": "int", "IS return": "pct", "OOS return": "pct", **{k: "text" for k in keys}}
     parts = []
     if equity is not None and len(equity) > 1:
         growth = equity.set_index("date")[["equity", "in_sample_best", "buy_and_hold"]] / initial
@@ -134,7 +134,9 @@ def _walk_forward(wf: pd.DataFrame | None, equity: pd.DataFrame | None, keys: li
                      f"{metric} over the whole history (hindsight: what the top of the sweep promises); buy-and-hold is equal "
                      "weight in every symbol with a price at the start.</p>")
         parts.append("<h3>Over the test spans</h3>" + _walk_forward_summary(growth, rf, ppy))
-    parts.append("<h3>Per window: the combination chosen on the training span and how it did</h3>" + table(frame, kinds))
+    parts.append("<h3>Per window: the combination chosen on the training span and how it did</h3>" + table(frame, kinds)
+                 + '<p class="sub">IS = in sample (the training span, where the combination was chosen); OOS = out of sample '
+                   "(the test span, traded from cash).</p>")
     return section("walk-forward", "Walk-forward: out of sample", *parts)
 
 
