@@ -521,3 +521,18 @@ def test_cn_stock_preset_on_real_a_shares_blocks_at_the_limits_and_the_books_hol
     print(f"cn_stock preset on cn_ashare: orders not filled in full by reason: {blocked}")
     assert blocked.get("limit_up", 0) + blocked.get("limit_down", 0) > 0
     assert check_accounting(tmp_path, config) > 100
+
+
+def test_real_us_etf_stop_exits_are_no_longer_bought_back_the_same_day(tmp_path):
+    """The re-buy bug on real data (the shared us_etf folder has no ICLN; these are its cases at the
+    default settings): XLV decided 2010-01-21 and INDA decided 2012-10-08 were sold on their ATR stop
+    and got a `rebalance` BUY in the same batch (1,500 and 1,300 shares). Now the stop exit stands."""
+    folder = shared_data_dir("us_etf")
+    config = load_config()
+    run_signal_stage(config, folder, tmp_path)
+    run_trading_stage(config, tmp_path, tmp_path)
+    trades = pd.read_csv(tmp_path / "trade_log.csv", dtype={"symbol": str})
+    for symbol, decided in [("XLV", "2010-01-21"), ("INDA", "2012-10-08")]:
+        batch = trades[(trades["symbol"] == symbol) & (trades["decision_date"] == decided)]
+        assert batch[["side", "reason"]].values.tolist() == [["SELL", "atr_stop"]], (symbol, batch)
+    assert check_accounting(tmp_path, config) > 1000
