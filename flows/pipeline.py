@@ -231,7 +231,11 @@ def trend_pipeline(
     done: list[dict] = []
     n = len(chosen) + (execute is not None)
     opts = {"retry_delay_seconds": retry_delay_seconds}
-    with preserved(out_dir) if mode == "daily" and chosen else _nothing():
+    from stages.common.folder_lock import writing
+
+    # one writer per folder for served and deployed runs too (a command's own run already holds it: reentrant)
+    with writing(out_dir, command=f"trendflow {mode} flow run"), (
+            preserved(out_dir) if mode == "daily" and chosen else _nothing()):
         for k, stage in enumerate(chosen, start=1):
             if stage == "data":
                 done.append(data_task.with_options(**opts)(config_path, overrides, str(out_dir), day, k, n))
