@@ -246,7 +246,7 @@ def test_an_os_fault_while_writing_is_one_line_with_the_path_and_nothing_changes
     monkeypatch.setattr(artifacts, "_write_table", refuses)
     assert trendflow(["trade", "--out", str(folder), "--log-level", "WARNING"]) == exit_code
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"error: cannot use {folder / 'trade_log.csv'}: {said}"]
+    assert err == [f"error: cannot write {folder / 'trade_log.csv'}: {said}"]
     assert _files(folder) == before and not leftovers(folder)
 
 

@@ -625,13 +625,14 @@ class StageRun:
     def _stage_file(self, name: str, write: Callable[[Path], Any], kind: str, rows: int) -> Path:
         """Stage a small non-table file written by `write(tmp)` (fsync'd; the temp file goes on failure)."""
         target = self.out_dir / name
-        tmp = self._staged_path(target)
-        try:
-            write(tmp)
-            _fsync(tmp)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with _os_faults_named(target):
+            tmp = self._staged_path(target)
+            try:
+                write(tmp)
+                _fsync(tmp)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         self._pending.append(_Pending(tmp, target, kind, rows))
         return target
 
@@ -660,13 +661,14 @@ class StageRun:
     def _stage(self, df: pd.DataFrame | Any, target: Path, schema_name: str, rows: int | None = None) -> _Pending:
         """Write `df` (a frame, or an Arrow table for Parquet) to a temp file beside `target`
         (fsync'd); the sha256 is taken while the bytes are written."""
-        tmp = self._staged_path(target)
-        try:
-            digest = _write_table(df, tmp, target.suffix)
-            _fsync(tmp)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        with _os_faults_named(target):
+            tmp = self._staged_path(target)
+            try:
+                digest = _write_table(df, tmp, target.suffix)
+                _fsync(tmp)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return _Pending(tmp, target, schema_name, len(df) if rows is None else rows, digest)
 
     def _staged_path(self, target: Path) -> Path:
@@ -802,6 +804,20 @@ def stage_run(stage: str, out_dir: str | Path, *, config_hash: str | None = None
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@contextlib.contextmanager
+def _os_faults_named(target: Path) -> Iterator[None]:
+    """An OS fault (no space, read-only, permission...) while staging `target` becomes the one-line
+    error naming the artifact (exit 3 when a retry can help, else 2); other errors pass unchanged."""
+    from stages.common.fs import is_os_fault, os_error
+
+    try:
+        yield
+    except OSError as exc:
+        if not is_os_fault(exc):
+            raise
+        raise os_error(exc, target, "cannot write") from exc
 
 
 # --------------------------------------------------------------------------- generations

@@ -26,10 +26,10 @@ _PLAIN = {
 
 def os_error(exc: OSError, path: str | Path | None = None, doing: str = "cannot write") -> TrendflowError:
     """The TrendflowError for an OSError met while `doing` something to `path`."""
-    where = _artifact_path(str(exc.filename or path))
+    where = exc.filename or path
     what = _PLAIN.get(exc.errno or -1, exc.strerror or str(exc))
     kind = TransientIOError if exc.errno in _TRANSIENT else FileSystemError
-    return kind(f"{doing} {where}: {what}")
+    return kind(f"{doing} {_artifact_path(str(where))}: {what}" if where is not None else f"{doing}: {what}")
 
 
 def _artifact_path(path: str) -> str:
