@@ -79,6 +79,8 @@ def test_provenance_lists_changed_parameters_version_and_data(demo_run, tmp_path
     changed = load_config(overrides=["risk.atr_multiplier=2.5", "scoring.buy_top_n=7"])
     assert [(k, v) for k, v, _ in changed_parameters(changed)] == [("risk.atr_multiplier", "2.5"), ("scoring.buy_top_n", "7")]
     assert changed_parameters(config) == []
+    many = load_config(overrides=[f"data.symbols={json.dumps([f'S{i}' for i in range(40)])}"])
+    assert changed_parameters(many) == [("data.symbols", '["S0", "S1", "S2", "S3", "S4", "S5", ... (40 items)]', "null")]
     text = (out / "report.html").read_text(encoding="utf-8")
     check_page(text)
     assert text.index('id="provenance"') < text.index('id="performance"')  # at the top

@@ -40,8 +40,15 @@ def trendflow_version() -> str:
 def changed_parameters(config: TrendflowConfig) -> list[tuple[str, str, str]]:
     """Every config key whose value differs from the default, dotted (e.g. risk.atr_multiplier), with both values."""
     ours, defaults = _flat(config.model_dump(mode="json")), _flat(TrendflowConfig().model_dump(mode="json"))
-    return [(k, json.dumps(v, ensure_ascii=False), json.dumps(defaults.get(k), ensure_ascii=False))
-            for k, v in sorted(ours.items()) if defaults.get(k) != v]
+    return [(k, _short(v), _short(defaults.get(k))) for k, v in sorted(ours.items()) if defaults.get(k) != v]
+
+
+def _short(value, items: int = 6) -> str:
+    """JSON of a value; a long list (e.g. data.symbols) shows its first items and how many there are."""
+    if isinstance(value, list) and len(value) > items:
+        head = ", ".join(json.dumps(v, ensure_ascii=False) for v in value[:items])
+        return f"[{head}, ... ({len(value)} items)]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _flat(section: dict, prefix: str = "") -> dict:
