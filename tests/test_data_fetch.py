@@ -175,6 +175,26 @@ def test_a_second_fetch_asks_only_for_the_new_sessions(eastmoney, tmp_path):
     assert len(eastmoney.calls) == 2 and "up to date" in summary.skipped["510300.SH"]
 
 
+def test_a_second_yfinance_fetch_asks_only_for_the_new_nyse_sessions_and_keeps_the_split_seamless(tmp_path):
+    FakeTicker.calls.clear()
+    sources = {"yfinance": YfinanceSource(FakeTicker)}
+    store = tmp_path / "store"
+    settings = config("fetch.history_start=2024-09-23")
+    run_fetch(settings, ["SCHD"], store_dir=store, end=date(2024, 10, 4), sources=sources)
+    summary, result = run_fetch(settings, ["SCHD"], store_dir=store, end=date(2024, 10, 31), sources=sources)
+    # asked through today (Yahoo's bars are divided by every split up to today), kept up to the end date
+    assert [c["start"] for c in FakeTicker.calls] == ["2024-09-23", "2024-10-07"]
+    assert all(c["end"] > date.today().isoformat() for c in FakeTicker.calls)
+    assert summary.fetched == {"SCHD": 19}  # NYSE sessions 7 Oct .. 31 Oct
+    bars = PriceStore(store).bars
+    assert len(bars) == 29 and not bars["date"].duplicated().any()
+    yahoo = FakeTicker("SCHD").history(start="2024-09-23", end="2024-11-01")
+    panel = pd.read_parquet(result.outputs["adjusted_prices.parquet"])
+    after_dividend = (panel["date"] >= pd.Timestamp("2024-09-25")).to_numpy()
+    # forward-adjusted = Yahoo's split-adjusted close, times the dividend factor before the ex-date
+    np.testing.assert_allclose(panel["close"][after_dividend], yahoo["Close"][after_dividend], rtol=1e-12)
+
+
 def test_the_recheck_window_asks_again_for_the_last_stored_sessions(eastmoney, tmp_path):
     sources = {"akshare": akshare_source()}
     run_fetch(config(), ["510300.SH"], store_dir=tmp_path / "s", end=date(2024, 1, 31), sources=sources)
@@ -262,6 +282,7 @@ def harness():
         yield
 
 
+@pytest.mark.prefect
 def test_the_flow_runs_the_data_stage_first_when_asked(harness, eastmoney, tmp_path, monkeypatch, capsys):
     import shlex
 

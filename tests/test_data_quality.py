@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import shared_data_dir
+from tests.conftest import shared_data_dir
 from schemas.data import DataQualitySchema
 from stages.common.artifacts import read_artifact
 from stages.common.config import load_config

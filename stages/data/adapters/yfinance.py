@@ -2,8 +2,9 @@
 
 Yahoo's Open/High/Low/Close (and Dividends) come split-adjusted even with auto_adjust=False (only
 dividends are left unadjusted), so the bars are put back to as-traded prices here: every value
-before a split is multiplied by that split's ratio (volume divided). Every split after a fetched
-row is inside the fetched span, because a span always ends at the fetch date.
+before a split is multiplied by that split's ratio (volume divided). Yahoo adjusts for every split
+up to today, so the request always runs to today (rows after `end` are dropped afterwards): a span
+ending in the past would miss the later splits its rows were divided by.
 Columns: Open, High, Low, Close, Adj Close, Volume, Dividends, Stock Splits (0 = none); index Date,
 tz-aware in the exchange's time zone. `ticker` is injectable, so tests replay a recorded frame.
 """
@@ -29,7 +30,8 @@ class YfinanceSource:
             import yfinance as yf
 
             self._ticker = yf.Ticker
-        frame = self._ticker(symbol).history(start=start.isoformat(), end=(end + timedelta(days=1)).isoformat(),
+        through = max(end, date.today()) + timedelta(days=1)
+        frame = self._ticker(symbol).history(start=start.isoformat(), end=through.isoformat(),
                                              interval="1d", auto_adjust=False, actions=True,
                                              raise_errors=True)
         if frame is None or frame.empty:
@@ -47,7 +49,9 @@ class YfinanceSource:
         dividend = frame["Dividends"].astype(float).to_numpy() * later if "Dividends" in frame else np.zeros(len(frame))
         event = (dividend > 0) | (ratio != 1.0)
         events = pd.DataFrame({"date": dates.to_numpy()[event], "dividend": dividend[event], "split": ratio[event]})
-        return Fetched(bars=bars, events=events)
+        last = pd.Timestamp(end)
+        return Fetched(bars=bars[bars["date"] <= last].reset_index(drop=True),
+                       events=events[events["date"] <= last].reset_index(drop=True))
 
     def is_transient(self, exc: BaseException) -> bool:
         return connection_trouble(exc) or type(exc).__name__ == "YFRateLimitError"
