@@ -309,3 +309,17 @@ def test_drift_counts_a_cut_buy_once_and_adds_the_equity_gap():
     # 46,000 of holdings, and the executed book is worth 250 more
     assert book_drift(frame) == pytest.approx(46_000.0 + 250.0)
     assert book_drift(frame.assign(drift_value=[0.0, 0.0, 0.0], cash_difference=[0.0, 0.0, 0.0])) == 0.0
+
+
+def test_a_dry_run_shows_the_day_without_settling_anything(demo_signals, tmp_path):
+    src, config = demo_signals
+    folder = _folder(src, tmp_path)
+    market, days, store, summaries = paper_month(folder, config, load_profile("balanced"), 130, sessions=0)
+    assert summaries[0].working > 0
+    nxt = market.dates[market.index_of(days[0]) + 1].date()
+    db_before = execution_db(folder).read_bytes()
+    files_before = sorted(p.name for p in folder.iterdir())
+    run_trading_stage(config, folder, folder, as_of_date=nxt, dry_run=True)
+    assert sorted(p.name for p in folder.iterdir()) == files_before
+    assert store.settlement(str(nxt)) is None and len(store.working_orders("paper")) == summaries[0].working
+    assert execution_db(folder).read_bytes() == db_before
