@@ -34,31 +34,38 @@ def target_weights_table(signals: pd.DataFrame, config: TrendflowConfig) -> pd.D
     from stages.trading.market import circuit_breaker, market_drawdown
     from stages.trading.rules import buy_candidates, inertia_ranking, select_targets, target_weights
 
-    date_codes, dates = pd.factorize(signals["date"], sort=True)
+    day = signals["date"].to_numpy()  # sorted by date (SignalsSchema), so codes are a running count
+    date_codes = np.concatenate([[0], np.cumsum(day[1:] != day[:-1])]) if len(day) else np.zeros(0, dtype=np.int64)
+    dates = pd.DatetimeIndex(day[np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))] if len(day) else day)
     symbol_codes, symbols = pd.factorize(signals["symbol"].astype(str), sort=True)
     symbols = np.asarray(symbols, dtype=str)
-    shape = (len(dates), len(symbols))
+    freq = config.scoring.rebalance_frequency
+    days = np.arange(0, len(dates), freq)
+
+    close = np.full((len(dates), len(symbols)), np.nan)  # every day: the breaker looks back
+    close[date_codes, symbol_codes] = signals["close"].to_numpy(dtype=float)
+    on_day = date_codes % freq == 0  # the other columns only on rebalance days
+    rows, cols = date_codes[on_day] // freq, symbol_codes[on_day]
 
     def grid(column: str) -> np.ndarray:
-        out = np.full(shape, np.nan)
-        out[date_codes, symbol_codes] = signals[column].to_numpy(dtype=float)
+        out = np.full((len(days), len(symbols)), np.nan)
+        out[rows, cols] = signals[column].to_numpy(dtype=float)[on_day]
         return out
 
-    close, score, volatility, trend, cluster = (grid(c) for c in ("close", "momentum_score", "volatility", "trend_signal", "cluster"))
-    tradable = ~np.isnan(close)
+    score, volatility, trend, cluster = (grid(c) for c in ("momentum_score", "volatility", "trend_signal", "cluster"))
+    tradable = ~np.isnan(close[days])
     cluster = np.where(np.isnan(cluster), -1, cluster).astype(np.int64)
-    breaker_on = circuit_breaker(market_drawdown(close, symbols, config), config)
+    breaker_on = circuit_breaker(market_drawdown(close, symbols, config), config)[days]
     nobody = np.zeros(len(symbols), dtype=bool)
-    days = np.arange(0, len(dates), config.scoring.rebalance_frequency)
     weights = np.zeros((len(days), len(symbols)))
-    for row, t in enumerate(days.tolist()):
-        ranking = inertia_ranking(np.where(tradable[t], score[t], np.nan), nobody, 0.0)
-        buyable = buy_candidates(trend[t], tradable[t], bool(breaker_on[t]))
-        picked = np.array(select_targets(ranking, nobody, nobody, buyable, cluster[t], config).buy, dtype=np.int64)
-        weights[row, picked] = target_weights(volatility[t, picked], cluster[t, picked], config)
+    for row in range(len(days)):
+        ranking = inertia_ranking(np.where(tradable[row], score[row], np.nan), nobody, 0.0)
+        buyable = buy_candidates(trend[row], tradable[row], bool(breaker_on[row]))
+        picked = np.array(select_targets(ranking, nobody, nobody, buyable, cluster[row], config).buy, dtype=np.int64)
+        weights[row, picked] = target_weights(volatility[row, picked], cluster[row, picked], config)
     used = np.flatnonzero((weights > 0).any(axis=0))
     table = pd.DataFrame(weights[:, used], columns=symbols[used].tolist())
-    table.insert(0, "date", pd.DatetimeIndex(dates)[days])
+    table.insert(0, "date", dates[days])
     return table
 
 
