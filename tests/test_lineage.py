@@ -276,3 +276,28 @@ def test_an_edited_file_named_by_the_config_makes_what_was_made_from_it_stale(fo
                             "(changed since)") and found.rerun_from == "trading"
     assert report_main(_quiet(["--out", str(folder)] + with_index)) == 2
     assert "rerun the trading stage or use --stages trading,reporting" in capsys.readouterr().err
+
+
+def test_a_refetched_data_panel_makes_the_signals_made_from_it_stale(made, tmp_path, capsys):
+    import pandas as pd
+
+    from schemas.prices import PricesSchema
+    from stages.common.artifacts import stage_run
+    from stages.common.lineage import staleness
+    from stages.signal.__main__ import main as signal_main
+    from stages.trading.__main__ import main as trade_main
+
+    store, out = tmp_path / "data_store", tmp_path / "out"
+    panel = pd.read_parquet(made / "prices.parquet")
+    with stage_run("data", store) as run:  # what `trendflow fetch` writes
+        run.write(panel, "adjusted_prices.parquet", PricesSchema, csv_twin=False)
+    assert signal_main(_quiet(["--data", str(store / "adjusted_prices.parquet"), "--out", str(out)])) == 0
+    assert staleness(out / "signals_output.parquet", load_config()) is None
+    with stage_run("data", store) as run:  # a re-fetch revised the last close
+        run.write(panel.assign(close=panel["close"].where(panel.index != len(panel) - 1, panel["close"] * 1.01)),
+                  "adjusted_prices.parquet", PricesSchema, csv_twin=False)
+    found = staleness(out / "signals_output.parquet", load_config())
+    assert found.reason == "signals_output.parquet was made from an earlier adjusted_prices.parquet (rewritten since)"
+    assert trade_main(_quiet(["--out", str(out)])) == 2
+    assert _error_line(capsys) == ("error: prices.parquet was made from an earlier adjusted_prices.parquet "
+                                   "(rewritten since): rerun the signal stage or use --stages signal,trading")

@@ -190,10 +190,10 @@ def staleness(path: str | Path, config: TrendflowConfig, *, _cache: dict | None 
             return Staleness(path.name, f"was made from {key} = {made_from['path']} as it was then (changed since)", stage)
     for key, sha in sorted(entry.get("inputs", {}).items()):
         source = _input_path(path.parent, key)
-        source_entry = _entry(source, cache)
-        if source_entry is None or source_entry["stage"] == stage:
+        source_entry = _manifest(source.parent, cache)["artifacts"].get(source.name)
+        if source_entry is None or source_entry.get("stage") == stage:
             continue  # raw data, a file made elsewhere, or the stage's own earlier output (daily runs)
-        if source_entry["sha256"] != sha:
+        if source_entry.get("sha256") != sha:  # e.g. the data stage's panel after a re-fetch
             return Staleness(path.name, f"was made from an earlier {source.name} (rewritten since)", stage)
         upstream = staleness(source, config, _cache=cache)
         if upstream is not None:

@@ -14,7 +14,7 @@ from schemas.config import TrendflowConfig
 from schemas.data import DataQualitySchema
 from schemas.prices import PricesSchema
 from schemas.signals import DailyScoresSchema, DailySignalsSchema, SignalsSchema, SignalWeightsSchema
-from stages.common.artifacts import StageRun, read_manifest, stage_run, validate_frame
+from stages.common.artifacts import StageRun, manifest_entry, read_manifest, stage_run, validate_frame
 from stages.common.calendar import check_price_sessions
 from stages.common.corporate_actions import adjusted_prices, adjustment_factors, read_corporate_actions
 from stages.common.memory import release_free_memory
@@ -63,6 +63,8 @@ def run_signal_stage(
 
     with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
                    lineage=Lineage("signal", config)) as run:
+        if source.is_file() and manifest_entry(source.parent, source.name) is not None:
+            run.record_input(source)  # the data stage's panel: a re-fetch then makes these outputs stale
         run.write(quality, "data_quality.csv", DataQualitySchema)
         # encoded on a writer thread while the signals are computed
         run.write(prices, "prices.parquet", PricesSchema, csv_twin=False, already_validated=True)  # by load_market_data
