@@ -142,6 +142,19 @@ def test_factors_make_a_split_and_a_dividend_seamless():
     np.testing.assert_allclose(close * factor, [10.0, 10.0, 10.0, 10.0])  # no jump, back-adjusted
 
 
+def test_a_later_fetch_keeps_earlier_splits_and_drops_revised_recent_events():
+    from stages.data.store import merge_events
+
+    old = pd.DataFrame({"symbol": "X", "date": pd.to_datetime(["2023-05-01", "2024-01-22", "2025-03-03"]),
+                        "dividend": [0.1, 0.0, 0.2], "split": [1.0, 3.835, 1.0]})
+    # akshare in 2025: every dividend again (one revised), splits of 2025 only
+    new = pd.DataFrame({"date": pd.to_datetime(["2023-05-01", "2024-01-22", "2025-06-03"]), "dividend": [0.1, 0.05, 0.3],
+                        "split": [1.0, 1.0, 1.0]})
+    merged = merge_events(old, new, pd.Timestamp("2025-01-02"))
+    assert merged.values.tolist() == [[pd.Timestamp("2023-05-01"), 0.1, 1.0], [pd.Timestamp("2024-01-22"), 0.05, 3.835],
+                                      [pd.Timestamp("2025-06-03"), 0.3, 1.0]]
+
+
 def test_split_data_from_the_store_reaches_the_signal_stage_without_the_jump(eastmoney, tmp_path):
     summary, result = run_fetch(config(), ["512010.SH", "510300.SH"], store_dir=tmp_path / "store",
                                 end=date(2024, 2, 29), sources={"akshare": akshare_source()})

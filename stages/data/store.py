@@ -50,6 +50,23 @@ def adjustment_factors(dates: np.ndarray, close: np.ndarray, events: pd.DataFram
     return np.cumprod(step)
 
 
+def merge_events(old: pd.DataFrame, new: pd.DataFrame, since: pd.Timestamp) -> pd.DataFrame:
+    """A symbol's events after a fetch. The new ones win on their dates (a source may report only some
+    kinds for some years -- akshare: every dividend, splits of the fetched years only -- so a new row
+    without a split keeps an older split of that date); older events before `since` stay; older
+    events from `since` on that the source no longer reports are dropped (revised)."""
+    old = old[EVENT_COLUMNS[1:]].set_index("date")
+    new = new[EVENT_COLUMNS[1:]].groupby("date").agg(dividend=("dividend", "sum"), split=("split", "prod"))
+    both = new.join(old, how="outer", rsuffix="_old")
+    in_new = both["dividend"].notna().to_numpy()
+    early = (both.index < since)
+    keep = in_new | early
+    split = np.where(in_new & (both["split"].to_numpy() != 1.0), both["split"], both["split_old"].fillna(1.0))
+    merged = pd.DataFrame({"date": both.index, "dividend": np.where(in_new, both["dividend"], both["dividend_old"]),
+                           "split": np.where(in_new & ~early, both["split"].fillna(1.0), split)})
+    return merged[keep].reset_index(drop=True)
+
+
 class PriceStore:
     """A folder holding bars.parquet and events.parquet (see the module docstring)."""
 
@@ -88,10 +105,7 @@ class PriceStore:
         rows = pd.concat([own_old, new], ignore_index=True).sort_values("date", kind="stable", ignore_index=True)
         if rows["date"].duplicated().any():
             raise DataError(f"{symbol}: the vendor returned duplicate dates")
-        span_start = min(since, events["date"].min()) if len(events) else since
-        old_events = self.events[(self.events["symbol"] == symbol) & (self.events["date"] < span_start)]
-        own_events = pd.concat([old_events, events.assign(symbol=symbol)], ignore_index=True)
-        own_events = own_events.sort_values("date", kind="stable", ignore_index=True).drop_duplicates("date", keep="last")
+        own_events = merge_events(self.events[self.events["symbol"] == symbol], events, since).assign(symbol=symbol)
         rows["factor"] = adjustment_factors(rows["date"].to_numpy(dtype="datetime64[ns]"), rows["close"].to_numpy(float), own_events)
         self.bars = _typed(pd.concat([keep[keep["symbol"] != symbol], rows], ignore_index=True)
                            .sort_values(["symbol", "date"], kind="stable", ignore_index=True)[BAR_COLUMNS])
