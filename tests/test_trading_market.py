@@ -432,3 +432,35 @@ def test_a_row_on_a_day_that_is_not_a_session_is_an_error_naming_the_file(tmp_pa
     with pytest.raises(DataError, match=r"A.csv: rows on day\(s\) that are not XSHE sessions: \['2024-10-01'\]"):
         check_price_sessions(prices, "XSHE", tmp_path)
     check_price_sessions(_long(["2024-09-30", "2024-10-08"]), "XSHG", tmp_path)  # sessions only: fine
+
+
+def test_a_daily_run_with_the_preset_keeps_a_limit_down_sell_pending_in_its_snapshot(tmp_path):
+    """Through files: portfolio_{D-1}.json holds A and a pending SELL; D opens at limit-down, so the
+    daily run lists the sell as waiting and saves it again in portfolio_{D}.json; D+1 fills it."""
+    import json
+
+    from schemas.trading import PortfolioSnapshot
+    from stages.common.artifacts import stage_run
+    from stages.common.config import load_config
+    from stages.trading import run_trading_stage
+    from stages.trading.snapshot import to_snapshot
+    from tests.test_trading_rules import hand_frames
+
+    prices, signals = hand_frames([[10.0], [10.0], [9.0], [9.5]], score=1.0, signal=0)
+    prices.to_parquet(tmp_path / "prices.parquet", index=False)
+    signals.to_parquet(tmp_path / "signals_output.parquet", index=False)
+    config = load_config(None, ["market.preset=cn_etf", "scoring.rebalance_frequency=1000"])
+    market = build_market(prices, signals, config)
+    state = quiet_state(1, config)
+    state.day_index = 2
+    hold(state, 0, 1000, 10.0)
+    state.pending = [replace(order(0, "SELL", 1000, "atr_stop"), decided=market.dates[1])]
+    with stage_run("trading", tmp_path) as run:
+        run.write_json(to_snapshot(state, market, 1, config, "signals"), f"portfolio_{market.dates[1].date()}.json",
+                       PortfolioSnapshot)
+    day2 = run_trading_stage(config, tmp_path, tmp_path, as_of_date=market.dates[2].date())
+    assert day2.summary["fills_today"] == 0 and day2.summary["waiting_sells"] == ["SELL 1000 A (limit_down)"]
+    saved = json.loads((tmp_path / f"portfolio_{market.dates[2].date()}.json").read_text())
+    assert [(o["symbol"], o["side"], o["shares"], o["reason"]) for o in saved["pending_orders"]] == [("A", "SELL", 1000, "atr_stop")]
+    day3 = run_trading_stage(config, tmp_path, tmp_path, as_of_date=market.dates[3].date())
+    assert day3.summary["fills_today"] == 1 and day3.summary["positions"] == 0

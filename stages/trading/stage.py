@@ -208,6 +208,7 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
         "mode": mode, "as_of_date": tag, "fills_today": len(record.fills), "orders": len(orders), "equity": record.equity,
         "cash": record.cash, "positions": int(state.held.sum()), "breaker_on": record.breaker_on,
         "unfilled_today": [f"{o.side} {o.shares} {market.symbols[o.symbol]} ({o.note})" for o in record.unfilled],
+        "waiting_sells": [f"{o.side} {o.shares} {market.symbols[o.symbol]} ({o.note})" for o in record.waiting],
         "order_list": [f"{o.side} {o.shares} {market.symbols[o.symbol]}" for o in record.orders],
         "blocked_or_resized": record.blocked,
     }
@@ -221,6 +222,9 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     if record.unfilled:
         log.warning("%d order(s) not filled in full on %s: %s", len(record.unfilled), tag,
                     summary["unfilled_today"])
+    if record.waiting:
+        log.warning("%d sell(s) not filled in full on %s wait for the next session: %s", len(record.waiting), tag,
+                    summary["waiting_sells"])
     log.info("Daily run %s: %d fills, %d orders for the next session, equity %.2f", tag, len(record.fills), len(orders),
              record.equity)
     if run is None:
