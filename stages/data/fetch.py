@@ -22,7 +22,7 @@ import pandas as pd
 from schemas.config import TrendflowConfig
 from schemas.prices import PricesSchema
 from stages.common.artifacts import stage_run, validate_frame
-from stages.common.errors import DataError, TransientIOError, TrendflowError
+from stages.common.errors import ConfigError, DataError, TransientIOError, TrendflowError
 from stages.common.market_data import check_symbol_name
 from stages.common.stage import StageResult
 from stages.data.adapters import Source, make_source, source_for
@@ -141,10 +141,13 @@ def run_fetch(config: TrendflowConfig, symbols: list[str], *, store_dir: str | P
                                      PricesSchema, f"{name} response for {symbol}")
             summary.fetched[symbol] = store.update(symbol, checked.drop(columns="symbol"), got.events, name,
                                                    pd.Timestamp(start))
+        except ConfigError:
+            raise  # a setting or a missing library: every symbol would fail the same way
         except Exception as exc:  # noqa: BLE001 -- one symbol's failure must not sink the others
             if not isinstance(exc, TrendflowError) and not source.is_transient(exc) and not _vendor_error(exc):
                 raise
-            summary.failed[symbol] = f"{type(exc).__name__}: {exc}"
+            text = str(exc)
+            summary.failed[symbol] = f"{type(exc).__name__}: {text if len(text) <= 300 else text[:300] + '...'}"
             if source.is_transient(exc):
                 summary.transient.add(symbol)
             log.error("fetch %s from %s failed: %s", symbol, name, summary.failed[symbol])

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from stages.data.adapters.base import Fetched, connection_trouble, empty_events
+from stages.data.adapters.base import Fetched, connection_trouble, empty_events, vendor_library
 
 LOT = 100  # Eastmoney's 成交量 counts lots
 
@@ -30,8 +30,7 @@ class AkshareSource:
 
     def _functions(self):
         if None in (self._hist, self._dividends, self._splits):
-            import akshare as ak
-
+            ak = vendor_library("akshare")
             self._hist = self._hist or ak.fund_etf_hist_em
             self._dividends = self._dividends or ak.fund_etf_dividend_sina
             self._splits = self._splits or ak.fund_cf_em

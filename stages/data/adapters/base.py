@@ -43,3 +43,16 @@ def connection_trouble(exc: BaseException) -> bool:
 def empty_events() -> pd.DataFrame:
     return pd.DataFrame({"date": pd.Series(dtype="datetime64[ns]"), "dividend": pd.Series(dtype=float),
                          "split": pd.Series(dtype=float)})
+
+
+def vendor_library(name: str):
+    """Import a vendor library, or one clear error saying how to install it."""
+    import importlib
+
+    from stages.common.errors import ConfigError
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise ConfigError(f"fetch.provider needs the {name} package ({exc}): pip install \"trendflow[data]\"") from None
+

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from stages.data.adapters.base import Fetched, connection_trouble
+from stages.data.adapters.base import Fetched, connection_trouble, vendor_library
 
 
 class YfinanceSource:
@@ -27,9 +27,7 @@ class YfinanceSource:
 
     def fetch(self, symbol: str, start: date, end: date) -> Fetched:
         if self._ticker is None:
-            import yfinance as yf
-
-            self._ticker = yf.Ticker
+            self._ticker = vendor_library("yfinance").Ticker
         through = max(end, date.today()) + timedelta(days=1)
         frame = self._ticker(symbol).history(start=start.isoformat(), end=through.isoformat(),
                                              interval="1d", auto_adjust=False, actions=True,
