@@ -17,8 +17,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import squareform
 from threadpoolctl import threadpool_limits
 
 log = logging.getLogger(__name__)
@@ -47,6 +45,11 @@ def cluster_labels(returns: np.ndarray, threshold: float, method: str) -> np.nda
     """Raw cluster labels (1..k) for the columns of a (days x symbols) return window without NaN."""
     if returns.shape[1] == 1:
         return np.ones(1, dtype=int)
+    # imported here: scipy.cluster pulls in scipy.spatial, linalg and special (0.3-1 s), which a daily
+    # run on a day without a refresh never needs
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
     condensed = correlation_distance(squareform(correlation_matrix(returns), checks=False))
     return fcluster(linkage(condensed, method=method), t=threshold, criterion="distance")
 
