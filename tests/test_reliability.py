@@ -484,3 +484,14 @@ def test_a_snapshot_path_that_is_a_folder_is_one_line(signals_dir, tmp_path, cap
                       "--log-level", "WARNING"]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: portfolio snapshot {tmp_path / 'snap'} is a folder, not a snapshot file (give --portfolio FILE)")
+
+
+def test_a_daily_run_on_an_account_too_small_for_one_lot_runs_and_says_so(signals_dir, tmp_path, capsys):
+    folder = tmp_path / "out"
+    shutil.copytree(signals_dir, folder)
+    day = str(pd.read_parquet(folder / "prices.parquet")["date"].max().date())
+    assert trendflow(["trade", "--out", str(folder), "--as-of-date", day, "--fresh",
+                      "--set", "execution.initial_cash=50"]) == 0
+    err = capsys.readouterr().err
+    assert "account too small: cash 50.00 cannot buy one lot (execution.lot_size 100 shares)" in err
+    assert f"no orders for {day}" in err and (folder / f"portfolio_{day}.json").exists()

@@ -111,15 +111,17 @@ def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | N
                   accept_edited_snapshot)
 
 
-def _warn_if_no_lot_is_affordable(prices: pd.DataFrame, config: TrendflowConfig) -> None:
-    """A backtest without a single fill because the account cannot pay for one lot of anything runs
+def _warn_if_no_lot_is_affordable(prices: pd.DataFrame, config: TrendflowConfig, cash: float | None = None,
+                                   what: str = "the backtest made no trades") -> None:
+    """A run without a single fill because the account cannot pay for one lot of anything runs
     to the end (an all-cash equity curve is a valid answer) and says why."""
-    lot, cash = config.execution.lot_size, config.execution.initial_cash
+    lot = config.execution.lot_size
+    cash, source = (config.execution.initial_cash, "execution.initial_cash") if cash is None else (cash, "cash")
     cheapest = prices.loc[prices["close"].idxmin()] if len(prices) else None
     if cheapest is not None and cheapest["close"] * lot > cash:
-        log.warning("account too small: execution.initial_cash %.2f cannot buy one lot (execution.lot_size %d shares) of "
-                    "any symbol; the cheapest lot, %s on %s, costs %.2f: the backtest made no trades", cash, lot,
-                    cheapest["symbol"], pd.Timestamp(cheapest["date"]).date(), cheapest["close"] * lot)
+        log.warning("account too small: %s %.2f cannot buy one lot (execution.lot_size %d shares) of any symbol; the "
+                    "cheapest lot, %s on %s, costs %.2f: %s", source, cash, lot, cheapest["symbol"],
+                    pd.Timestamp(cheapest["date"]).date(), cheapest["close"] * lot, what)
 
 
 def _dry_run_reader(config: TrendflowConfig) -> Callable:
@@ -203,6 +205,9 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     day, day_index = market.day(t), state.day_index
     record = step(state, day, config, decide)
     orders = orders_frame([order_row(o, market) for o in record.orders], ORDER_COLUMNS)
+    if orders.empty and not state.held.any():
+        _warn_if_no_lot_is_affordable(prices[prices["date"] == pd.Timestamp(as_of_date)], config, record.cash,
+                                      f"no orders for {as_of_date}")
     tag = as_of_date.isoformat()
     summary = {
         "mode": mode, "as_of_date": tag, "fills_today": len(record.fills), "orders": len(orders), "equity": record.equity,
