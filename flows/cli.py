@@ -50,5 +50,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(command(rest, prog=f"trendflow {name}") or 0)
 
 
+def entry() -> None:
+    """The `trendflow` console script and `python -m flows.cli`: exit with main()'s code. After a
+    command that ran Prefect, Prefect's log and event queues are drained to the server and the
+    process then ends without the interpreter's teardown of a few hundred MB of frames and
+    threads (0.5-3 s measured on 2 busy cores, during which nothing is printed)."""
+    code = main()
+    if "prefect.logging.handlers" in sys.modules:
+        import logging
+        import os
+
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        APILogWorker.drain_all(timeout=30)
+        EventsWorker.drain_all(timeout=30)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()
