@@ -323,3 +323,39 @@ def test_a_dry_run_shows_the_day_without_settling_anything(demo_signals, tmp_pat
     assert sorted(p.name for p in folder.iterdir()) == files_before
     assert store.settlement(str(nxt)) is None and len(store.working_orders("paper")) == summaries[0].working
     assert execution_db(folder).read_bytes() == db_before
+
+
+def test_paper_sessions_over_splits_and_a_dividend_still_equal_the_backtest(small_demo_dir, tmp_path):
+    """Raw prices with corporate actions: a 2:1 split, a 1:3 reverse split (row 300) and a cash
+    dividend (row 303) while held. The settlement applies them before the open as the day step does,
+    to the paper book in the database too, so the paper run stays the backtest."""
+    from tests.test_trading_market import write_raw_demo
+
+    raw, table = tmp_path / "raw", tmp_path / "corporate_actions.csv"
+    write_raw_demo(small_demo_dir, raw, table, dividend=False)
+    first = sorted(raw.glob("*.csv"))[0]
+    ex = pd.read_csv(first, parse_dates=["date"])["date"].iloc[303].date()
+    actions = pd.read_csv(table)
+    actions.loc[len(actions)] = [str(ex), first.stem, 0.05, None]
+    actions.to_csv(table, index=False)
+    config = load_config(None, ["execution.lot_size=1", f'data.corporate_actions="{table}"'])
+    folder = tmp_path / "out"
+    run_signal_stage(config, raw, folder)
+    profile = load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+    start = 285
+    market, days, store, _ = paper_month(folder, config, profile, start)
+    positions = pd.read_parquet(folder / "live_positions.parquet")
+    acted = pd.read_csv(table, parse_dates=["ex_date"])
+    held_through = {a.symbol for a in acted.itertuples() if days[0] < a.ex_date.date() <= days[-1]
+                    and ((positions["symbol"] == a.symbol) & (positions["date"] < a.ex_date)).any()}
+    assert first.stem in held_through, "the window should hold the split and dividend symbol through its actions"
+    backtest = fold(market, config, start=start, end=start + SESSIONS + 1)
+    live = pd.read_parquet(folder / "live_fills.parquet")
+    cols = ["date", "symbol", "side", "quantity", "price", "commission"]
+    pd.testing.assert_frame_equal(live[cols].reset_index(drop=True), backtest.trade_log[cols].reset_index(drop=True),
+                                  check_dtype=False)
+    last = read_json_artifact(folder / f"portfolio_{days[-1]}.json", PortfolioSnapshot)
+    assert {s: h.shares for s, h in last.holdings.items()} == store.positions()
+    assert last.cash == pytest.approx(store.cash(), abs=1e-6)
+    np.testing.assert_allclose(pd.read_parquet(folder / "live_equity.parquet")["equity"], backtest.equity_curve["equity"],
+                               rtol=1e-12)

@@ -30,7 +30,7 @@ import pandas as pd
 
 from schemas.config import TrendflowConfig
 from stages.common.errors import TrendflowError, UnknownPositionError
-from stages.trading.engine import Fill, Order, PortfolioState, empty_state, fill_orders
+from stages.trading.engine import Fill, Order, PortfolioState, apply_corporate_actions, empty_state, fill_orders
 from stages.trading.execution.store import ExecutionStore
 from stages.trading.market import Day, Market
 
@@ -86,26 +86,35 @@ def _order_specs(store: ExecutionStore, model_pending: list[Order], symbols: np.
     return [s for s in specs if s["shares"] > 0], missed
 
 
-def _fill(state: PortfolioState, specs: list[dict], day: Day, index: dict[str, int],
-          config: TrendflowConfig) -> tuple[list[Fill], list[Order], list[dict], list[str]]:
-    """Fill the specs at the day's open with the engine's fill code; returns the engine fills, the
-    unfilled orders, the fills as database rows, and the client ids that got no fill."""
-    orders = [Order(symbol=index[s["symbol"]], side=s["side"], shares=s["shares"], reason=s["reason"],
-                    signal_strength=np.nan, momentum_score=np.nan, target_weight=0.0,
-                    reference_price=float(day.open[index[s["symbol"]]]), decided=pd.Timestamp(s["decision_date"]))
-              for s in specs]
-    by_order = {id(o): s for o, s in zip(orders, specs)}
+def _fill(state: PortfolioState, specs: list[dict], day: Day, index: dict[str, int], config: TrendflowConfig,
+          corporate_actions: bool) -> tuple[list[Fill], list[Order], list[dict], list[str], dict]:
+    """The session's open on the executed book, as the engine's day step does it: the corporate
+    actions of the day first (dividends credited, splits scale holdings and the working orders), then
+    the specs fill at the open with the engine's fill code. Returns the engine fills, the unfilled
+    orders, the fills as database rows, the client ids that got no fill, and what the corporate
+    actions did to the book (cash credited, new share counts)."""
+    state.pending = [Order(symbol=index[s["symbol"]], side=s["side"], shares=s["shares"], reason=s["reason"],
+                           signal_strength=np.nan, momentum_score=np.nan, target_weight=0.0,
+                           reference_price=float(day.open[index[s["symbol"]]]), decided=pd.Timestamp(s["decision_date"]))
+                     for s in specs]
+    cash, shares = state.cash, state.shares.copy()
+    if corporate_actions:
+        apply_corporate_actions(state, day, config)
+    changed = np.flatnonzero(state.shares != shares)
+    actions = {"cash": state.cash - cash, "shares": {str(i): int(state.shares[i]) for i in changed}}
+    orders, state.pending = state.pending, []
     fills, unfilled = fill_orders(state, orders, day.open, day, config)
+    spec_of = {(index[s["symbol"]], s["side"]): s for s in specs}
+    order_of = {(o.symbol, o.side): o for o in orders}
     rows = []
-    filled_ids = set()
     for f in fills:
-        s = next(by_order[id(o)] for o in orders if o.symbol == f.symbol and o.side == f.side)
-        filled_ids.add(s["client_order_id"])
+        s, o = spec_of[(f.symbol, f.side)], order_of[(f.symbol, f.side)]
         rows.append({"client_order_id": s["client_order_id"], "symbol": s["symbol"], "side": f.side, "shares": f.quantity,
                      "price": f.price, "commission": f.commission,
-                     "status": "FILLED" if f.quantity >= s["shares"] else "PARTIALLY_FILLED"})
-    expired = [s["client_order_id"] for s in specs if s["client_order_id"] not in filled_ids]
-    return fills, unfilled, rows, expired
+                     "status": "FILLED" if f.quantity >= o.shares else "PARTIALLY_FILLED"})
+    filled = {r["client_order_id"] for r in rows}
+    expired = [s["client_order_id"] for s in specs if s["client_order_id"] not in filled]
+    return fills, unfilled, rows, expired, actions
 
 
 def book_before(store: ExecutionStore, session: str) -> dict:
@@ -116,11 +125,13 @@ def book_before(store: ExecutionStore, session: str) -> dict:
 
 
 def settle_paper_orders(store: ExecutionStore, state: PortfolioState, market: Market, t: int, config: TrendflowConfig,
-                        model_pending: list[Order] | None = None, commit: bool = True) -> tuple[list[Fill], list[Order]]:
+                        model_pending: list[Order] | None = None, commit: bool = True,
+                        corporate_actions: bool = True) -> tuple[list[Fill], list[Order]]:
     """Settle the paper broker's working orders at the open of session t on `state` (the executed
-    book as `book_before` gives it, changed in place), once: a rerun of the session replays the
-    recorded settlement. Returns the fills and the orders left unfilled; `commit=False` (a dry run)
-    records nothing."""
+    book as `book_before` gives it, changed in place; the day's corporate actions applied first, as
+    in the engine's step, unless `corporate_actions` is off), once: a rerun of the session replays
+    the recorded settlement. Returns the fills and the orders left unfilled; `commit=False` (a dry
+    run) records nothing."""
     day = market.day(t)
     session = str(day.date.date())
     index = market.symbol_index()
@@ -131,14 +142,15 @@ def settle_paper_orders(store: ExecutionStore, state: PortfolioState, market: Ma
     unknown = sorted({s["symbol"] for s in specs} - set(index))
     if unknown:
         raise TrendflowError(f"paper orders for symbols not in prices.parquet: {unknown}")
-    fills, unfilled, rows, expired = _fill(state, specs, day, index, config)
+    fills, unfilled, rows, expired, actions = _fill(state, specs, day, index, config, corporate_actions)
+    actions["shares"] = {str(market.symbols[int(i)]): n for i, n in actions["shares"].items()}
     if missed:
         log.warning("%d paper order(s) decided before %s missed their session and expire (was the daily run skipped?)",
                     len(missed), decided)
     expired += missed
     if record is None and commit:
-        store.settle(session, {"session": session, "book_before": book, "orders": specs, "fills": rows, "expired": expired},
-                     rows, expired)
+        store.settle(session, {"session": session, "book_before": book, "orders": specs, "fills": rows, "expired": expired,
+                               "corporate_actions": actions}, rows, expired, actions)
     for f in fills:
         log.info("paper fill %s: %s %d %s at %.4f (commission %.2f)", session, f.side, f.quantity, market.symbols[f.symbol],
                  f.price, f.commission)
@@ -204,6 +216,7 @@ def settle_and_adopt(store: ExecutionStore, model: PortfolioState, market: Marke
     broker_fills = _broker_fills(store, market, t, config)
     book = _without(book_before(store, session), broker_fills, market.symbols)
     intended = copy.deepcopy(model)
+    apply_corporate_actions(intended, day, config)  # as the day step does, before the open
     model_fills, _ = fill_orders(intended, intended.pending, day.open, day, config)
     executed = copy.deepcopy(model)
     executed.pending = []
@@ -215,7 +228,10 @@ def settle_and_adopt(store: ExecutionStore, model: PortfolioState, market: Marke
     before = copy.deepcopy(executed)
     for f in broker_fills:
         _apply_fill(executed, f, day)
-    fills, unfilled = settle_paper_orders(store, executed, market, t, config, model.pending, commit)
+    # a real broker's book already holds the day's corporate actions (limitation: per-share stop and
+    # entry levels are then not rescaled for a split on that day)
+    fills, unfilled = settle_paper_orders(store, executed, market, t, config, model.pending, commit,
+                                          corporate_actions=not broker_fills)
     fills = broker_fills + fills
     carried = [o for o in unfilled if o.side == "SELL" and executed.shares[o.symbol] > 0]
     waiting = {o.symbol for o in carried}  # + the model's sells a real broker could not fill today (no trading)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import time
 from datetime import date
@@ -203,6 +204,8 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     opening_equity = state.equity() if settlement is None else settlement.before.equity()
     decide = decide_by_weights(plan.get(t)) if plan is not None else decide_by_signals
     day, day_index = market.day(t), state.day_index
+    if settlement is not None:  # the settlement applied the day's corporate actions before the open already
+        day = dataclasses.replace(day, dividend=None, split=None)
     record = step(state, day, config, decide)
     orders = orders_frame([order_row(o, market) for o in record.orders], ORDER_COLUMNS)
     if orders.empty and not state.held.any():

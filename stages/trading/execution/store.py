@@ -225,10 +225,16 @@ class ExecutionStore:
         row = self.conn.execute("SELECT record FROM settlements WHERE session=?", (session,)).fetchone()
         return None if row is None else json.loads(row["record"])
 
-    def settle(self, session: str, record: dict, fills: list[dict], expired: list[str]) -> None:
-        """Fills of working paper orders at `session`'s open, the expired ones, the settlement record
+    def settle(self, session: str, record: dict, fills: list[dict], expired: list[str], actions: dict | None = None) -> None:
+        """The session's corporate actions on the paper book (`actions`: cash credited, new share
+        counts), the fills of working paper orders at its open, the expired ones, the settlement record
         and its audit record: all in one transaction, so a crash leaves either none of it or all of it."""
         with self.transaction() as cur:
+            if actions:
+                cur.execute("UPDATE account SET value=value+? WHERE key='cash'", (actions.get("cash", 0.0),))
+                for symbol, shares in actions.get("shares", {}).items():
+                    cur.execute("UPDATE positions SET shares=? WHERE symbol=?", (shares, symbol))
+                cur.execute("DELETE FROM positions WHERE shares=0")
             _insert_audit(cur, {"event": "paper_settlement", "session": session, "fills": fills, "expired": expired,
                                 "timestamp": now()})
             for f in fills:
