@@ -359,3 +359,20 @@ def test_paper_sessions_over_splits_and_a_dividend_still_equal_the_backtest(smal
     assert last.cash == pytest.approx(store.cash(), abs=1e-6)
     np.testing.assert_allclose(pd.read_parquet(folder / "live_equity.parquet")["equity"], backtest.equity_curve["equity"],
                                rtol=1e-12)
+
+
+def test_paper_month_with_the_cn_etf_rules_and_a_binding_volume_cap_equals_the_backtest(demo_signals, tmp_path):
+    """The market rules on (cn_etf preset, a volume cap that binds): the paper broker's fills and the
+    daily runs' carried sells share each session's cap, so the live fills are the backtest's."""
+    src, _ = demo_signals
+    config = load_config(None, ["market.preset=cn_etf", 'execution.volume_unit="shares"', "execution.max_volume_share=0.005"])
+    folder = _folder(src, tmp_path)
+    profile = load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+    start = 130
+    market, days, store, summaries = paper_month(folder, config, profile, start)
+    backtest = fold(market, config, start=start, end=start + SESSIONS + 1)
+    assert backtest.blocked.get("volume_cap", 0) > 0
+    live = pd.read_parquet(folder / "live_fills.parquet")
+    cols = ["date", "symbol", "side", "quantity", "price", "commission"]
+    pd.testing.assert_frame_equal(live[cols].reset_index(drop=True), backtest.trade_log[cols].reset_index(drop=True),
+                                  check_dtype=False)

@@ -464,3 +464,15 @@ def test_a_daily_run_with_the_preset_keeps_a_limit_down_sell_pending_in_its_snap
     assert [(o["symbol"], o["side"], o["shares"], o["reason"]) for o in saved["pending_orders"]] == [("A", "SELL", 1000, "atr_stop")]
     day3 = run_trading_stage(config, tmp_path, tmp_path, as_of_date=market.dates[3].date())
     assert day3.summary["fills_today"] == 1 and day3.summary["positions"] == 0
+
+
+def test_the_volume_cap_is_per_session_across_batches():
+    market = ruled(hand_market([[10.0]] * 2), volume=[[5000]] * 2)
+    config = frictionless("execution.max_volume_share=0.1", "execution.lot_size=100")
+    state = quiet_state(1, config)
+    hold(state, 0, 1200, 10.0)
+    day = market.day(1)
+    first, _ = fill_orders(state, [order(0, "SELL", 300)], day.open, day, config)
+    second, rest = fill_orders(state, [order(0, "SELL", 900)], day.open, day, config)
+    assert [f.quantity for f in first + second] == [300, 200]  # 500 a session in all
+    assert [(o.shares, o.note) for o in rest] == [(700, "volume_cap")]

@@ -98,7 +98,8 @@ class PortfolioState:
     exit_day: np.ndarray
     pending: list[Order] = field(default_factory=list)
     session: object = None  # date of the session fills last happened in (T+1 bookkeeping)
-    session_bought: dict[int, int] = field(default_factory=dict)  # shares bought in that session
+    session_bought: dict[int, int] = field(default_factory=dict)  # shares bought in that session (T+1)
+    session_traded: dict[int, int] = field(default_factory=dict)  # shares filled in that session (volume cap)
     day_index: int = 0
     peak_equity: float = 0.0
     breaker_on: bool = False
@@ -373,11 +374,12 @@ def fill_orders(state: PortfolioState, orders: list[Order], prices: np.ndarray, 
     each shrunk to whole lots that cash (after the earlier fills) can pay for. Returns the fills
     and the orders not filled in full, each with `note` saying why: `suspended` (no price),
     `limit_up` / `limit_down` (price limits), `t_plus_one` (shares bought this session),
-    `volume_cap` (the rest above the session's volume cap), `cash` (not even one lot affordable).
+    `volume_cap` (the rest above the session's volume cap, which counts every batch filled in the
+    session), `cash` (not even one lot affordable).
     An unfilled sell carries its unfilled shares; the caller keeps it pending (next_open) or retries
     it at the next close."""
     if state.session != day.date:
-        state.session, state.session_bought = day.date, {}
+        state.session, state.session_bought, state.session_traded = day.date, {}, {}
     fills: list[Fill] = []
     unfilled: list[Order] = []
     for order in [o for o in orders if o.side == "SELL"] + [o for o in orders if o.side == "BUY"]:
@@ -393,6 +395,8 @@ def fill_orders(state: PortfolioState, orders: list[Order], prices: np.ndarray, 
                 unfilled.append(replace(order, note=limit))
                 continue
         cap = volume_cap_shares(float(day.volume[idx]), config) if day.volume is not None else None
+        if cap is not None:  # the cap is per session: earlier batches of this session used part of it
+            cap = max(cap - state.session_traded.get(idx, 0), 0)
         price = float(slipped_price(ref, order.side, config))
         if order.side == "SELL":
             t1 = day.t_plus_one is not None and bool(day.t_plus_one[idx])
@@ -428,5 +432,6 @@ def fill_orders(state: PortfolioState, orders: list[Order], prices: np.ndarray, 
                 state.open_position(idx, quantity, price, day, float(day.close[idx]))
             else:
                 state.add_to_position(idx, quantity, price)
+        state.session_traded[idx] = state.session_traded.get(idx, 0) + quantity
         fills.append(Fill(idx, order.side, quantity, price, fee, abs(price - ref) * quantity, order.reason, order.decided))
     return fills, unfilled
