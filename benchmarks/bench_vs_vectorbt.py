@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import _common  # noqa: F401  (puts the project on sys.path)
-from _common import CACHE, demo_folder
+from _common import CACHE
 
 STAGES = (("signal", ["--data", "{data}"]), ("trade", []), ("report", []))
 
@@ -47,6 +47,14 @@ class Usage:
     wall: float
     cpu: float
     rss: float
+
+
+def data_folder(n_symbols: int, years: float) -> Path:
+    """The cached demo folder, generated in a child process: a child's peak RSS counts its parent's
+    memory at fork/exec, so this process must never grow (generating 2,000 symbols takes 1.7 GB)."""
+    code = f"import _common; print(_common.demo_folder({n_symbols}, {years}))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def run_process(argv: list[str], env: dict[str, str] | None = None) -> Usage:
@@ -133,7 +141,7 @@ def load() -> str:
 
 
 def compare(args: argparse.Namespace) -> None:
-    data = demo_folder(args.symbols, args.years)
+    data = data_folder(args.symbols, args.years)
     work = Path(tempfile.mkdtemp(prefix="tf_vs_vbt_", dir=CACHE))
     print(f"{args.symbols} symbols x {args.years:g} years of CSVs in {data}; {os.cpu_count()} cores; {load()}")
     print("warm-up (numba cache, page cache; not timed) ...", flush=True)
@@ -176,7 +184,7 @@ def scaling(args: argparse.Namespace) -> None:
     print("| symbols x years | signal wall / CPU / RSS | trade wall / CPU / RSS | report wall / CPU / RSS | total wall | total CPU | CPU s per M symbol-days | load |")
     print("|---|---|---|---|---|---|---|---|")
     for n, years in sizes:
-        data = demo_folder(n, years)
+        data = data_folder(n, years)
         work = Path(tempfile.mkdtemp(prefix="tf_scaling_", dir=CACHE))
         runs = [trendflow_job(data, work / "tf", args.set) for _ in range(args.rounds)]  # the CSVs were just written: in the page cache
         best = min(runs, key=lambda run: sum(u.cpu for u in run.values()))

@@ -4,7 +4,8 @@ glibc keeps freed heap memory for reuse instead of returning it, and large numpy
 returned at once) cannot reuse it: a stage that frees one generation of (days x symbols) grids and
 then allocates the next one (e.g. the long signals table gathered from the packed grids) would hold
 both in its resident memory although only one is alive. `release_free_memory` asks glibc to return
-its free pages (malloc_trim); elsewhere (macOS, Windows, musl) it does nothing.
+its free pages (malloc_trim; elsewhere -- macOS, Windows, musl -- that part does nothing), and pyarrow's
+memory pool the memory it keeps after a table is converted.
 """
 from __future__ import annotations
 
@@ -28,7 +29,11 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 def release_free_memory() -> None:
-    """Return the process's free heap pages to the OS (glibc only; a no-op elsewhere). No values change."""
+    """Return the process's free memory to the OS: pyarrow's own pool (mimalloc keeps what a decoded
+    Parquet table freed, where numpy cannot reuse it) and glibc's heap (Linux only). No values change."""
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None:
+        arrow.default_memory_pool().release_unused()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

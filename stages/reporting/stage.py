@@ -115,7 +115,7 @@ def _read_signals(run: StageRun, path: Path) -> pd.DataFrame | None:
             frame = pd.read_parquet(path, columns=list(SignalQualityInputSchema.to_schema().columns))
         except (OSError, ValueError) as exc:
             raise DataError(f"{path} cannot be read for signal quality: {exc}") from None
-        return validate_frame(frame, SignalQualityInputSchema, str(path))
+        return validate_frame(frame, SignalQualityInputSchema, str(path), inplace=True)  # just read: no copy
 
     return run.read_with(path, read)
 
