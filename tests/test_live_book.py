@@ -47,7 +47,7 @@ def _folder(src: Path, tmp: Path) -> Path:
     return tmp
 
 
-def paper_month(folder: Path, config, profile, start: int, sessions: int = SESSIONS):
+def paper_month(folder: Path, config, profile, start: int, sessions: int = SESSIONS, **daily):
     """Daily runs chained over `sessions` sessions after `start` (which starts from cash), each day's
     orders executed on the paper broker under `profile`."""
     market = build_market(pd.read_parquet(folder / "prices.parquet"), pd.read_parquet(folder / "signals_output.parquet"), config)
@@ -56,7 +56,7 @@ def paper_month(folder: Path, config, profile, start: int, sessions: int = SESSI
     audit = AuditLog(folder / "execution" / "audit.jsonl")
     summaries = []
     for k, day in enumerate(days):
-        run_trading_stage(config, folder, folder, as_of_date=day, fresh=(k == 0))
+        run_trading_stage(config, folder, folder, as_of_date=day, fresh=(k == 0), **daily)
         orders = read_artifact(folder / f"orders_{day}.csv", OrdersSchema)
         summaries.append(execute_orders(orders, store=store, broker=PaperBroker(store, config), profile=profile, config=config,
                                         as_of=day, prices=pd.read_parquet(folder / "prices.parquet"), audit=audit))
@@ -376,3 +376,29 @@ def test_paper_month_with_the_cn_etf_rules_and_a_binding_volume_cap_equals_the_b
     cols = ["date", "symbol", "side", "quantity", "price", "commission"]
     pd.testing.assert_frame_equal(live[cols].reset_index(drop=True), backtest.trade_log[cols].reset_index(drop=True),
                                   check_dtype=False)
+
+
+def test_holdings_whose_data_ended_are_sold_in_the_paper_book_as_in_the_backtest(small_demo_dir, tmp_path):
+    """A held symbol's file ends while the others run on: after risk.data_ended_sessions sessions the
+    day step sells it at its last close (data_ended); the paper book records the same sale."""
+    data = tmp_path / "data"
+    shutil.copytree(small_demo_dir, data)
+    ended = sorted(data.glob("*.csv"))[0]  # held through row 300 by a portfolio started at 285
+    frame = pd.read_csv(ended)
+    frame.iloc[:292].to_csv(ended, index=False)
+    config = load_config(None, ["risk.data_ended_sessions=3"])
+    folder = tmp_path / "out"
+    run_signal_stage(config, data, folder)
+    profile = load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+    start = 285
+    market, days, store, _ = paper_month(folder, config, profile, start, sessions=12, allow_stale=True)
+    live = pd.read_parquet(folder / "live_fills.parquet")
+    assert ((live["reason"] == "data_ended") & (live["symbol"] == ended.stem)).any()
+    backtest = fold(market, config, start=start, end=start + 13)
+    key = ["date", "side", "symbol"]
+    cols = ["date", "symbol", "side", "quantity", "price", "commission", "reason"]
+    pd.testing.assert_frame_equal(live.sort_values(key)[cols].reset_index(drop=True),
+                                  backtest.trade_log.sort_values(key)[cols].reset_index(drop=True), check_dtype=False)
+    last = read_json_artifact(folder / f"portfolio_{days[-1]}.json", PortfolioSnapshot)
+    assert {s: h.shares for s, h in last.holdings.items()} == store.positions()
+    assert last.cash == pytest.approx(store.cash(), abs=1e-6)

@@ -294,6 +294,18 @@ def _apply_fill(state: PortfolioState, f: Fill, day: Day) -> None:
         state.add_to_position(i, f.quantity, f.price)
 
 
+def record_step_fills(store: ExecutionStore, fills: list[Fill], market: Market, t: int) -> None:
+    """The fills the day step made on the executed book at the close (data_ended sales) go to the
+    paper book too, so the database and the next snapshot hold the same."""
+    from stages.trading.execution.executor import client_order_id
+
+    day = market.dates[t].date()
+    store.record_engine_fills(str(day), [{
+        "client_order_id": client_order_id(day, str(market.symbols[f.symbol]), f.side, f"engine-{f.reason}"),
+        "symbol": str(market.symbols[f.symbol]), "side": f.side, "shares": f.quantity, "price": f.price,
+        "commission": f.commission, "reason": f.reason} for f in fills])
+
+
 # --------------------------------------------------------------------------- reconciliation
 def reconcile_frame(day: Day, market: Market, model: PortfolioState, intended: PortfolioState, model_fills: list[Fill],
                     before: PortfolioState, executed: PortfolioState, fills: list[Fill], store: ExecutionStore) -> pd.DataFrame:

@@ -37,7 +37,8 @@ def live_rows(market: Market, t: int, state: PortfolioState, record: DayRecord, 
     return is its own book's (its fills, marked to the same close); without, both are the model's."""
     day = market.day(t)
     if settlement is not None:
-        fills, model_fills, source = settlement.fills, settlement.model_fills, "executed"
+        # + the step's own fills at the close (data_ended sales), on both books alike
+        fills, model_fills, source = settlement.fills + record.fills, settlement.model_fills + record.fills, "executed"
         intended = copy.deepcopy(settlement.intended)
         mark_to_close(intended, day)
         model_return = intended.equity() / model.equity() - 1.0

@@ -47,7 +47,7 @@ from stages.common.folder_lock import writing
 from stages.common.lineage import Lineage
 from stages.common.stage import StageResult
 from stages.trading.backtest import ORDER_COLUMNS, order_row, orders_frame, run_backtest
-from stages.trading.book import MATCH, execution_db, settle_and_adopt
+from stages.trading.book import MATCH, execution_db, record_step_fills, settle_and_adopt
 from stages.trading.execution.notify import AuditLog, Notifier
 from stages.trading.execution.store import ExecutionStore
 from stages.trading.live import LIVE_ARTIFACTS, append_day, live_rows
@@ -207,6 +207,8 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     if settlement is not None:  # the settlement applied the day's corporate actions before the open already
         day = dataclasses.replace(day, dividend=None, split=None)
     record = step(state, day, config, decide)
+    if settlement is not None and record.fills and run is not None:
+        _book_step_fills(out_dir, record.fills, market, t, config)
     orders = orders_frame([order_row(o, market) for o in record.orders], ORDER_COLUMNS)
     if orders.empty and not state.held.any():
         _warn_if_no_lot_is_affordable(prices[prices["date"] == pd.Timestamp(as_of_date)], config, record.cash,
@@ -263,6 +265,18 @@ def _settle(out_dir: Path, state, market, t: int, config: TrendflowConfig, commi
         finally:
             store.close()
     return settlement
+
+
+def _book_step_fills(out_dir: Path, fills, market, t: int, config: TrendflowConfig) -> None:
+    """The step's own fills on the executed book (data_ended sales at the close) into the database."""
+    db = execution_db(out_dir)
+    with writing(db.parent):
+        store = ExecutionStore(db, config.execution.initial_cash, create=False)
+        try:
+            record_step_fills(store, fills, market, t)
+            AuditLog(db.parent / "audit.jsonl").export(store)
+        finally:
+            store.close()
 
 
 def _warn_on_drift(settlement, equity: float, config: TrendflowConfig, tag: str, out_dir: Path) -> None:

@@ -247,6 +247,21 @@ class ExecutionStore:
                             "'no fill at the open'), updated_at=? WHERE client_order_id=?", (now(), coid))
             cur.execute("INSERT INTO settlements VALUES (?,?,?)", (session, json.dumps(record, sort_keys=True), now()))
 
+    def record_engine_fills(self, as_of: str, fills: list[dict]) -> None:
+        """Fills the day step itself made on the paper book at the close (a holding whose data ended,
+        sold at its last close): each as a filled order of the paper broker, once (a rerun finds them)."""
+        with self.transaction() as cur:
+            for f in fills:
+                if cur.execute("SELECT 1 FROM orders WHERE client_order_id=?", (f["client_order_id"],)).fetchone():
+                    continue
+                cur.execute("INSERT INTO orders (client_order_id, run_id, as_of_date, symbol, side, requested_shares, "
+                            "approved_shares, status, reason, broker, created_at, updated_at) "
+                            "VALUES (?,'engine',?,?,?,?,?,'SUBMITTED',?,'paper',?,?)",
+                            (f["client_order_id"], as_of, f["symbol"], f["side"], f["shares"], f["shares"], f["reason"], now(), now()))
+                self._apply_fill(cur, f["client_order_id"], f["side"], f["symbol"], f["shares"], f["price"], f["commission"],
+                                 "FILLED")
+                _insert_audit(cur, {"event": "engine_fill", **f, "timestamp": now()})
+
     def accepted(self) -> dict[str, int]:
         return {r["symbol"]: int(r["shares"]) for r in self.conn.execute("SELECT symbol, shares FROM accepted_positions")}
 
