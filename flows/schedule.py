@@ -108,7 +108,12 @@ def serve(args: argparse.Namespace, prog: str) -> None:
     from flows.pipeline import trend_pipeline
 
     logging.getLogger("prefect").setLevel(logging.INFO if args.log_level == "DEBUG" else logging.WARNING)
-    parameters = {"config_path": args.config, "overrides": args.overrides, "data": args.data, "out": args.out,
+
+    def absolute(path: str | None) -> str | None:  # the runs, and the UI, see where the files are
+        return str(Path(path).resolve()) if path else None
+
+    parameters = {"config_path": absolute(args.config), "overrides": args.overrides, "data": absolute(args.data),
+                  "out": absolute(args.out),
                   "mode": "daily", "timezone": args.timezone, "calendar": args.calendar, "execute": args.execute,
                   "risk_profile": args.profile}
     try:
@@ -119,7 +124,10 @@ def serve(args: argparse.Namespace, prog: str) -> None:
           f"Ctrl-C to stop", flush=True)
     settings = {PREFECT_API_URL: url} if url else {}
     with temporary_settings(settings):
-        trend_pipeline.serve(name=args.name, schedules=[schedule], parameters=parameters,
-                             pause_on_shutdown=args.pause_on_shutdown, print_starting_message=False)
+        try:
+            trend_pipeline.serve(name=args.name, schedules=[schedule], parameters=parameters,
+                                 pause_on_shutdown=args.pause_on_shutdown, print_starting_message=False)
+        except KeyboardInterrupt:  # Ctrl-C while the deployment is still being registered: the same clean stop
+            pass
     state = "paused" if args.pause_on_shutdown else "left active"
     print(f"{prog}: stopped serving '{args.name}' (schedule {state})", file=sys.stderr)

@@ -237,6 +237,9 @@ def test_readme_serve_commands_register_cron_schedules_in_their_time_zones(prefe
         finally:
             code = _stop(serve)
         assert code == 0 and registered[0]["active"], log.read_text()[-2000:]
+        if "--out live/" in line:  # relative paths are made absolute: the runs and the UI see where the files are
+            parameters = _deployment(url, "trendflow-daily")["parameters"]
+            assert parameters["out"] == str(tmp_path / "live") and parameters["data"] == str(tmp_path / "prices")
 
 
 def test_readme_deployment_block_schedules_cron_runs_and_a_worker_completes_a_run(tmp_path, small_demo_dir):
