@@ -15,7 +15,7 @@ from schemas.config import TrendflowConfig
 from schemas.prices import PricesSchema
 from schemas.reporting import PerformanceSummary, PerformanceSummaryCsvSchema, SignalQualityInputSchema
 from schemas.trading import EquityCurveSchema, OrdersSchema, PositionsSchema, TradeLogSchema
-from stages.common.artifacts import StageRun, manifest_entry, stage_run, validate_frame
+from stages.common.artifacts import PARQUET_TO_PANDAS, StageRun, manifest_entry, stage_run, validate_frame
 from stages.common.errors import ArtifactMissingError, DataError
 from stages.common.lineage import Lineage
 from stages.common.market_data import read_symbol_file
@@ -112,7 +112,8 @@ def _read_signals(run: StageRun, path: Path) -> pd.DataFrame | None:
 
     def read(path: Path) -> pd.DataFrame:
         try:
-            frame = pd.read_parquet(path, columns=list(SignalQualityInputSchema.to_schema().columns))
+            frame = pd.read_parquet(path, columns=list(SignalQualityInputSchema.to_schema().columns),
+                                    to_pandas_kwargs=PARQUET_TO_PANDAS)
         except (OSError, ValueError) as exc:
             raise DataError(f"{path} cannot be read for signal quality: {exc}") from None
         return validate_frame(frame, SignalQualityInputSchema, str(path), inplace=True)  # just read: no copy
