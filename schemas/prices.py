@@ -45,3 +45,17 @@ class PricesSchema(pa.DataFrameModel):
         coerce = True
         strict = True
         ordered = True
+
+
+# The columns each table-level check of PricesSchema reads (a new check must be listed here).
+_CHECK_COLUMNS = {"high_is_highest": {"high", "open", "close"}, "low_is_lowest": {"low", "open", "close"},
+                  "dates_ascending": {"date", "symbol"}}
+
+
+def prices_subset_schema(columns: list[str]) -> pa.DataFrameSchema:
+    """PricesSchema's rules for some of its columns, for a stage that reads only those (the trading
+    stage needs no high or low): their column checks, and the table checks whose columns are all read."""
+    full = PricesSchema.to_schema()
+    subset = full.select_columns([c for c in full.columns if c in set(columns)])
+    subset.checks = [check for check in full.checks if _CHECK_COLUMNS[check.name] <= set(columns)]
+    return subset

@@ -104,3 +104,23 @@ def test_panel_fingerprint_hashes_the_same_bytes_a_block_of_days_at_a_time():
 
     for prefix_days in (None, 1, 255, 256, 257, 599, 600):
         assert panel_fingerprints(panel, prefix_days) == one_array(prefix_days)
+
+
+def test_prices_subset_schema_keeps_the_rules_of_the_columns_read():
+    import pandas as pd
+
+    from schemas.prices import _CHECK_COLUMNS, PricesSchema, prices_subset_schema
+    from stages.common.artifacts import validate_frame
+    from stages.common.errors import SchemaError
+
+    assert {check.name for check in PricesSchema.to_schema().checks} == set(_CHECK_COLUMNS)  # every table check listed
+    frame = pd.DataFrame({"date": pd.to_datetime(["2024-01-02", "2024-01-03"]), "symbol": ["A", "A"],
+                          "open": [1.0, 1.1], "close": [1.05, 1.2]})
+    schema = prices_subset_schema(["date", "symbol", "open", "close"])
+    assert list(schema.columns) == ["date", "symbol", "open", "close"]
+    assert [check.name for check in schema.checks] == ["dates_ascending"]
+    validate_frame(frame.copy(), schema, "prices.parquet")
+    with pytest.raises(SchemaError, match="open"):
+        validate_frame(frame.assign(open=[1.0, -1.0]), schema, "prices.parquet")
+    with pytest.raises(SchemaError, match="ascending"):
+        validate_frame(frame.iloc[::-1].reset_index(drop=True), schema, "prices.parquet")

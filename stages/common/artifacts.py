@@ -425,7 +425,7 @@ def read_artifact(
         if isinstance(exc, OSError) and not isinstance(exc, (FileNotFoundError, IsADirectoryError)) and exc.errno in (11, 13, 16):
             raise TransientIOError(f"{path} cannot be read now: {exc}") from exc
         raise SchemaError(f"{path} cannot be read as {path.suffix[1:]}: {exc}") from None
-    checked = schema if columns is None else schema.to_schema().select_columns(columns)
+    checked = schema if columns is None or isinstance(schema, pa.DataFrameSchema) else schema.to_schema().select_columns(columns)
     return validate_frame(df, checked, str(path), inplace=True)
 
 

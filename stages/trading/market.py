@@ -23,6 +23,11 @@ SIGNAL_FIELDS = ("trend_signal", "signal_strength", "atr", "volatility", "moment
 SIGNAL_COLUMNS_READ = ["date", "symbol", "close", *SIGNAL_FIELDS]  # all build_market needs of signals_output.parquet
 
 
+def price_columns_read(config: TrendflowConfig) -> list[str]:
+    """The columns of prices.parquet build_market reads: no high or low; volume only for the volume cap."""
+    return ["date", "symbol", "open", "close", *(["volume"] if config.execution.max_volume_share is not None else [])]
+
+
 @dataclass(frozen=True)
 class Day:
     """Everything the engine may know on day t (index `t`, date `date`): arrays over symbols."""

@@ -31,7 +31,7 @@ import pandas as pd
 
 from schemas.config import TrendflowConfig
 from schemas.live import ReconcileSchema
-from schemas.prices import PricesSchema
+from schemas.prices import prices_subset_schema
 from schemas.signals import SignalsSchema
 from schemas.trading import (
     AllocationHistorySchema,
@@ -52,7 +52,7 @@ from stages.trading.execution.notify import AuditLog, Notifier
 from stages.trading.execution.store import ExecutionStore
 from stages.trading.live import LIVE_ARTIFACTS, append_day, live_rows
 from stages.trading.engine import decide_by_signals, decide_by_weights, fresh_state, step
-from stages.trading.market import SIGNAL_COLUMNS_READ, build_market
+from stages.trading.market import SIGNAL_COLUMNS_READ, build_market, price_columns_read
 from stages.trading.legacy import read_any_snapshot
 from stages.trading.snapshot import from_snapshot, to_snapshot
 from stages.trading.weights import load_weights_file, validate_weights
@@ -97,7 +97,8 @@ def run_trading_stage(
 def _run(config: TrendflowConfig, in_dir: Path, out_dir: Path, run: StageRun | None, weights, as_of_date, portfolio,
          fresh: bool, allow_stale: bool = False, accept_edited_snapshot: bool = False) -> StageResult:
     read: Callable = run.read if run is not None else _dry_run_reader(config)
-    prices = read(in_dir / "prices.parquet", PricesSchema)
+    price_columns = price_columns_read(config)
+    prices = read(in_dir / "prices.parquet", prices_subset_schema(price_columns), columns=price_columns)
     signals_path = in_dir / "signals_output.parquet"
     signals = read(signals_path, SignalsSchema, columns=SIGNAL_COLUMNS_READ) if weights is None or signals_path.exists() else None
     weights_frame = None
