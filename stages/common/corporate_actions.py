@@ -21,19 +21,28 @@ ACTION_COLUMNS = ("ex_date", "symbol", "cash_dividend", "split_ratio")
 PRICE_COLUMNS = ("open", "high", "low", "close")
 
 
-def read_corporate_actions(path: str | Path) -> pd.DataFrame:
-    """The actions file, checked: ex_date an ISO date, cash_dividend >= 0 (empty = 0), split_ratio > 0
-    (empty = 1). Errors name the file and the first bad lines."""
+def read_keyed_csv(path: str | Path, key: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A user's CSV named by config `key` (symbol read as text), with at least `columns`: a missing
+    file is a ConfigError naming the key, an unreadable one or a missing column a DataError naming
+    the file. The caller checks the values."""
     path = Path(path)
     try:
         raw = pd.read_csv(path, dtype={"symbol": str})
     except FileNotFoundError:
-        raise ConfigError(f"key 'data.corporate_actions': {path} does not exist") from None
+        raise ConfigError(f"key '{key}': {path} does not exist") from None
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"{path}: not a readable CSV ({exc})") from None
-    missing = [c for c in ACTION_COLUMNS if c not in raw.columns]
+    missing = [c for c in columns if c not in raw.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; expected {list(ACTION_COLUMNS)}")
+        raise DataError(f"{path}: missing column(s) {missing}; expected {list(columns)}")
+    return raw
+
+
+def read_corporate_actions(path: str | Path) -> pd.DataFrame:
+    """The actions file, checked: ex_date an ISO date, cash_dividend >= 0 (empty = 0), split_ratio > 0
+    (empty = 1). Errors name the file and the first bad lines."""
+    path = Path(path)
+    raw = read_keyed_csv(path, "data.corporate_actions", ACTION_COLUMNS)
     ex_date = pd.to_datetime(raw["ex_date"], errors="coerce", format="ISO8601")
     dividend = pd.to_numeric(raw["cash_dividend"].fillna(0.0), errors="coerce")
     ratio = pd.to_numeric(raw["split_ratio"].fillna(1.0), errors="coerce")

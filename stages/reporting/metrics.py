@@ -173,19 +173,27 @@ def trailing_return(r: pd.Series, period: str) -> float:
 TRAILING_PERIODS = ["MTD", "YTD", "1Y", "3Y", "5Y"]
 
 
+def _sharpe_moments(r: pd.Series, rf: float) -> tuple[float, float, float] | None:
+    """(per-session Sharpe ratio, skewness g3, kurtosis g4 = 3 + excess) of r - rf: the inputs of PSR and
+    the minimum track record; None with fewer than 4 sessions or no variation."""
+    if len(r) < 4:
+        return None
+    excess = r - rf
+    sd = float(excess.std(ddof=1))
+    if not sd > 0:
+        return None
+    return float(excess.mean()) / sd, float(excess.skew()), float(excess.kurt()) + 3.0
+
+
 def probabilistic_sharpe_ratio(r: pd.Series, rf: float = 0.0, benchmark_sharpe: float = 0.0) -> float:
     """PSR (Bailey & Lopez de Prado 2012): the probability that the true per-session Sharpe ratio exceeds
     `benchmark_sharpe` (per session, not annualised), given n sessions, skewness g3 and kurtosis g4:
     Phi((SR - SR*) sqrt(n - 1) / sqrt(1 - g3 SR + (g4 - 1) / 4 SR^2)), SR = mean / std of r - rf; g3, g4 as
     `skewness` and 3 + `excess_kurtosis` (quantstats' probabilistic_sharpe_ratio for SR* = 0)."""
-    if len(r) < 4:
+    moments = _sharpe_moments(r, rf)
+    if moments is None:
         return NAN
-    excess = r - rf
-    sd = float(excess.std(ddof=1))
-    if not sd > 0:
-        return NAN
-    sr = float(excess.mean()) / sd
-    g3, g4 = float(excess.skew()), float(excess.kurt()) + 3.0
+    sr, g3, g4 = moments
     var = 1.0 - g3 * sr + (g4 - 1.0) / 4.0 * sr * sr
     if not var > 0:
         return NAN
@@ -196,16 +204,10 @@ def min_track_record(r: pd.Series, rf: float = 0.0, confidence: float = 0.95, be
     """Minimum track record length (Bailey & Lopez de Prado 2012), in sessions: how long a history with this
     Sharpe ratio, skew and kurtosis must be for PSR(SR*) to reach `confidence`:
     1 + (1 - g3 SR + (g4 - 1)/4 SR^2) (Z_confidence / (SR - SR*))^2. NaN when SR <= SR* (never enough)."""
-    if len(r) < 4:
+    moments = _sharpe_moments(r, rf)
+    if moments is None or moments[0] <= benchmark_sharpe:
         return NAN
-    excess = r - rf
-    sd = float(excess.std(ddof=1))
-    if not sd > 0:
-        return NAN
-    sr = float(excess.mean()) / sd
-    if sr <= benchmark_sharpe:
-        return NAN
-    g3, g4 = float(excess.skew()), float(excess.kurt()) + 3.0
+    sr, g3, g4 = moments
     z = NormalDist().inv_cdf(confidence)
     return 1.0 + (1.0 - g3 * sr + (g4 - 1.0) / 4.0 * sr * sr) * (z / (sr - benchmark_sharpe)) ** 2
 

@@ -16,8 +16,8 @@ import pandas as pd
 
 from schemas.config import TrendflowConfig
 from stages.common.config import PROJECT_ROOT
-from stages.common.corporate_actions import read_corporate_actions
-from stages.common.errors import ConfigError, DataError
+from stages.common.corporate_actions import read_corporate_actions, read_keyed_csv
+from stages.common.errors import DataError
 from stages.trading.rules import board_price_limit, settlement_class
 
 SYMBOL_TABLE = PROJECT_ROOT / "config" / "cn_symbols.csv"
@@ -31,15 +31,7 @@ def exchange_code(symbol: str) -> str:
 
 def read_symbol_table(path: Path) -> pd.DataFrame:
     """A symbol table, checked: price_limit in (0, 1), settlement T+0 or T+1, one row per symbol."""
-    try:
-        table = pd.read_csv(path, dtype={"symbol": str})
-    except FileNotFoundError:
-        raise ConfigError(f"key 'market.symbol_table': {path} does not exist") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise DataError(f"{path}: not a readable CSV ({exc})") from None
-    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; expected {list(TABLE_COLUMNS)}")
+    table = read_keyed_csv(path, "market.symbol_table", TABLE_COLUMNS)
     limit = pd.to_numeric(table["price_limit"], errors="coerce")
     bad = table[~((limit > 0) & (limit < 1)) | ~table["settlement"].isin(["T+0", "T+1"]) | table["symbol"].duplicated()]
     if len(bad):
