@@ -94,6 +94,23 @@ def test_provenance_lists_changed_parameters_version_and_data(demo_run, tmp_path
     assert f"{prices['date'].min().date()} to {prices['date'].max().date()}" in text
 
 
+def test_provenance_names_the_data_folder_the_signal_stage_read(demo_run, small_demo_dir, tmp_path):
+    """The flow runs the reporting stage without --data: the page names the folder from the signal
+    stage's manifest record, and a report remade from the saved files names it the same way."""
+    out, config, symbol, _ = demo_run
+    import shutil
+
+    from stages.common.artifacts import read_manifest
+
+    assert read_manifest(out)["runs"]["signal"]["data_source"] == str(small_demo_dir)
+    text = (out / "report.html").read_text(encoding="utf-8")
+    assert f'<td class="t">{small_demo_dir}</td>' in text and "not recorded" not in text
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    run_reporting_stage(config, again, again, benchmark=symbol)
+    assert f'<td class="t">{small_demo_dir}</td>' in (again / "report.html").read_text(encoding="utf-8")
+
+
 def test_stale_holdings_are_flagged():
     sessions = pd.bdate_range("2024-01-01", periods=10)
     last = pd.Series(pd.to_datetime(["2024-01-12", "2024-01-08"]), index=["A", "B"])

@@ -503,6 +503,7 @@ class StageRun:
     csv_twins: bool = True
     lineage: Any = None  # stages.common.lineage.Lineage: refuses stale inputs, records each output's lineage
     inputs: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)  # facts of this run for its manifest record (e.g. data_source)
     written: dict[str, Path] = field(default_factory=dict)
     _pending: list[_Pending] = field(default_factory=list)
     _retired: list[Path] = field(default_factory=list)
@@ -780,6 +781,7 @@ class StageRun:
             "finished_at": finished,
             "seconds": round(time.perf_counter() - self._t0, 3),
             "outputs": sorted({p.target.name for p in self._pending}),
+            **self.notes,
         }
         if self._retired:
             manifest["runs"][self.stage]["removed"] = sorted(t.name for t in self._retired)

@@ -15,7 +15,7 @@ from schemas.config import TrendflowConfig
 from schemas.prices import PricesSchema
 from schemas.reporting import PerformanceSummary, PerformanceSummaryCsvSchema, SignalQualityInputSchema
 from schemas.trading import EquityCurveSchema, OrdersSchema, PositionsSchema, TradeLogSchema
-from stages.common.artifacts import PARQUET_TO_PANDAS, StageRun, manifest_entry, stage_run, validate_frame
+from stages.common.artifacts import PARQUET_TO_PANDAS, StageRun, manifest_entry, read_manifest, stage_run, validate_frame
 from stages.common.errors import ArtifactMissingError, DataError
 from stages.common.lineage import Lineage
 from stages.common.market_data import read_symbol_file
@@ -152,16 +152,18 @@ def _benchmark(spec: str, in_dir: Path, run: StageRun, curve: pd.DataFrame) -> B
 
 
 def _data_source(data: str | Path | None, config: TrendflowConfig, in_dir: Path) -> str:
-    """The price data as the user named it: --data, else config data.source, else the demo universe the
-    signal stage generated into the input folder."""
+    """The price data as the user named it: --data, else config data.source, else what the signal stage
+    recorded that it read (so a report remade from saved signals is the same page), the demo universe
+    it generated into the input folder named as such."""
     if data is not None:
         return str(data)
     if config.data.source is not None:
         return str(config.data.source)
-    if (in_dir / DEMO_FOLDER_NAME).is_dir():
+    recorded = read_manifest(in_dir).get("runs", {}).get("signal", {}).get("data_source")
+    demo = in_dir / DEMO_FOLDER_NAME
+    if (recorded and Path(recorded).resolve() == demo.resolve()) or (not recorded and demo.is_dir()):
         return f"demo universe ({DEMO_FOLDER_NAME}/ in the input folder)"
-    # the flow does not pass --data on: a report remade from saved signals must be the same page (tested)
-    return "not recorded: set data.source in the config, or pass --data to trendflow report"
+    return str(recorded) if recorded else "not recorded: set data.source in the config, or pass --data to trendflow report"
 
 
 def _provenance(run: StageRun, config: TrendflowConfig, source: str, prices_path: Path, positions: pd.DataFrame,

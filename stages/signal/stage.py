@@ -63,6 +63,7 @@ def run_signal_stage(
 
     with stage_run("signal", out_dir, config_hash=config.config_hash(), csv_twins=config.output.csv_twins,
                    lineage=Lineage("signal", config)) as run:
+        run.notes["data_source"] = str(source)  # the report's provenance names it (as the user gave it)
         if source.is_file() and manifest_entry(source.parent, source.name) is not None:
             run.record_input(source)  # the data stage's panel: a re-fetch then makes these outputs stale
         run.write(quality, "data_quality.csv", DataQualitySchema)
