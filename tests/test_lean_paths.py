@@ -41,6 +41,17 @@ def test_signal_command_does_not_import_scipy_signal_or_cluster():
     assert loaded == "[]"
 
 
+def test_report_command_imports_matplotlib_only_when_a_chart_is_drawn():
+    """matplotlib is ~0.3 s of the reporting command's start: the chart module loads it on the first chart."""
+    loaded = _run_python(
+        "import sys, stages.reporting.__main__, stages.reporting.stage; before = 'matplotlib' in sys.modules; "
+        "import pandas as pd; from stages.reporting import charts; "
+        "svg = charts.underwater_chart(pd.Series([0.0, -0.1, -0.05], index=pd.bdate_range('2024-01-01', periods=3))); "
+        "print(before, 'matplotlib' in sys.modules, svg.startswith('<svg'))"
+    )
+    assert loaded == "False True True"
+
+
 def test_lfilter_falls_back_to_scipy_when_scipy_signal_is_loaded():
     name = _run_python("import scipy.signal, stages.signal.indicators as i; print(i.lfilter.__module__)")
     assert name.startswith("scipy.signal")

@@ -9,15 +9,18 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.ticker as mticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+# matplotlib (0.3 s of imports) is loaded by the first chart drawn, not when the reporting command
+# starts: `_load_matplotlib` binds these names, and every chart function runs under `_styled`, which
+# calls it first. Read them as `charts.mticker` etc. only inside a `_styled` function.
+matplotlib = mdates = mticker = Figure = None  # noqa: F811
 
 MAX_POINTS = 1500
 BLUE, GREY, RED, GREEN, ORANGE = "#1f5fa8", "#7f7f7f", "#c0392b", "#2e7d32", "#d68910"
@@ -80,9 +83,24 @@ def _figure(rows: int, height: float, ratios: list[float] | None = None):
     return fig, axes
 
 
+def _load_matplotlib() -> None:
+    """Import matplotlib (Agg backend, no pyplot) and bind this module's names for it; once per process."""
+    global matplotlib, mdates, mticker, Figure
+    if Figure is not None:
+        return
+    import matplotlib as mpl
+
+    mpl.use("Agg")
+    from matplotlib import dates, figure, ticker
+
+    matplotlib, mdates, mticker, Figure = mpl, dates, ticker, figure.Figure
+
+
 def _styled(draw):
-    """Run a chart function under the report's rcParams (so callers' settings never leak in or out)."""
+    """Run a chart function under the report's rcParams (so callers' settings never leak in or out),
+    matplotlib loaded first."""
     def wrapper(*args, **kwargs):
+        _load_matplotlib()
         with matplotlib.rc_context(STYLE):
             return draw(*args, **kwargs)
     wrapper.__doc__, wrapper.__name__ = draw.__doc__, draw.__name__
