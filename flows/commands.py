@@ -229,6 +229,9 @@ def _alert_not_started(args: argparse.Namespace, mode: str, exc: TrendflowError)
 def _api_url(prog: str) -> str | None:
     """The Prefect API this run reports to: PREFECT_API_URL if configured (environment or Prefect
     profile), else the shared local server (started on first use); None = Prefect's temporary server."""
+    from flows.local_server import use_prefect_defaults
+
+    use_prefect_defaults()  # before Prefect reads its settings
     from prefect.settings import PREFECT_API_URL
 
     configured = PREFECT_API_URL.value()

@@ -33,8 +33,26 @@ DEFAULT_IDLE_MINUTES = 720.0
 START_TIMEOUT = 180.0
 
 
-def prefect_home() -> Path:
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def use_prefect_defaults() -> Path:
+    """Set Prefect's environment before Prefect is imported, whatever the working directory (a run
+    from /tmp, cron, an installed entry point), and return PREFECT_HOME.
+
+    PREFECT_HOME, unless set: the project's `.prefect` (one server and one run history per checkout,
+    as `run_pipeline.sh` sets it), or `~/.prefect` (Prefect's own default) when the project folder
+    cannot be written. PREFECT_SERVER_ANALYTICS_ENABLED, unless set: false (no outbound traffic)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not os.environ.get("PREFECT_HOME"):
+        local = PROJECT_ROOT / ".prefect"
+        writable = os.access(local if local.is_dir() else PROJECT_ROOT, os.W_OK)
+        os.environ["PREFECT_HOME"] = str(local if writable else Path.home() / ".prefect")
     return Path(os.environ["PREFECT_HOME"]).expanduser()
+
+
+def prefect_home() -> Path:
+    return use_prefect_defaults()
 
 
 def record_path(home: Path | None = None) -> Path:
@@ -130,7 +148,7 @@ def ensure_server(say: Callable[[str], None] = print, home: Path | None = None) 
         with open(home / LOG_NAME, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "flows.local_server", "--port", str(port)], env=env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=PROJECT_ROOT)
         _write_record(home, {"pid": process.pid, "port": port, "url": url, "started": time.time()})
         deadline = time.monotonic() + START_TIMEOUT
         while not healthy(url):
@@ -230,7 +248,7 @@ def _serve(port: int, idle_minutes: float) -> None:
 
 def server_main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """`trendflow server status|stop|start`: the shared local Prefect server."""
-    os.environ.setdefault("PREFECT_HOME", str(Path(__file__).resolve().parents[1] / ".prefect"))
+    use_prefect_defaults()
     parser = argparse.ArgumentParser(prog=prog or "trendflow server", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["status", "start", "stop"])
     args = parser.parse_args(argv)

@@ -14,10 +14,9 @@ from datetime import date
 from pathlib import Path
 from typing import Iterator
 
-from stages.common.config import PROJECT_ROOT
+from flows.local_server import use_prefect_defaults
 
-os.environ.setdefault("PREFECT_HOME", str(PROJECT_ROOT / ".prefect"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+use_prefect_defaults()
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from prefect import flow, task  # noqa: E402

@@ -332,7 +332,9 @@ def _temporary_prefect_server(reachable: bool):
     """Prefect's temporary server for this process (not started yet) when the flow and the workers need
     one; None when PREFECT_API_URL names a server (the workers receive it with each task's settings), or
     the workers could not reach a server on this machine (`reachable` False), or Prefect forbids one."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.local_server import use_prefect_defaults
+
+    use_prefect_defaults()
     from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     if PREFECT_API_URL.value():

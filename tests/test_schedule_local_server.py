@@ -80,3 +80,53 @@ def test_a_serving_process_keeps_the_shared_server_from_idling_out(tmp_path, mon
     while time.time() - record.stat().st_mtime > 60 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert time.time() - record.stat().st_mtime < 60
+
+
+def test_the_shared_server_home_defaults_to_the_project_whatever_the_working_directory(tmp_path, monkeypatch):
+    """No PREFECT_HOME and a working directory outside the project (cron, a shell in /tmp): the run
+    finds the project's `.prefect` and its server, analytics off -- not a KeyError."""
+    import flows.local_server as local_server
+    from flows.commands import _api_url
+
+    monkeypatch.delenv("PREFECT_HOME", raising=False)
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("TRENDFLOW_PREFECT_SERVER", "shared")
+    monkeypatch.chdir(tmp_path)
+    used = []
+    monkeypatch.setattr(local_server, "running_url", lambda home=None: used.append(home) or "http://127.0.0.1:9/api")
+    assert _api_url("trendflow daily") == "http://127.0.0.1:9/api"  # a recorded server that answers: reused
+    assert used == [PROJECT_ROOT / ".prefect"]
+    assert os.environ["PREFECT_HOME"] == str(PROJECT_ROOT / ".prefect")
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_trendflow_daily_runs_from_any_working_directory_without_prefect_home(tmp_path, small_demo_dir):
+    """`cd /tmp && trendflow daily ...` with no PREFECT_HOME: the shared server of the project (here a
+    copy of it, so the test's server is its own) is started, the run completes, `server stop` stops it."""
+    import shutil
+
+    project = tmp_path / "project"
+    for part in ("flows", "stages", "schemas", "trendflow", "config"):
+        shutil.copytree(PROJECT_ROOT / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(project), "TRENDFLOW_PREFECT_SERVER": "shared",
+           "TRENDFLOW_SERVER_IDLE_MINUTES": "2", "TRENDFLOW_WEBHOOK_URL": ""}
+    for name in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED"):
+        env.pop(name, None)
+
+    def trendflow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=elsewhere, env=env, capture_output=True,
+                              text=True, timeout=240)
+
+    try:
+        daily = trendflow("daily", "--data", str(small_demo_dir), "--out", "out", "--fresh")
+        assert daily.returncode == 0, daily.stdout + daily.stderr
+        assert "Traceback" not in daily.stderr and "trendflow daily run finished" in daily.stdout
+        assert "starting a local Prefect server" in daily.stdout
+        assert (project / ".prefect" / "trendflow-server.json").is_file()
+        assert (elsewhere / "out" / "manifest.json").is_file()
+    finally:
+        stopped = trendflow("server", "stop")
+    assert stopped.returncode == 0 and stopped.stdout.startswith("stopped the local Prefect server"), stopped.stdout
