@@ -402,3 +402,69 @@ def test_holdings_whose_data_ended_are_sold_in_the_paper_book_as_in_the_backtest
     last = read_json_artifact(folder / f"portfolio_{days[-1]}.json", PortfolioSnapshot)
     assert {s: h.shares for s, h in last.holdings.items()} == store.positions()
     assert last.cash == pytest.approx(store.cash(), abs=1e-6)
+
+
+def _orders_equal_the_backtest(folder: Path, days, backtest) -> None:
+    """Every day's orders_D.csv of the chained daily runs is the backtest's orders standing at that close."""
+    for day in days:
+        written = read_artifact(folder / f"orders_{day}.csv", OrdersSchema)
+        expected = backtest.orders[backtest.orders["date"].dt.date == day].drop(columns="date")
+        pd.testing.assert_frame_equal(written.reset_index(drop=True), expected.reset_index(drop=True), check_dtype=False)
+
+
+def test_a_paper_sell_whose_symbol_has_no_price_the_next_session_is_carried_with_its_decision_close(small_demo_dir,
+                                                                                                    demo_signals, tmp_path):
+    """A sell decided at the close of d, and no row for its symbol at d+1 (suspended, or a file not
+    updated: --allow-stale). The paper broker cannot fill it; the executed book carries it into
+    orders_{d+1}.csv as the backtest does -- the order decided at d, reference price d's close --
+    not an order priced at d+1's missing open (NaN, which OrdersSchema refused)."""
+    src, config = demo_signals
+    start = 130
+    market = build_market(pd.read_parquet(src / "prices.parquet"), pd.read_parquet(src / "signals_output.parquet"), config)
+    orders = fold(market, config, start=start, end=start + SESSIONS).orders
+    sell = orders[orders["action"].eq("SELL") & (orders["date"] > market.dates[start])].iloc[0]
+    t = market.index_of(sell["date"].date()) + 1
+    data = tmp_path / "data"
+    shutil.copytree(small_demo_dir, data)
+    path = data / f"{sell['symbol']}.csv"
+    frame = pd.read_csv(path)
+    frame[frame["date"] != str(market.dates[t].date())].to_csv(path, index=False)  # no row at d+1: later rows only
+    folder = tmp_path / "out"
+    run_signal_stage(config, data, folder)
+    profile = load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+    sessions = t - start + 2
+    market, days, store, _ = paper_month(folder, config, profile, start, sessions=sessions, allow_stale=True)
+    backtest = fold(market, config, start=start, end=start + sessions + 1)
+    assert not market.tradable[t, market.symbol_index()[sell["symbol"]]]
+    carried = read_artifact(folder / f"orders_{days[t - start]}.csv", OrdersSchema)
+    row = carried[carried["symbol"] == sell["symbol"]].iloc[0]
+    assert row["action"] == "SELL" and row["current_price"] == sell["current_price"] and row["reason"] == sell["reason"]
+    _orders_equal_the_backtest(folder, days, backtest)
+    live = pd.read_parquet(folder / "live_fills.parquet")
+    cols = ["date", "symbol", "side", "quantity", "price", "commission"]
+    pd.testing.assert_frame_equal(live[cols].reset_index(drop=True), backtest.trade_log[cols].reset_index(drop=True),
+                                  check_dtype=False)
+    last = read_json_artifact(folder / f"portfolio_{days[-1]}.json", PortfolioSnapshot)
+    assert {s: h.shares for s, h in last.holdings.items()} == store.positions()
+
+
+def test_real_cn_etf_paper_sell_over_a_suspension_is_carried_like_the_backtest(tmp_path):
+    """../shared/data/cn_etf: 512600.SH, bought 2016-06-16, gets an ATR-stop sell at the close of
+    2016-06-24 and has no row on 2016-06-27. Chained daily runs with the paper broker (--allow-stale)
+    write orders_2016-06-27.csv with that sell at 0.276 (the 06-24 close), as the backtest does."""
+    data = shared_data_dir("cn_etf")
+    config = load_config(None, ["data.end_date=2016-12-30"])
+    run_signal_stage(config, data, tmp_path)
+    profile = load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+    market = build_market(pd.read_parquet(tmp_path / "prices.parquet"), pd.read_parquet(tmp_path / "signals_output.parquet"),
+                          config)
+    start = market.index_of(pd.Timestamp("2016-06-16").date())
+    market, days, store, _ = paper_month(tmp_path, config, profile, start, sessions=8, allow_stale=True)
+    carried = read_artifact(tmp_path / "orders_2016-06-27.csv", OrdersSchema)
+    assert carried[["symbol", "action", "reason", "current_price"]].values.tolist() == [["512600.SH", "SELL", "atr_stop", 0.276]]
+    backtest = fold(market, config, start=start, end=start + 9)
+    _orders_equal_the_backtest(tmp_path, days, backtest)
+    live = pd.read_parquet(tmp_path / "live_fills.parquet")
+    cols = ["date", "symbol", "side", "quantity", "price", "commission"]
+    pd.testing.assert_frame_equal(live[cols].reset_index(drop=True), backtest.trade_log[cols].reset_index(drop=True),
+                                  check_dtype=False)

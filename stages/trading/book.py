@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,17 +86,33 @@ def _order_specs(store: ExecutionStore, model_pending: list[Order], symbols: np.
     return [s for s in specs if s["shares"] > 0], missed
 
 
+def _paper_order(spec: dict, idx: int, state: PortfolioState, model: dict[tuple[int, str], Order], day: Day) -> Order:
+    """A paper broker's working order as the engine's Order, for `spec`'s approved shares. When the model
+    decided it, it is the model's order (its decision close as reference price, its signal, score and
+    target weight), so a sell that cannot fill today is carried into orders_D.csv exactly as the
+    backtest carries it. Otherwise (e.g. a risk profile's stop loss) the reference price is the
+    holding's last close before the open -- never today's open, which a symbol without a price today
+    (suspended, stale) does not have."""
+    decided = model.get((idx, spec["side"]))
+    if decided is not None:
+        return replace(decided, shares=spec["shares"], reason=spec["reason"],
+                       decided=pd.Timestamp(spec["decision_date"]), note="")
+    last_close = float(state.last_close[idx])
+    return Order(symbol=idx, side=spec["side"], shares=spec["shares"], reason=spec["reason"], signal_strength=np.nan,
+                 momentum_score=np.nan, target_weight=0.0,
+                 reference_price=last_close if np.isfinite(last_close) else float(day.open[idx]),
+                 decided=pd.Timestamp(spec["decision_date"]))
+
+
 def _fill(state: PortfolioState, specs: list[dict], day: Day, index: dict[str, int], config: TrendflowConfig,
-          corporate_actions: bool) -> tuple[list[Fill], list[Order], list[dict], list[str], dict]:
+          corporate_actions: bool, model_pending: list[Order]) -> tuple[list[Fill], list[Order], list[dict], list[str], dict]:
     """The session's open on the executed book, as the engine's day step does it: the corporate
     actions of the day first (dividends credited, splits scale holdings and the working orders), then
     the specs fill at the open with the engine's fill code. Returns the engine fills, the unfilled
     orders, the fills as database rows, the client ids that got no fill, and what the corporate
     actions did to the book (cash credited, new share counts)."""
-    state.pending = [Order(symbol=index[s["symbol"]], side=s["side"], shares=s["shares"], reason=s["reason"],
-                           signal_strength=np.nan, momentum_score=np.nan, target_weight=0.0,
-                           reference_price=float(day.open[index[s["symbol"]]]), decided=pd.Timestamp(s["decision_date"]))
-                     for s in specs]
+    model = {(o.symbol, o.side): o for o in model_pending}
+    state.pending = [_paper_order(s, index[s["symbol"]], state, model, day) for s in specs]
     cash, shares = state.cash, state.shares.copy()
     if corporate_actions:
         apply_corporate_actions(state, day, config)
@@ -142,7 +158,8 @@ def settle_paper_orders(store: ExecutionStore, state: PortfolioState, market: Ma
     unknown = sorted({s["symbol"] for s in specs} - set(index))
     if unknown:
         raise TrendflowError(f"paper orders for symbols not in prices.parquet: {unknown}")
-    fills, unfilled, rows, expired, actions = _fill(state, specs, day, index, config, corporate_actions)
+    fills, unfilled, rows, expired, actions = _fill(state, specs, day, index, config, corporate_actions,
+                                                  model_pending or [])
     actions["shares"] = {str(market.symbols[int(i)]): n for i, n in actions["shares"].items()}
     if missed:
         log.warning("%d paper order(s) decided before %s missed their session and expire (was the daily run skipped?)",
