@@ -151,7 +151,10 @@ def _plan_daily(plan: Plan, args: argparse.Namespace, config, chosen: list[str],
 
         source = resolve_data_source(args.data, config, plan.out_dir)
         d = config.data
-        prices = load_market_data(source, d.symbols, d.start_date, d.end_date, d.bad_rows, d.min_history_days).prices
+        # kept for the signal stage of this process: it takes this load instead of reading the files again
+        # when they are unchanged and its date range selects the same rows (market_data._take_kept)
+        prices = load_market_data(source, d.symbols, d.start_date, d.end_date, d.bad_rows, d.min_history_days,
+                                  keep="signal" in chosen).prices
         sessions = pd.DatetimeIndex(prices["date"].unique()).sort_values()
     else:
         source, prices = plan.out_dir / "prices.parquet", None
@@ -272,17 +275,18 @@ def _run_flow(args: argparse.Namespace, mode: str, prog: str, plan: Plan) -> int
                   stages=plan.stages, mode=mode, as_of_date=plan.as_of_date, fresh=args.fresh, portfolio=plan.portfolio,
                   allow_stale=args.allow_stale, accept_edited_snapshot=args.accept_edited_snapshot,
                   retry_delay_seconds=args.retry_delay, execute=args.execute, risk_profile=args.profile)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    settings = _flow_run_settings()
+    if url is None:  # Prefect starts a temporary server as a child of this process: it dies with us
+        from flows.orphan_guard import guard_children
+
+        guard_children()
+    else:
+        settings[PREFECT_API_URL] = url
     try:
-        if url is None:  # Prefect starts a temporary server as a child of this process: it dies with us
-            from flows.orphan_guard import guard_children
-
-            guard_children()
+        with temporary_settings(settings):
             summary = trend_pipeline(**kwargs)
-        else:
-            from prefect.settings import PREFECT_API_URL, temporary_settings
-
-            with temporary_settings({PREFECT_API_URL: url}):
-                summary = trend_pipeline(**kwargs)
     except TrendflowError as exc:  # the log file records why the run stopped, not only the terminal
         _to_log_file(logging.ERROR, f"trendflow {mode} run failed: {exc}")  # the terminal gets it once, as `error: ...`
         raise
@@ -300,6 +304,22 @@ def _run_flow(args: argparse.Namespace, mode: str, prog: str, plan: Plan) -> int
                   f"already done {x['already_done']}; orders database {x['db']}")
     print(f"log: {log_file}")
     return 0
+
+
+def _flow_run_settings() -> dict:
+    """Prefect settings for a run started by `trendflow run`/`daily`: no flow-run heartbeats, unless
+    PREFECT_FLOWS_HEARTBEAT_FREQUENCY asks for them.
+
+    Why: Prefect's heartbeat thread sleeps in 1 s steps and the flow engine joins it when the run
+    ends, so every run waited 0-1 s (0.5 s on average, measured) after its last stage, with nothing
+    left to do. The heartbeats (one at the start, the next after 180 s) let an automation notice a
+    run whose process died; a command in the foreground reports its own end (exit code, the failure
+    alert, the run's final state). Served and deployed runs (`trendflow serve`, workers) keep them."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    if os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY") or os.environ.get("PREFECT_RUNNER_HEARTBEAT_FREQUENCY"):
+        return {}
+    return {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
 
 
 def orders_line(summary: dict) -> str:

@@ -326,3 +326,58 @@ def test_bulk_path_and_per_file_path_agree_on_a_mixed_folder(tmp_path):
                             for path in sorted(folder.iterdir())], ignore_index=True)
     pd.testing.assert_frame_equal(loaded, one_by_one.sort_values(["symbol", "date"], ignore_index=True))
     pd.testing.assert_frame_equal(loaded, demo)
+
+
+# --------------------------------------------------------------------------- a load kept for the next one
+def _fresh(folder: Path, **kw):
+    """A load that never takes a kept one (a different source key), so the tests start clean."""
+    import stages.common.market_data as md
+
+    md._kept.clear()
+    return load_market_data(folder, **kw)
+
+
+def test_a_kept_load_is_taken_once_by_the_same_call_and_only_while_the_files_are_unchanged(tmp_path, caplog):
+    import stages.common.market_data as md
+
+    three = GOOD + ROW.format(day="2024-01-05")
+    folder = _folder(tmp_path, {"510300.SH.csv": three, "159915.SZ.csv": GOOD})
+    _fresh(folder)
+    kept = load_market_data(folder, symbols=["510300.SH", "159915.SZ", "588000.SH"], keep=True)  # one absent: a warning
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        again = load_market_data(folder, symbols=["510300.SH", "159915.SZ", "588000.SH"])
+    assert again is kept  # taken: not read again ...
+    assert "no price file for symbol 588000.SH" in caplog.text  # ... and its warnings said again for this run's log
+    third = load_market_data(folder, symbols=["510300.SH", "159915.SZ", "588000.SH"])
+    assert third is not kept  # once only
+    pd.testing.assert_frame_equal(third.prices, kept.prices)
+
+    load_market_data(folder, keep=True)
+    assert load_market_data(folder, symbols=["510300.SH"]) is not None and not md._kept  # other arguments: read, kept one dropped
+
+    before = load_market_data(folder, keep=True)
+    (folder / "159915.SZ.csv").write_text(GOOD + ROW.format(day="2024-01-05"))  # a file rewritten after the checks
+    after = load_market_data(folder)
+    assert after is not before and len(after.prices) == len(before.prices) + 1
+
+
+def test_a_kept_load_serves_an_end_date_only_when_it_selects_the_same_rows(tmp_path):
+    folder = _folder(tmp_path, {"510300.SH.csv": GOOD + ROW.format(day="2024-01-05"), "159915.SZ.csv": GOOD})
+    _fresh(folder)
+    kept = load_market_data(folder, keep=True)  # rows up to 2024-01-05
+    assert load_market_data(folder, end=pd.Timestamp("2024-01-05").date()) is kept  # the daily run as of the last day
+
+    kept = load_market_data(folder, keep=True)
+    earlier = load_market_data(folder, end=pd.Timestamp("2024-01-04").date())  # drops a row: read again
+    assert earlier is not kept and earlier.prices["date"].max() == pd.Timestamp("2024-01-04")
+
+    kept = load_market_data(folder, end=pd.Timestamp("2024-01-04").date(), keep=True)
+    later = load_market_data(folder, end=pd.Timestamp("2024-01-05").date())  # rows after the kept end were never read
+    assert later is not kept and later.prices["date"].max() == pd.Timestamp("2024-01-05")
+
+    # a symbol too short for the kept range is dropped, but its rows still decide: they reach 2024-01-05
+    (tmp_path / "two").mkdir()
+    folder2 = _folder(tmp_path / "two", {"510300.SH.csv": GOOD, "159915.SZ.csv": HEADER + ROW.format(day="2024-01-05")})
+    kept = load_market_data(folder2, min_history_days=2, keep=True)
+    assert kept.skipped == ["159915.SZ"] and kept.prices["date"].max() == pd.Timestamp("2024-01-04")
+    assert load_market_data(folder2, min_history_days=2, end=pd.Timestamp("2024-01-04").date()) is not kept

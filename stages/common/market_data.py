@@ -620,6 +620,64 @@ def _restrict_dates(df: pd.DataFrame, start: date | None, end: date | None) -> p
     return df if keep.all() else df.loc[keep].reset_index(drop=True)
 
 
+def source_stamp(source: Path) -> tuple | None:
+    """What the loader's result depends on in the file system: the long file's, or every top-level
+    entry of the folder's, name, size, mtime, ctime and inode (None when it cannot be taken). Any
+    write, replacement, new or removed file changes it."""
+    def stat(path: Path) -> tuple:
+        st = path.stat()
+        return (path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+    try:
+        if source.is_dir():
+            return (stat(source),) + tuple(stat(p) for p in sorted(source.iterdir()))
+        return (stat(source),)
+    except OSError:
+        return None
+
+
+@dataclass
+class _Kept:
+    """A load kept for the same process's next identical load (see `load_market_data(keep=True)`)."""
+
+    key: tuple  # source and every argument but `end`
+    stamp: tuple  # source_stamp before the files were read
+    end: date | None
+    last_row_day: pd.Timestamp  # the latest date of the rows read in [start, end], short symbols included
+    market: MarketData
+    warnings: list[tuple[int, str]]  # what the load logged at WARNING and above, said again when taken
+
+
+class _Recorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.said: list[tuple[int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.said.append((record.levelno, record.getMessage()))
+
+
+_kept: list[_Kept] = []  # at most one
+
+
+def _take_kept(key: tuple, source: Path, end: date | None) -> MarketData | None:
+    """The kept load, once, when this call would return the same: same source files (unchanged since
+    they were read), same arguments, and an `end` that selects the same rows (no row read lies after
+    it, and no unread row before it)."""
+    if not _kept:
+        return None
+    kept = _kept.pop()
+    if kept.key != key:
+        return None
+    same_rows = (end is None and kept.end is None) or (
+        end is not None and kept.last_row_day <= pd.Timestamp(end) and (kept.end is None or end <= kept.end))
+    if not same_rows or source_stamp(source) != kept.stamp:
+        return None
+    for level, message in kept.warnings:  # the run's log gets them as if the files had been read again
+        log.log(level, "%s", message)
+    return kept.market
+
+
 def load_market_data(
     source: str | Path,
     symbols: Iterable[str] | None = None,
@@ -627,14 +685,45 @@ def load_market_data(
     end: date | None = None,
     bad_rows: Literal["error", "drop"] = "error",
     min_history_days: int = 1,
+    *,
+    keep: bool = False,
 ) -> MarketData:
     """Load a folder of per-symbol files or one long file into a validated long panel, sorted by
     (symbol, date). Symbols asked for but absent are skipped with a warning (listed in `skipped`),
-    as are symbols with fewer than `min_history_days` rows in [start, end]; no usable symbol is an error."""
+    as are symbols with fewer than `min_history_days` rows in [start, end]; no usable symbol is an error.
+
+    `keep=True` (`trendflow daily`'s checks, which load the prices before the flow starts): the
+    result is also kept for the next call in this process (the signal stage's), which takes it
+    instead of reading the files again when that call's result would be the same (`_take_kept`).
+    The caller must not change the frame."""
     if bad_rows not in ("error", "drop"):
         raise DataError(f"data.bad_rows must be 'error' or 'drop', got {bad_rows!r}")
     source = Path(source)
     wanted = list(dict.fromkeys(check_symbol_name(s, "data.symbols entry") for s in symbols)) if symbols else None
+    key = (str(source.absolute()), tuple(wanted or ()), wanted is None, start, bad_rows, min_history_days)
+    kept = _take_kept(key, source, end)
+    if kept is not None:
+        log.info("Loaded %d symbols, %d rows, %s..%s from %s (as read by the checks before the run; the files are "
+                 "unchanged since)", kept.prices["symbol"].nunique(), len(kept.prices), kept.prices["date"].min().date(),
+                 kept.prices["date"].max().date(), source)
+        return kept
+    if not keep:
+        return _load(source, wanted, start, end, bad_rows, min_history_days)[0]
+    stamp = source_stamp(source)  # taken before reading: a file changed meanwhile fails the match
+    recorder = _Recorder()
+    log.addHandler(recorder)
+    try:
+        market, last_row_day = _load(source, wanted, start, end, bad_rows, min_history_days)
+    finally:
+        log.removeHandler(recorder)
+    if stamp is not None:
+        _kept[:] = [_Kept(key, stamp, end, last_row_day, market, recorder.said)]
+    return market
+
+
+def _load(source: Path, wanted: list[str] | None, start: date | None, end: date | None, bad_rows: str,
+          min_history_days: int) -> tuple[MarketData, pd.Timestamp]:
+    """load_market_data's work, and the latest date of the rows read in [start, end]."""
     if not source.exists():
         raise DataError(f"data source {source} does not exist")
     skipped: list[str] = []
@@ -652,6 +741,7 @@ def load_market_data(
         everything = pd.concat(frames, ignore_index=True).sort_values(["symbol", "date"], kind="stable", ignore_index=True)
     listed = pd.unique(everything["symbol"])
     everything = _restrict_dates(everything, start, end)
+    last_row_day = everything["date"].max()
     counts = everything["symbol"].value_counts()
     needed = max(min_history_days, 1)
     too_short = [str(sym) for sym in listed if counts.get(sym, 0) < needed]
@@ -667,4 +757,4 @@ def load_market_data(
     prices = validate_frame(everything, PricesSchema, str(source), inplace=True)  # the one pandera pass
     log.info("Loaded %d symbols, %d rows, %s..%s from %s", len(listed) - len(too_short), len(prices),
              prices["date"].min().date(), prices["date"].max().date(), source)
-    return MarketData(prices=prices, source=str(source), skipped=skipped)
+    return MarketData(prices=prices, source=str(source), skipped=skipped), last_row_day
