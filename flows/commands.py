@@ -62,7 +62,9 @@ def _parser(prog: str, daily: bool) -> argparse.ArgumentParser:
     parser.add_argument("--accept-edited-snapshot", action="store_true", help="daily run: resume from a portfolio snapshot that was edited after the run that wrote it (its sha256 no longer matches manifest.json); the override is recorded in the log")
     parser.add_argument("--allow-stale", action="store_true",
                         help="daily mode: carry the last close of holdings without a price on the as-of date (default: an error naming them)")
-    parser.add_argument("--execute", choices=["paper"], help="daily mode: send the day's orders to the paper broker as a last step")
+    parser.add_argument("--execute", choices=["paper", "ibkr"],
+                        help="daily mode: send the day's orders to this broker as a last step (ibkr: the run first loads "
+                             "the broker's fills, positions and cash; TRENDFLOW_IB_* settings)")
     parser.add_argument("--profile", default="balanced", help="risk profile for --execute: conservative | balanced | aggressive | FILE")
     parser.add_argument("--no-dry-run", dest="no_dry_run", action="store_true",
                         help="accepted for signal_pipeline's habit: runs write their files unless --dry-run")
@@ -93,7 +95,7 @@ def preflight(args: argparse.Namespace, mode: str, prog: str) -> Plan:
         raise TrendflowError(f"--stages: unknown stage(s) {unknown}; choose from {', '.join(ALL_STAGES)}")
     if stages == [] and not args.execute:
         raise TrendflowError("--stages is empty: name at least one of signal,trading,reporting "
-                             "(an empty --stages only makes sense with --execute paper)")
+                             "(an empty --stages only makes sense with --execute)")
     if args.execute and mode != "daily":
         raise ConfigError("--execute is for a daily run: add --mode daily (or use `trendflow daily`)")
     daily_only = [flag for flag, on in (("--as-of-date", args.as_of_date), ("--portfolio", args.portfolio),
@@ -107,9 +109,11 @@ def preflight(args: argparse.Namespace, mode: str, prog: str) -> Plan:
     if args.dry_run and args.execute:
         raise ConfigError("--dry-run writes nothing and sends nothing: drop --execute")
     if args.execute:
+        from stages.trading.execution.brokers import check_broker
         from stages.trading.execution.cli import load_profile
 
         load_profile(args.profile)  # a bad profile fails before anything runs
+        check_broker(args.execute)  # ...and bad TRENDFLOW_IB_* settings, before Prefect starts
 
     from stages.common.config import load_config
     from stages.common.stage import resolve_out_dir
@@ -297,11 +301,16 @@ def _run_flow(args: argparse.Namespace, mode: str, prog: str, plan: Plan) -> int
             print(f"report: {stage['summary']['report']}")
         if stage["stage"] == "trading" and mode == "daily":
             print(orders_line(stage["summary"]))
+        if stage["stage"] == "sync":
+            x = stage["summary"]
+            print(f"book loaded from {x['broker']} before the run: cash {x['cash']:,.2f}, {len(x['positions'])} positions, "
+                  f"{x['open_orders']} open orders")
         if stage["stage"] == "execute":
             x = stage["summary"]
-            print(f"executed on {x['broker']} ({x['profile']}): filled {x['filled']}, working {x['working']} (paper: fills at "
-                  f"the next session's open, settled by that day's run), rejected {x['rejected']}, "
-                  f"already done {x['already_done']}; orders database {x['db']}")
+            working = ("paper: fills at the next session's open, settled by that day's run" if x["broker"] == "paper" else
+                       "still working at the broker: the next daily run records their fills")
+            print(f"executed on {x['broker']} ({x['profile']}): filled {x['filled']}, working {x['working']} ({working}), "
+                  f"rejected {x['rejected']}, already done {x['already_done']}; orders database {x['db']}")
     print(f"log: {log_file}")
     return 0
 

@@ -119,23 +119,32 @@ def reporting_task(config_path, overrides, out, k=3, n=3) -> dict:
     return _announce(run_reporting_stage(_config(config_path, overrides), Path(out), Path(out)), k, n)
 
 
+@task(name="sync", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
+def sync_task(config_path, overrides, out, broker, k=1, n=3) -> dict:
+    """An IBKR daily run's first step, before any stage writes: the broker's book into the execution
+    database (our open orders' fills and states, then positions and cash), as `trendflow reconcile
+    --sync ibkr` does. No broker reachable: nothing is written; retried as transient."""
+    from stages.trading.book import sync_folder_book
+
+    log.info("[%d/%d] sync stage starting (%s broker)", k, n, broker)
+    t0 = time.perf_counter()
+    loaded = sync_folder_book(Path(out), _config(config_path, overrides), broker, say=log.info)
+    seconds = time.perf_counter() - t0
+    log.info("[%d/%d] sync stage finished in %.2fs", k, n, seconds)
+    return {"stage": "sync", "seconds": round(seconds, 3), "rows": {"positions": len(loaded["positions"])}, "summary": loaded}
+
+
 @task(name="execute", retries=2, retry_delay_seconds=5, retry_condition_fn=_retry_transient)
 def execute_task(config_path, overrides, out, as_of_date, broker, profile, k=3, n=3) -> dict:
-    """Daily mode's optional last step: send orders_{D}.csv to the paper broker under a risk profile.
+    """Daily mode's optional last step: send orders_{D}.csv to the broker (paper or ibkr) under a risk profile.
 
     Idempotent: client order ids derive from (date, symbol, side, run id), so a retried or repeated
     run never submits an order twice."""
-    from schemas.prices import PricesSchema
-    from schemas.trading import OrdersSchema
-    from stages.common.artifacts import read_artifact
-    from stages.trading.execution.brokers import PaperBroker
+    from stages.common.folder_lock import writing
     from stages.trading.execution.cli import _default_db, load_profile
-    from stages.trading.execution.executor import execute_orders
-    from stages.trading.execution.notify import AuditLog, Notifier
-    from stages.trading.execution.store import ExecutionStore
+    from stages.trading.execution.executor import execute_orders_file
+    from stages.trading.execution.notify import Notifier
 
-    if broker != "paper":
-        raise ConfigError(f"--execute {broker!r}: only the paper broker runs inside the flow (use `trendflow execute` for others)")
     log.info("[%d/%d] execute stage starting (%s broker, %s profile)", k, n, broker, profile)
     t0 = time.perf_counter()
     folder = Path(out)
@@ -145,22 +154,12 @@ def execute_task(config_path, overrides, out, as_of_date, broker, profile, k=3, 
     verify_against_manifest(orders_path)
     config = _config(config_path, overrides)
     risk = load_profile(profile)
-    orders = read_artifact(orders_path, OrdersSchema)
-    prices_path = folder / "prices.parquet"
-    prices = read_artifact(prices_path, PricesSchema) if prices_path.exists() else None
     db = _default_db(folder)
-    from stages.common.folder_lock import writing
-
     with writing(db.parent):  # the execution store's folder has one writer too
-        store = ExecutionStore(db, config.execution.initial_cash, create=False)
-        try:
-            result = execute_orders(orders, store=store, broker=PaperBroker(store, config), profile=risk, config=config,
-                                    as_of=as_of_date, run_id="daily", prices=prices, notifier=Notifier(),
-                                    audit=AuditLog(db.parent / "audit.jsonl"))
-        finally:
-            store.close()
+        result = execute_orders_file(orders_path, config=config, broker=broker, profile=risk, db=db, notifier=Notifier(),
+                                     connection_alerts=False)  # the flow's failure hook alerts, once
     seconds = time.perf_counter() - t0
-    rows = {"orders": len(orders), "filled": result.filled, "working": result.working, "rejected": result.rejected}
+    rows = {"orders": result.orders, "filled": result.filled, "working": result.working, "rejected": result.rejected}
     log.info("[%d/%d] execute stage finished in %.2fs (%s)", k, n, seconds,
              ", ".join(f"{key}={v}" for key, v in sorted(rows.items())))
     if result.failed:
@@ -197,17 +196,20 @@ def trend_pipeline(
     A daily run without an as-of date (a scheduled run) uses today in `timezone`, and does
     nothing on a day the exchange `calendar` has no session. A daily run that fails puts back every
     file of `out` as it was (flows/folder_guard.py). `portfolio` replaces the default snapshot
-    <out>/portfolio_<previous session>.json. `execute="paper"` (daily mode only) sends the day's
-    orders to the paper broker under `risk_profile` as a last step."""
+    <out>/portfolio_<previous session>.json. `execute="paper"` or `"ibkr"` (daily mode only) sends the
+    day's orders to that broker under `risk_profile` as a last step; with "ibkr" a daily run that trades
+    first loads the broker's book into the execution database (sync), before any stage writes."""
     overrides = list(overrides or [])
     if execute is not None and mode != "daily":
         raise ConfigError("--execute is for a daily run (--mode daily or `trendflow daily`)")
     config = _config(config_path, overrides)  # fail fast on a bad config, before any stage
     out_dir = resolve_out_dir(out, config)
     if execute is not None:  # a bad profile, webhook URL or a missing database fails before any stage runs
+        from stages.trading.execution.brokers import check_broker
         from stages.trading.execution.cli import _default_db, load_profile
         from stages.trading.execution.notify import Notifier
 
+        check_broker(execute)  # the broker's name, and IBKR's TRENDFLOW_IB_* settings
         load_profile(risk_profile)
         Notifier()
         if not _default_db(out_dir).is_file():
@@ -228,14 +230,17 @@ def trend_pipeline(
     day = as_of_date if mode == "daily" else None
     t0 = time.perf_counter()
     done: list[dict] = []
-    n = len(chosen) + (execute is not None)
+    sync = execute == "ibkr" and "trading" in chosen  # the step starts from the broker's book
+    n = len(chosen) + (execute is not None) + sync
     opts = {"retry_delay_seconds": retry_delay_seconds}
     from stages.common.folder_lock import writing
 
     # one writer per folder for served and deployed runs too (a command's own run already holds it: reentrant)
     with writing(out_dir, command=f"trendflow {mode} flow run"), (
             preserved(out_dir) if mode == "daily" and chosen else _nothing()):
-        for k, stage in enumerate(chosen, start=1):
+        if sync:  # first: a broker that cannot be reached stops the run before any stage writes
+            done.append(sync_task.with_options(**opts)(config_path, overrides, str(out_dir), execute, 1, n))
+        for k, stage in enumerate(chosen, start=1 + sync):
             if stage == "data":
                 done.append(data_task.with_options(**opts)(config_path, overrides, str(out_dir), day, k, n))
                 data = done[-1]["summary"]["panel"]

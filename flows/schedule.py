@@ -56,7 +56,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--timezone", default=DEFAULT_TIMEZONE, help=f"time zone of the cron (default {DEFAULT_TIMEZONE})")
     parser.add_argument("--calendar", default=DEFAULT_CALENDAR, help="exchange calendar for skipping holidays (default XSHG; e.g. XNYS)")
     parser.add_argument("--name", default="trendflow-daily", help="deployment name shown in the Prefect UI")
-    parser.add_argument("--execute", choices=["paper"], help="send each day's orders to the paper broker as a last step")
+    parser.add_argument("--execute", choices=["paper", "ibkr"],
+                        help="send each day's orders to this broker as a last step (ibkr: each run first loads the "
+                             "broker's book)")
     parser.add_argument("--profile", default="balanced", help="risk profile for --execute")
     parser.add_argument("--pause-on-shutdown", action="store_true",
                         help="pause the schedule when serve stops (default: it stays active)")
@@ -83,9 +85,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if source is not None and not Path(source).exists():
             raise DataError(f"{'--data' if args.data else 'data.source'} {source}: no such file or folder")
         if args.execute:
+            from stages.trading.execution.brokers import check_broker
             from stages.trading.execution.cli import load_profile
 
             load_profile(args.profile)
+            check_broker(args.execute)
         serve(args, prog)
         return 0
 

@@ -2,7 +2,9 @@
 (read from ib_async 2.x client.py, decoder.py, wrapper.py): the "API\\0" handshake with server
 version and time, startApi -> nextValidId + managedAccounts, the start-up sync (positions, open and
 completed orders, account updates, executions, each answered with its end marker), and placeOrder,
-answered by a scripted sequence of orderStatus / execDetails / commissionReport messages.
+answered by a scripted sequence of orderStatus / execDetails / commissionReport messages. A scripted
+fill also books into the account, as TWS does: positions, cash and the executions a later connection
+is told about.
 
 Only what the IBKR adapter uses is spoken; every message the client sends is kept in `received`.
 """
@@ -137,6 +139,19 @@ class FakeTWS:
                      "BOT" if placed.action == "BUY" else "SLD", shares, price, 1000 + placed.order_id, 17, 0, filled, price,
                      placed.order_ref, "", "", "", 1)
                 send(59, 1, exec_id, commission, placed.currency, "", "", "")
+                self._book(placed, shares, price, commission)
+
+    def _book(self, placed: Placed, shares: float, price: float, commission: float) -> None:
+        """A fill into the account: the position (average cost), the cash and the executions list."""
+        sign = 1 if placed.action == "BUY" else -1
+        key = (placed.symbol, placed.exchange, placed.currency)
+        held = next((p for p in self.positions if p[:3] == key), None)
+        qty, cost = (held[3], held[4]) if held else (0.0, 0.0)
+        new_qty = qty + sign * shares
+        new_cost = (qty * cost + shares * price) / new_qty if sign > 0 and new_qty else cost
+        self.positions = [p for p in self.positions if p[:3] != key] + ([(*key, new_qty, new_cost)] if new_qty else [])
+        self.cash -= sign * shares * price + commission
+        self.executions.append((placed.order_ref, *key, placed.action, shares, price, commission))
 
 
 def _placed(fields: list[str]) -> Placed:

@@ -323,6 +323,71 @@ def record_step_fills(store: ExecutionStore, fills: list[Fill], market: Market, 
         "commission": f.commission, "reason": f.reason} for f in fills])
 
 
+# --------------------------------------------------------------------------- a real broker's book
+def sync_broker_book(store: ExecutionStore, broker: str = "ibkr", *, notifier=None, say=print) -> dict:
+    """The broker's own book into the execution database, as `trendflow reconcile --sync ibkr` and an
+    IBKR daily run (before its stages) do: connect and read first (a broker that cannot be reached
+    changes nothing: BrokerConnectionError, exit 3, a CRITICAL alert when `notifier` is given), then our
+    orders still OPEN in the database as the broker has them now (fills since, recorded; a final state
+    for those no longer open there), then its positions and cash replace the database's. Returns what
+    was loaded (cash, positions, open orders)."""
+    from stages.trading.execution.brokers import open_ibkr
+    from stages.trading.execution.store import now
+
+    connection = open_ibkr(notifier=notifier)
+    try:
+        book = connection.book()
+    finally:
+        connection.close()
+    _sync_orders(store, book, broker, now, say)
+    positions = {s: n for s, (n, _) in book.positions.items()}
+    store.set_book(book.positions, book.cash, audit={
+        "event": "book_synced", "broker": broker, "cash": book.cash, "timestamp": now(), "positions": positions,
+        "open_orders": sorted(book.open_refs)})
+    say(f"book loaded from {broker}: cash {book.cash:,.2f}, {len(book.positions)} positions, "
+        f"{len(book.open_refs)} open orders")
+    return {"broker": broker, "cash": book.cash, "positions": positions, "open_orders": len(book.open_refs)}
+
+
+def sync_folder_book(folder: Path, config: TrendflowConfig, broker: str = "ibkr", *, notifier=None, say=print,
+                     wait: bool = False) -> dict:
+    """`sync_broker_book` on the execution database of an artifact folder, holding its write lock;
+    the audit records go to audit.jsonl."""
+    from stages.common.folder_lock import writing
+    from stages.trading.execution.notify import AuditLog
+
+    db = execution_db(folder)
+    if not db.is_file():
+        raise TrendflowError(f"no execution database at {db}: create the account once with "
+                             f"`trendflow execute --init --out {folder}`")
+    with writing(db.parent, wait=wait):
+        store = ExecutionStore(db, config.execution.initial_cash, create=False)
+        try:
+            loaded = sync_broker_book(store, broker, notifier=notifier, say=say)
+            AuditLog(db.parent / "audit.jsonl").export(store)
+        finally:
+            store.close()
+    return loaded
+
+
+def _sync_orders(store: ExecutionStore, book, broker: str, now, say) -> None:
+    """Our orders still OPEN in the database, as the broker's book has them now: fills it reports
+    since (recorded, leaving positions and cash to the broker's book that replaces them next: a
+    database that missed a trade never refuses the sync), and a final state for those no longer open
+    there (FILLED, PARTIALLY_FILLED with the rest cancelled, or FAILED when nothing filled)."""
+    from stages.trading.execution.brokers import BrokerReport
+    from stages.trading.execution.executor import record_report
+
+    for order in store.working_orders(broker):
+        coid, shares = order["client_order_id"], int(order["approved_shares"])
+        state = "OPEN" if coid in book.open_refs else "CANCELLED"
+        report = BrokerReport(state, book.fills.get(coid), "no longer open at the broker" if state != "OPEN" else "open")
+        status, _ = record_report(store, coid, order["side"], order["symbol"], shares, report,
+                                  lambda st: {"event": "order_synced", "order_id": coid, "status": st, "timestamp": now()},
+                                  book=False)
+        say(f"  {order['side']} {order['symbol']} ({coid}): {status}, {store.filled_shares(coid)} of {shares} filled")
+
+
 # --------------------------------------------------------------------------- reconciliation
 def reconcile_frame(day: Day, market: Market, model: PortfolioState, intended: PortfolioState, model_fills: list[Fill],
                     before: PortfolioState, executed: PortfolioState, fills: list[Fill], store: ExecutionStore) -> pd.DataFrame:

@@ -120,6 +120,35 @@ class IBKRSettings:
                    currency=os.environ.get("TRENDFLOW_IB_CURRENCY", "USD"), routes=tuple(routes))
 
 
+BROKERS = ("paper", "ibkr")
+
+
+def check_broker(name: str) -> IBKRSettings | None:
+    """Before anything runs: `name` is a broker we have, and for IBKR the TRENDFLOW_IB_* settings parse
+    and the optional extra is installed (a ConfigError, exit 2, otherwise). Connects to nothing."""
+    if name not in BROKERS:
+        raise ConfigError(f"--execute {name!r}: no such broker (choose {' or '.join(BROKERS)})")
+    if name != "ibkr":
+        return None
+    import importlib.util
+
+    settings = IBKRSettings.from_env()
+    if importlib.util.find_spec("ib_async") is None:
+        raise ConfigError("the IBKR broker needs the optional extra: pip install 'trendflow[ibkr]'")
+    return settings
+
+
+def open_ibkr(settings: IBKRSettings | None = None, notifier=None, **options) -> "IBKRBroker":
+    """Connect to TWS/IB Gateway; a failure is a BrokerConnectionError (exit 3, retried by the flow as
+    transient) and, with a `notifier`, one CRITICAL alert (a flow run alerts once, from its failure hook)."""
+    try:
+        return IBKRBroker(settings, **options)
+    except BrokerConnectionError as exc:
+        if notifier is not None:
+            notifier.critical(f"broker connection failed: {exc}")
+        raise
+
+
 def ib_route(symbol: str, settings: IBKRSettings) -> tuple[str, str, str]:
     """Our symbol -> (IB symbol, exchange, currency): by its suffix (.SH, .SZ, .US, or a configured
     one), the settings' exchange/currency when it has none. A suffix with no route is refused

@@ -3,16 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from datetime import date
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from schemas.execution import RiskProfile
-from schemas.prices import PricesSchema
-from schemas.trading import OrdersSchema
-from stages.common.artifacts import read_artifact
 from stages.common.cli import add_common_arguments, config_from_args, parse_and_run
 from stages.common.config import PROJECT_ROOT
 from stages.common.errors import ConfigError
@@ -57,6 +53,7 @@ def execute_main(argv: list[str] | None = None, prog: str | None = None) -> int:
 
     def body(args: argparse.Namespace) -> int:
         from stages.common.folder_lock import writing
+        from stages.trading.execution.executor import orders_date
         from stages.trading.execution.notify import Notifier
         from stages.trading.execution.store import ExecutionStore
 
@@ -74,46 +71,24 @@ def execute_main(argv: list[str] | None = None, prog: str | None = None) -> int:
         profile = load_profile(args.profile)
         notifier = Notifier()  # a bad webhook URL is a config error here, before any order
         orders_path = Path(args.orders)
-        match = re.search(r"orders_(\d{4}-\d{2}-\d{2})\.csv$", orders_path.name)
-        if not match:
-            raise ConfigError(f"--orders {orders_path}: expected a file named orders_YYYY-MM-DD.csv")
-        orders = read_artifact(orders_path, OrdersSchema)
-        prices_path = orders_path.parent / "prices.parquet"
-        prices = read_artifact(prices_path, PricesSchema) if prices_path.exists() else None
+        orders_date(orders_path)  # a badly named file is refused before the lock is taken
         db = Path(args.db) if args.db else _default_db(orders_path.parent)
         with writing(db.parent, wait=args.wait):
-            return _execute(args, config, profile, notifier, orders_path, orders, prices, db, match)
+            return _execute(args, config, profile, notifier, orders_path, db)
 
-    def _execute(args, config, profile, notifier, orders_path, orders, prices, db, match) -> int:
-        from stages.trading.execution.brokers import BrokerConnectionError, IBKRBroker, IBKRSettings, PaperBroker, ib_route
-        from stages.trading.execution.executor import execute_orders
-        from stages.trading.execution.notify import AuditLog
-        from stages.trading.execution.store import ExecutionStore
+    def _execute(args, config, profile, notifier, orders_path, db) -> int:
+        from stages.trading.execution.executor import execute_orders_file
 
-        store = ExecutionStore(db, config.execution.initial_cash, create=False)
-        if args.broker == "ibkr":
-            settings = IBKRSettings.from_env()
-            for symbol in orders["symbol"]:
-                ib_route(str(symbol), settings)  # refuse an unroutable symbol before anything is sent
-            broker = _connect(lambda: IBKRBroker(settings), notifier)
-        else:
-            broker = PaperBroker(store, config)
-        audit = AuditLog(args.audit or db.parent / "audit.jsonl")
-        try:
-            summary = execute_orders(orders, store=store, broker=broker, profile=profile, config=config,
-                                     as_of=date.fromisoformat(match.group(1)), run_id=args.run_id, prices=prices,
-                                     notifier=notifier, audit=audit)
-        except BrokerConnectionError as exc:
-            notifier.critical(f"broker connection lost during {orders_path.name}: {exc}")
-            raise
-        print(f"executed {orders_path.name} on {broker.name} ({profile.name}): approved {summary.approved}, filled {summary.filled}, "
+        summary = execute_orders_file(orders_path, config=config, broker=args.broker, profile=profile, db=db,
+                                      audit_path=Path(args.audit) if args.audit else None, run_id=args.run_id,
+                                      notifier=notifier)
+        print(f"executed {orders_path.name} on {args.broker} ({profile.name}): approved {summary.approved}, filled {summary.filled}, "
               f"working {summary.working}, rejected {summary.rejected}, failed {summary.failed}, "
               f"already done {summary.skipped_already_done}")
         for symbol, why in summary.resized.items():
             print(f"  resized {symbol}: {why}")
         for symbol, reason in summary.rejections.items():
             print(f"  rejected {symbol}: {reason}")
-        store.close()
         return 1 if summary.failed else 0
 
     return parse_and_run(parser, body, argv)
@@ -243,19 +218,9 @@ def reconcile_main(argv: list[str] | None = None, prog: str | None = None) -> in
 
     def _reconcile(args, store, audit, notifier, now) -> None:
         if args.sync:
-            from stages.trading.execution.brokers import IBKRBroker
+            from stages.trading.book import sync_broker_book
 
-            broker = _connect(IBKRBroker, notifier)
-            try:
-                book = broker.book()
-            finally:
-                broker.close()
-            _sync_orders(store, book, args.sync, now)
-            store.set_book(book.positions, book.cash, audit={
-                "event": "book_synced", "broker": args.sync, "cash": book.cash, "timestamp": now(),
-                "positions": {s: n for s, (n, _) in book.positions.items()}, "open_orders": sorted(book.open_refs)})
-            print(f"book loaded from {args.sync}: cash {book.cash:,.2f}, {len(book.positions)} positions, "
-                  f"{len(book.open_refs)} open orders")
+            sync_broker_book(store, args.sync, notifier=notifier, say=print)
         held = store.positions()
         for symbol in args.accept:
             if symbol not in held:
@@ -265,30 +230,3 @@ def reconcile_main(argv: list[str] | None = None, prog: str | None = None) -> in
         audit.export(store)
 
     return parse_and_run(parser, body, argv)
-
-
-def _sync_orders(store, book, broker: str, now) -> None:
-    """Our orders still OPEN in the database, as the broker's book has them now: fills it reports
-    since (recorded), and a final state for those no longer open there (FILLED, PARTIALLY_FILLED with
-    the rest cancelled, or FAILED when nothing filled)."""
-    from stages.trading.execution.brokers import BrokerReport
-    from stages.trading.execution.executor import record_report
-
-    for order in store.working_orders(broker):
-        coid, shares = order["client_order_id"], int(order["approved_shares"])
-        state = "OPEN" if coid in book.open_refs else "CANCELLED"
-        report = BrokerReport(state, book.fills.get(coid), "no longer open at the broker" if state != "OPEN" else "open")
-        status, _ = record_report(store, coid, order["side"], order["symbol"], shares, report,
-                                  lambda st: {"event": "order_synced", "order_id": coid, "status": st, "timestamp": now()})
-        print(f"  {order['side']} {order['symbol']} ({coid}): {status}, {store.filled_shares(coid)} of {shares} filled")
-
-
-def _connect(open_broker, notifier):
-    """Open a broker connection; a failure is one CRITICAL alert and a BrokerConnectionError (exit 3)."""
-    from stages.trading.execution.brokers import BrokerConnectionError
-
-    try:
-        return open_broker()
-    except BrokerConnectionError as exc:
-        notifier.critical(f"broker connection failed: {exc}")
-        raise

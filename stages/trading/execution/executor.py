@@ -14,13 +14,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 
 from schemas.config import TrendflowConfig
 from schemas.execution import RiskProfile
+from stages.common.errors import ConfigError
 from stages.trading.execution.brokers import Broker, BrokerOrder, BrokerReport
 from stages.trading.execution.notify import AuditLog, Notifier
 from stages.trading.execution.store import ExecutionStore, now
@@ -71,6 +74,7 @@ def highly_correlated(candidate: str, held: list[str], prices: pd.DataFrame | No
 
 @dataclass
 class ExecutionSummary:
+    orders: int = 0  # rows of the orders file
     approved: int = 0
     rejected: int = 0
     filled: int = 0
@@ -129,7 +133,7 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
     notifier = notifier or Notifier(url="")
     if audit is not None:
         audit.export(store)  # records a killed earlier run committed but did not export
-    summary = ExecutionSummary()
+    summary = ExecutionSummary(orders=len(orders))
     lot = config.execution.lot_size
     last_price = dict(zip(orders["symbol"], orders["current_price"]))
     if prices is not None and not prices.empty:
@@ -238,13 +242,67 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
     return summary
 
 
+def orders_date(path: Path) -> date:
+    """The decision date D in the name orders_D.csv (a ConfigError for any other name)."""
+    match = re.search(r"orders_(\d{4}-\d{2}-\d{2})\.csv$", Path(path).name)
+    if not match:
+        raise ConfigError(f"--orders {path}: expected a file named orders_YYYY-MM-DD.csv")
+    return date.fromisoformat(match.group(1))
+
+
+def execute_orders_file(orders_path: Path, *, config: TrendflowConfig, broker: str, profile: RiskProfile, db: Path,
+                        audit_path: Path | None = None, run_id: str = "daily", notifier: Notifier | None = None,
+                        connection_alerts: bool = True) -> ExecutionSummary:
+    """A daily run's orders_{D}.csv to `broker` ('paper' or 'ibkr') under `profile`, as `trendflow execute`
+    and a daily run's execute step do: the execution database `db` must exist; prices.parquet beside the
+    orders feeds the risk checks. For IBKR every symbol must have a route before anything is sent, and
+    the connection is closed after the batch. A broker that cannot be reached (or is lost) is a
+    BrokerConnectionError (exit 3), with a CRITICAL alert when `connection_alerts` (a flow run alerts
+    once, from its failure hook)."""
+    from schemas.prices import PricesSchema
+    from schemas.trading import OrdersSchema
+    from stages.common.artifacts import read_artifact
+    from stages.trading.execution.brokers import BrokerConnectionError, IBKRSettings, PaperBroker, ib_route, open_ibkr
+
+    orders_path = Path(orders_path)
+    as_of = orders_date(orders_path)
+    notifier = notifier or Notifier(url="")
+    orders = read_artifact(orders_path, OrdersSchema)
+    prices_path = orders_path.parent / "prices.parquet"
+    prices = read_artifact(prices_path, PricesSchema) if prices_path.exists() else None
+    store = ExecutionStore(db, config.execution.initial_cash, create=False)
+    alerts = notifier if connection_alerts else None
+    try:
+        if broker == "ibkr":
+            settings = IBKRSettings.from_env()
+            for symbol in orders["symbol"]:
+                ib_route(str(symbol), settings)  # refuse an unroutable symbol before anything is sent
+            client = open_ibkr(settings, alerts)
+        else:
+            client = PaperBroker(store, config)
+        try:
+            return execute_orders(orders, store=store, broker=client, profile=profile, config=config,
+                                  as_of=as_of, run_id=run_id, prices=prices, notifier=notifier,
+                                  audit=AuditLog(audit_path or Path(db).parent / "audit.jsonl"))
+        except BrokerConnectionError as exc:
+            if alerts is not None:
+                alerts.critical(f"broker connection lost during {orders_path.name}: {exc}")
+            raise
+        finally:
+            if hasattr(client, "close"):
+                client.close()
+    finally:
+        store.close()
+
+
 def record_report(store: ExecutionStore, coid: str, side: str, symbol: str, shares: int, report: BrokerReport,
-                  describe) -> tuple[str, tuple[int, float, float] | None]:
+                  describe, book: bool = True) -> tuple[str, tuple[int, float, float] | None]:
     """Record what the broker reports about an order of `shares` beyond what is already recorded (a
     rerun or a book sync re-polls an OPEN order): the new fill (shares, price, commission) at the
     price that makes the recorded fills average to the broker's, and the order's status. Returns the
     status and the new fill, if any. `describe(status)` is the audit record, written in the
-    transaction of the change it describes."""
+    transaction of the change it describes. `book=False` (a book sync): the fill leaves positions and
+    cash alone, as the broker's own, loaded next, already hold it."""
     done = store.conn.execute("SELECT COALESCE(SUM(shares),0) n, COALESCE(SUM(shares*price),0) v, COALESCE(SUM(commission),0) c "
                               "FROM fills WHERE client_order_id=?", (coid,)).fetchone()
     filled = report.filled
@@ -259,7 +317,7 @@ def record_report(store: ExecutionStore, coid: str, side: str, symbol: str, shar
     if new > 0:
         price = (filled.shares * filled.price - float(done["v"])) / new
         fee = max(filled.commission - float(done["c"]), 0.0)
-        store.record_fill(coid, side, symbol, new, price, fee, status, audit=describe(status))
+        store.record_fill(coid, side, symbol, new, price, fee, status, audit=describe(status), book=book)
         return status, (new, price, fee)
     if store.order(coid)["status"] != status:
         store.set_status(coid, status, audit=describe(status),

@@ -143,10 +143,11 @@ class ExecutionStore:
             _insert_audit(cur, audit)
 
     def record_fill(self, coid: str, side: str, symbol: str, shares: int, price: float, commission: float, status: str,
-                    *, audit: dict | None = None) -> None:
-        """Fill, position, cash, order status and the audit record change together or not at all."""
+                    *, audit: dict | None = None, book: bool = True) -> None:
+        """Fill, position, cash, order status and the audit record change together or not at all
+        (`book=False`: a fill the broker's own positions and cash, loaded next, already hold)."""
         with self.transaction() as cur:
-            self._apply_fill(cur, coid, side, symbol, shares, price, commission, status)
+            self._apply_fill(cur, coid, side, symbol, shares, price, commission, status, book=book)
             _insert_audit(cur, audit)
 
     # audit -------------------------------------------------------------------
@@ -162,9 +163,12 @@ class ExecutionStore:
 
     @staticmethod
     def _apply_fill(cur: sqlite3.Cursor, coid: str, side: str, symbol: str, shares: int, price: float, commission: float,
-                    status: str) -> None:
+                    status: str, *, book: bool = True) -> None:
         cur.execute("INSERT INTO fills (client_order_id, shares, price, commission, filled_at) VALUES (?,?,?,?,?)",
                     (coid, shares, price, commission, now()))
+        if not book:
+            cur.execute("UPDATE orders SET status=?, updated_at=? WHERE client_order_id=?", (status, now(), coid))
+            return
         row = cur.execute("SELECT shares, cost FROM positions WHERE symbol=?", (symbol,)).fetchone()
         held, cost = (row["shares"], row["cost"]) if row else (0, 0.0)
         if side == "BUY":
