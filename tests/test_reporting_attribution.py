@@ -187,3 +187,33 @@ def test_distribution_section_states_the_psr_verdict_and_the_new_metrics(demo_ru
     assert f"{100 * metrics['daily_var_95']:.2f}%" in text and 'data-chart="histogram"' in text
     for key in ("skew", "kurtosis", "tail_ratio", "omega", "win_rate_days", "return_1y"):
         assert metrics[key] is not None, key
+
+
+@pytest.mark.parametrize("installed", ["missing", "another checkout's"])
+def test_the_report_bytes_do_not_depend_on_the_installed_package_metadata(demo_run, tmp_path, monkeypatch, installed):
+    """Same inputs + config => the same report.html wherever it runs: the version on the page is the
+    running source tree's, not the installed distribution's metadata (which is another checkout's in a
+    worktree, and absent while `pip install -e` reinstalls it -- a report made then differed)."""
+    import importlib.metadata
+    import shutil
+    import tomllib
+    from pathlib import Path
+
+    from stages.common.version import VERSION
+
+    out, config, symbol, _ = demo_run
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    assert VERSION == pyproject["project"]["version"]
+    assert f'trendflow version</td><td class="t">{VERSION}</td>' in (out / "report.html").read_text(encoding="utf-8")
+
+    def metadata_version(name):
+        if installed == "missing":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return "9.9.9"
+
+    monkeypatch.setattr(importlib.metadata, "version", metadata_version)
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    run_reporting_stage(config, again, again, benchmark=symbol)
+    for name in ("report.html", "performance_summary.json", "performance_summary.csv"):
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name

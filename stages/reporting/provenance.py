@@ -3,7 +3,6 @@ dates, symbols), each holding's last real price date (a year-old price looks cur
 the software version and the config hash; and the optional display names of symbols (names.csv)."""
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import pandas as pd
 
 from schemas.config import TrendflowConfig
 from stages.common.errors import DataError
+from stages.common.version import VERSION
 
 NAMES_FILE = "names.csv"
 
@@ -31,10 +31,8 @@ class Provenance:
 
 
 def trendflow_version() -> str:
-    try:
-        return importlib.metadata.version("trendflow")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
+    """The running source tree's version (stages/common/version.py), never the installed metadata."""
+    return VERSION
 
 
 def changed_parameters(config: TrendflowConfig) -> list[tuple[str, str, str]]:

@@ -36,12 +36,10 @@ class StateUnusable(Exception):
 
 
 def _code_version() -> str:
-    try:
-        from importlib.metadata import version
+    """The running source tree's version (stages/common/version.py), never the installed metadata."""
+    from stages.common.version import VERSION
 
-        return version("trendflow")
-    except Exception:  # running from a source tree that is not installed
-        return "unknown"
+    return VERSION
 
 
 def panel_fingerprints(panel: Panel, prefix_days: int | None = None) -> tuple[str, str | None]:
