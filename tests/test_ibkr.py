@@ -270,3 +270,27 @@ def test_a_sync_records_overnight_fills_of_open_orders_and_closes_those_gone_fro
     assert store.positions() == {"510300.SH": 300} and store.cash() == 98_790.0  # the broker's book is the book
     out = capsys.readouterr().out
     assert "BUY 510300.SH" in out and "FILLED, 300 of 300 filled" in out and "FAILED, 0 of 200 filled" in out
+
+
+def test_a_sync_takes_the_brokers_book_even_when_the_database_missed_a_trade(tmp_path, monkeypatch):
+    """A fill of our open SELL of a holding the database never recorded (e.g. bought by hand at the
+    broker) is recorded, and the broker's positions and cash replace the database's: the sync used to
+    book the fill on the database's positions first and stop on their CHECK (shares >= 0)."""
+    from stages.trading.book import sync_folder_book
+
+    config = load_config()
+    store = ExecutionStore(tmp_path / "execution" / "trendflow.db", config.execution.initial_cash)
+    coid = client_order_id(DAY, "510300.SH", "SELL", "daily")
+    store.insert_pending(coid, "daily", str(DAY), "510300.SH", "SELL", 500, "atr_stop", "ibkr")
+    store.set_status(coid, "APPROVED", approved_shares=500)
+    store.set_status(coid, "SUBMITTED")
+    store.set_status(coid, "OPEN")
+    store.close()
+    sold = [(coid, "510300", "SEHKNTL", "CNH", "SELL", 500, 4.1, 2.0)]
+    with FakeTWS(positions=[("159915", "SEHKSZSE", "CNH", 200, 3.0)], cash=102_048.0, executions=sold) as tws:
+        monkeypatch.setenv("TRENDFLOW_IB_PORT", str(tws.port))
+        loaded = sync_folder_book(tmp_path, config, say=lambda line: None)
+    store = ExecutionStore(tmp_path / "execution" / "trendflow.db", 1.0)
+    assert store.order(coid)["status"] == "FILLED" and store.filled_shares(coid) == 500
+    assert store.positions() == {"159915.SZ": 200} and store.cash() == 102_048.0
+    assert loaded == {"broker": "ibkr", "cash": 102_048.0, "positions": {"159915.SZ": 200}, "open_orders": 0}
