@@ -247,4 +247,23 @@ def test_bad_ibkr_settings_stop_the_run_before_prefect_starts(evening, tmp_path,
     monkeypatch.delitem(sys.modules, "flows.pipeline", raising=False)
     assert main(shlex.split(readme_line())[1:]) == 2
     assert "TRENDFLOW_IB_PORT / TRENDFLOW_IB_CLIENT_ID must be integers" in capsys.readouterr().err
+    assert main(["serve", "--out", "live/", "--data", "prices/", "--execute", "ibkr"]) == 2  # before it serves
+    assert "TRENDFLOW_IB_PORT / TRENDFLOW_IB_CLIENT_ID must be integers" in capsys.readouterr().err
     assert "flows.pipeline" not in sys.modules and not (root / "live" / "logs").exists()
+
+
+def test_a_served_or_deployed_run_checks_the_ibkr_settings_before_any_stage(harness, evening, tmp_path, monkeypatch):
+    from flows.pipeline import trend_pipeline
+    from stages.common.errors import ConfigError
+
+    _, d, D, market = evening
+    root = _copy(evening, tmp_path)
+    broker_overnight(root / "live", d, D, market)
+    before = _tree(root / "live")
+    monkeypatch.setenv("TRENDFLOW_IB_ROUTES", "HK=SEHK")
+    with pytest.raises(ConfigError, match="TRENDFLOW_IB_ROUTES: 'HK=SEHK' is not SUFFIX=EXCHANGE/CURRENCY"):
+        trend_pipeline(data=str(root / "prices"), out=str(root / "live"), mode="daily", as_of_date=D, execute="ibkr",
+                       retry_delay_seconds=0)
+    with pytest.raises(ConfigError, match="--execute 'ib': no such broker"):
+        trend_pipeline(out=str(root / "live"), mode="daily", as_of_date=D, execute="ib", retry_delay_seconds=0)
+    assert _tree(root / "live") == before
