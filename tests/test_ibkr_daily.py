@@ -160,6 +160,8 @@ def test_an_ibkr_evening_syncs_the_brokers_book_steps_from_it_and_sends_the_orde
     assert len(held) and (held["executed_shares"] == held["symbol"].map(positions).fillna(0)).all()
     cut = held[(held["side"] == "BUY") & (held["filled_qty"] < held["model_qty"])]
     assert len(cut) == 1 and cut["share_drift"].iat[0] < 0
+    filled, sent = cut["filled_qty"].iat[0], cut["sent_qty"].iat[0]
+    assert cut["reason"].iat[0] == f"ibkr filled {filled} of {sent} (PARTIALLY_FILLED)"
 
     store = ExecutionStore(execution_db(live), 1.0)
     last_evening = {r["symbol"]: r["status"] for r in store.conn.execute("SELECT * FROM orders WHERE as_of_date=?", (str(d),))}

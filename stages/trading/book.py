@@ -467,6 +467,10 @@ def _why(side: str, order: Order | None, broker_order: dict | None, m: Fill | No
                 reasons.append(f"rejected by the risk profile: {note}")
             elif note and str(note).startswith("resized"):
                 reasons.append(f"{note} by the risk profile ({broker_order['requested_shares']} -> {broker_order['approved_shares']})")
+            sent, filled = int(broker_order["approved_shares"] or 0), x.quantity if x is not None else 0
+            if broker_order["broker"] != "paper" and status != "REJECTED" and filled < sent:  # a real broker's own doing
+                reasons.append(f"{broker_order['broker']} filled {filled} of {sent} ({status}"
+                               + (f": {note})" if status == "FAILED" and note else ")"))
             if order is None:
                 reasons.append(f"broker order without a model order ({broker_order['reason']})")
         if m is None and x is None and order is not None:
