@@ -294,3 +294,21 @@ def test_a_sync_takes_the_brokers_book_even_when_the_database_missed_a_trade(tmp
     assert store.order(coid)["status"] == "FILLED" and store.filled_shares(coid) == 500
     assert store.positions() == {"159915.SZ": 200} and store.cash() == 102_048.0
     assert loaded == {"broker": "ibkr", "cash": 102_048.0, "positions": {"159915.SZ": 200}, "open_orders": 0}
+
+
+def test_the_reconciliation_says_when_the_broker_filled_an_order_in_part_or_not_at_all():
+    from stages.trading.book import MATCH, _why
+    from stages.trading.engine import Fill, Order
+
+    decided = pd.Timestamp(DAY)
+    order = Order(0, "BUY", 300, "new_entry", 1.0, 1.0, 0.1, 4.0, decided)
+    model = Fill(0, "BUY", 300, 4.0, 1.0, 0.0, "new_entry", decided)
+    sent = {"status": "FAILED", "rejection_reason": "no longer open at the broker", "approved_shares": 300,
+            "requested_shares": 300, "broker": "ibkr", "reason": "new_entry"}
+    assert _why("BUY", order, sent, model, None, 0, 0, True) == "ibkr filled 0 of 300 (FAILED: no longer open at the broker)"
+    part = Fill(0, "BUY", 100, 4.0, 1.0, 0.0, "new_entry", decided)
+    assert (_why("BUY", order, {**sent, "status": "PARTIALLY_FILLED", "rejection_reason": None}, model, part, 0, 0, True)
+            == "ibkr filled 100 of 300 (PARTIALLY_FILLED)")
+    assert _why("BUY", order, {**sent, "status": "FILLED", "rejection_reason": None}, model, model, 0, 0, True) == MATCH
+    paper = {**sent, "broker": "paper", "status": "FILLED", "rejection_reason": None}  # the paper broker's cut: cash
+    assert _why("BUY", order, paper, model, part, 0, 0, True) == "cash at the open differed (buy shrunk to what cash allows)"
