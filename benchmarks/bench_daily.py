@@ -6,7 +6,12 @@ and peak RSS of each process, and the machine's load average.
 
 Targets (issue 14): daily <= 3 s, the stage commands <= 1.5 s together.
 
-    python benchmarks/bench_daily.py [--symbols 100] [--repeat 5]
+Two evenings are measured, because one in `clustering.update_frequency` (20) sessions refreshes the
+correlation clusters and only that evening imports scipy.cluster (0.3-0.4 s) and runs the linkage:
+the demo's last session (for the 100-symbol demo such a refresh day) and the session before it
+(then an ordinary one); each says which it is.
+
+    python benchmarks/bench_daily.py [--symbols 100] [--repeat 5] [--evenings last,before-last]
 
 The server: PREFECT_API_URL if set, else the shared local server of PREFECT_HOME (started here if
 it is not running, and then stopped again at the end unless --keep-server).
@@ -29,8 +34,9 @@ from _common import demo_folder
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_process(argv: list[str], env: dict) -> tuple[float, float, float, int, str]:
-    """(wall s, seconds to the first line of stdout, peak RSS MiB, exit code, output) of one process."""
+def run_process(argv: list[str], env: dict) -> tuple[float, float, float, float, int, str]:
+    """(wall s, seconds to the first line of stdout, peak RSS MiB, CPU s (user + system), exit code,
+    output) of one process. The CPU time moves far less with the machine's load than the wall time."""
     t0 = time.perf_counter()
     process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     first = None
@@ -42,7 +48,19 @@ def run_process(argv: list[str], env: dict) -> tuple[float, float, float, int, s
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - t0
     process.returncode = os.waitstatus_to_exitcode(status)
-    return wall, first if first is not None else wall, usage.ru_maxrss / 1024, process.returncode, "".join(lines)
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, first if first is not None else wall, usage.ru_maxrss / 1024, cpu, process.returncode, "".join(lines)
+
+
+def prices_up_to(prices: Path, folder: Path, day: str) -> Path:
+    """A copy of the price folder `prices` without the rows after `day`."""
+    import pandas as pd
+
+    folder.mkdir()
+    for path in prices.glob("*.csv"):
+        frame = pd.read_csv(path, dtype=str)
+        frame[frame.iloc[:, 0] <= day].to_csv(folder / path.name, index=False)
+    return folder
 
 
 def saved_evening(prices: Path, folder: Path) -> tuple[str, str]:
@@ -56,22 +74,68 @@ def saved_evening(prices: Path, folder: Path) -> tuple[str, str]:
 
     dates = sorted(pd.read_csv(next(prices.glob("*.csv")), usecols=[0]).iloc[:, 0].unique())
     last, before = str(dates[-1])[:10], str(dates[-2])[:10]
-    yesterday = folder.parent / "prices_yesterday"
-    yesterday.mkdir()
-    for path in prices.glob("*.csv"):
-        frame = pd.read_csv(path, dtype=str)
-        frame[frame.iloc[:, 0] <= before].to_csv(yesterday / path.name, index=False)
+    yesterday = prices_up_to(prices, folder.parent / "prices_yesterday", before)
     config = load_config(None, [])
     run_signal_stage(config, yesterday, folder)
     run_trading_stage(config, folder, folder)
     return last, before
 
 
-def summary(label: str, runs: list[tuple[float, float, float]], target: float | None) -> None:
+def is_refresh_day(prices: Path, day: str) -> bool:
+    """Whether the signal stage refreshes the clusters on `day` (stages/signal/clustering.py: days
+    window-1, window-1+f, ... of the calendar)."""
+    import pandas as pd
+
+    from stages.common.config import load_config
+
+    c = load_config(None, []).clustering
+    days = sorted({d for path in prices.glob("*.csv") for d in pd.read_csv(path, usecols=[0]).iloc[:, 0].astype(str)})
+    r = days.index(day)
+    return r >= c.correlation_window - 1 and (r - (c.correlation_window - 1)) % c.update_frequency == 0
+
+
+def measure(prices: Path, tmp: Path, repeat: int, env: dict, label: str) -> int:
+    """`repeat` x (daily; signal + trade) from a saved evening on `prices`, alternating; prints the summaries."""
+    evening = tmp / "evening"
+    last, _ = saved_evening(prices, evening)
+    refresh = is_refresh_day(prices, last)
+    print(f"\nevening {last} ({label}; {'a cluster refresh day' if refresh else 'no cluster refresh'}), from the saved "
+          f"evening before it; {repeat} runs each")
+    python = [sys.executable, "-m", "flows.cli"]
+    daily, stages, signal, trade = [], [], [], []
+    for k in range(repeat):
+        work = tmp / f"run{k}"
+        shutil.copytree(evening, work)
+        *figures, code, out = run_process(python + ["daily", "--data", str(prices), "--out", str(work)], env)
+        if code != 0:
+            print(out)
+            return code
+        daily.append(tuple(figures))
+        work = tmp / f"stages{k}"
+        shutil.copytree(evening, work)
+        s = run_process(python + ["signal", "--data", str(prices), "--out", str(work), "--as-of-date", last], env)
+        t = run_process(python + ["trade", "--out", str(work), "--as-of-date", last], env)
+        for result in (s, t):
+            if result[4] != 0:
+                print(result[5])
+                return result[4]
+        signal.append(s[:4])
+        trade.append(t[:4])
+        stages.append((s[0] + t[0], s[1], max(s[2], t[2]), s[3] + t[3]))
+    summary("trendflow daily (server up)", daily, 3.0)
+    summary("trendflow signal --as-of-date D", signal, None)
+    summary("trendflow trade --as-of-date D", trade, None)
+    summary("both stage commands", stages, 1.5)
+    print(f"load average now {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+def summary(label: str, runs: list[tuple[float, float, float, float]], target: float | None) -> None:
     walls = [r[0] for r in runs]
     verdict = "" if target is None else ("  (target <= %.1f s: %s)" % (target, "met" if statistics.median(walls) <= target else "NOT met"))
-    print(f"{label:<42} wall median {statistics.median(walls):5.2f} s (min {min(walls):5.2f}, max {max(walls):5.2f}); "
-          f"first line {statistics.median(r[1] for r in runs):4.2f} s; peak RSS {max(r[2] for r in runs):5.0f} MiB{verdict}")
+    print(f"{label:<33} wall median {statistics.median(walls):5.2f} s (min {min(walls):5.2f}, max {max(walls):5.2f}); "
+          f"CPU median {statistics.median(r[3] for r in runs):4.2f} s; first line {statistics.median(r[1] for r in runs):4.2f} s; "
+          f"peak RSS {max(r[2] for r in runs):4.0f} MiB{verdict}")
 
 
 def main() -> int:
@@ -79,6 +143,8 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep-server", action="store_true", help="leave a server started here running")
+    parser.add_argument("--evenings", default="last,before-last",
+                        help="which evenings: the demo's last session and/or the one before it")
     args = parser.parse_args()
 
     os.environ.setdefault("PREFECT_HOME", str(ROOT / ".prefect"))
@@ -94,34 +160,21 @@ def main() -> int:
 
     prices = demo_folder(args.symbols)
     with tempfile.TemporaryDirectory(prefix="bench_daily_") as tmp:
-        evening = Path(tmp) / "evening"
-        last, _ = saved_evening(prices, evening)
-        print(f"{args.symbols} symbols, saved evening through the session before {last}; {args.repeat} runs each")
-        python = [sys.executable, "-m", "flows.cli"]
-        daily, stages, signal, trade = [], [], [], []
-        for k in range(args.repeat):
-            work = Path(tmp) / f"run{k}"
-            shutil.copytree(evening, work)
-            wall, first, rss, code, out = run_process(python + ["daily", "--data", str(prices), "--out", str(work)], env)
-            if code != 0:
-                print(out)
+        for evening in args.evenings.split(","):
+            folder = Path(tmp) / evening
+            folder.mkdir()
+            if evening == "last":
+                source = prices
+            elif evening == "before-last":
+                import pandas as pd
+
+                dates = sorted(pd.read_csv(next(prices.glob("*.csv")), usecols=[0]).iloc[:, 0].astype(str).unique())
+                source = prices_up_to(prices, folder / "prices", dates[-2])
+            else:
+                parser.error(f"--evenings: unknown evening {evening!r} (last, before-last)")
+            code = measure(source, folder, args.repeat, env, evening)
+            if code:
                 return code
-            daily.append((wall, first, rss))
-            work = Path(tmp) / f"stages{k}"
-            shutil.copytree(evening, work)
-            s = run_process(python + ["signal", "--data", str(prices), "--out", str(work), "--as-of-date", last], env)
-            t = run_process(python + ["trade", "--out", str(work), "--as-of-date", last], env)
-            for result in (s, t):
-                if result[3] != 0:
-                    print(result[4])
-                    return result[3]
-            signal.append(s[:3])
-            trade.append(t[:3])
-            stages.append((s[0] + t[0], s[1], max(s[2], t[2])))
-    summary("trendflow daily (server up)", daily, 3.0)
-    summary("trendflow signal --as-of-date D", signal, None)
-    summary("trendflow trade --as-of-date D", trade, None)
-    summary("both stage commands", stages, 1.5)
     print(f"load average after {os.getloadavg()[0]:.2f}")
     if started_here and not args.keep_server:
         from flows.local_server import stop_server
