@@ -139,10 +139,11 @@ class FakeTWS:
                      "BOT" if placed.action == "BUY" else "SLD", shares, price, 1000 + placed.order_id, 17, 0, filled, price,
                      placed.order_ref, "", "", "", 1)
                 send(59, 1, exec_id, commission, placed.currency, "", "", "")
-                self._book(placed, shares, price, commission)
+                self.book_fill(placed, shares, price, commission)
 
-    def _book(self, placed: Placed, shares: float, price: float, commission: float) -> None:
-        """A fill into the account: the position (average cost), the cash and the executions list."""
+    def book_fill(self, placed: Placed, shares: float, price: float, commission: float) -> None:
+        """A fill into the account (a scripted one, or one a test makes "overnight", while no client is
+        connected): the position (average cost), the cash and the executions a later connection gets."""
         sign = 1 if placed.action == "BUY" else -1
         key = (placed.symbol, placed.exchange, placed.currency)
         held = next((p for p in self.positions if p[:3] == key), None)

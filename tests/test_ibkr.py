@@ -312,3 +312,13 @@ def test_the_reconciliation_says_when_the_broker_filled_an_order_in_part_or_not_
     assert _why("BUY", order, {**sent, "status": "FILLED", "rejection_reason": None}, model, model, 0, 0, True) == MATCH
     paper = {**sent, "broker": "paper", "status": "FILLED", "rejection_reason": None}  # the paper broker's cut: cash
     assert _why("BUY", order, paper, model, part, 0, 0, True) == "cash at the open differed (buy shrunk to what cash allows)"
+
+
+def test_how_long_an_order_is_followed_comes_from_the_environment(monkeypatch):
+    assert IBKRSettings.from_env().wait == 30.0
+    monkeypatch.setenv("TRENDFLOW_IB_WAIT", "2.5")
+    assert IBKRSettings.from_env().wait == 2.5
+    for bad in ("soon", "-1", "nan", "inf"):
+        monkeypatch.setenv("TRENDFLOW_IB_WAIT", bad)
+        with pytest.raises(ConfigError, match="TRENDFLOW_IB_WAIT=.*a number >= 0"):
+            IBKRSettings.from_env()

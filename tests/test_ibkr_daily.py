@@ -17,6 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -68,7 +69,7 @@ def evening(small_demo_dir, tmp_path_factory):
     config_d = load_config(None, [f"data.end_date={d.date()}"])
     run_signal_stage(config_d, root / "prices", root / "live")
     run_trading_stage(config_d, root / "live", root / "live")
-    return root, d.date(), D.date(), bt.market
+    return root, d.date(), D.date(), bt.market, probe
 
 
 def _route(symbol: str) -> tuple[str, str, str]:
@@ -135,7 +136,7 @@ def test_an_ibkr_evening_syncs_the_brokers_book_steps_from_it_and_sends_the_orde
     from stages.trading.execution.executor import client_order_id
     from stages.trading.execution.store import ExecutionStore
 
-    _, d, D, market = evening
+    _, d, D, market, _ = evening
     root = _copy(evening, tmp_path)
     live = root / "live"
     tws, positions, cash = broker_overnight(live, d, D, market)
@@ -210,7 +211,7 @@ def test_with_no_tws_the_evening_stops_with_one_line_exit_3_one_critical_and_not
         harness, evening, tmp_path, monkeypatch, capsys):
     from flows.cli import main
 
-    _, d, D, market = evening
+    _, d, D, market, _ = evening
     root = _copy(evening, tmp_path)
     broker_overnight(root / "live", d, D, market)
     before = _tree(root / "live")
@@ -258,7 +259,7 @@ def test_a_served_or_deployed_run_checks_the_ibkr_settings_before_any_stage(harn
     from flows.pipeline import trend_pipeline
     from stages.common.errors import ConfigError
 
-    _, d, D, market = evening
+    _, d, D, market, _ = evening
     root = _copy(evening, tmp_path)
     broker_overnight(root / "live", d, D, market)
     before = _tree(root / "live")
@@ -269,3 +270,81 @@ def test_a_served_or_deployed_run_checks_the_ibkr_settings_before_any_stage(harn
     with pytest.raises(ConfigError, match="--execute 'ib': no such broker"):
         trend_pipeline(out=str(root / "live"), mode="daily", as_of_date=D, execute="ib", retry_delay_seconds=0)
     assert _tree(root / "live") == before
+
+
+def test_chained_ibkr_evenings_fill_like_the_backtest_and_the_books_agree(evening, tmp_path, monkeypatch):
+    """The stage functions a daily --execute ibkr run calls, evening after evening (sync, trading stage,
+    execute). The orders sent after the close stay OPEN at the broker (followed TRENDFLOW_IB_WAIT
+    seconds); overnight it fills them at the next open as the engine would (slippage, commission); the
+    next evening's sync records those fills and loads the book. The fills are the backtest's, and
+    each evening starts from the broker's book with zero drift."""
+    from schemas.live import ReconcileSchema
+    from schemas.trading import PortfolioSnapshot
+    from stages.common.artifacts import read_artifact, read_json_artifact
+    from stages.common.config import load_config
+    from stages.trading import run_trading_stage
+    from stages.trading.backtest import fold
+    from stages.trading.book import execution_db, sync_folder_book
+    from stages.trading.execution.executor import execute_orders_file
+    from stages.trading.execution.store import ExecutionStore
+    from stages.trading.rules import commission, slipped_price
+    from tests.test_live_book import PERMISSIVE
+
+    probe, config = evening[4], load_config()
+    folder = tmp_path / "live"
+    folder.mkdir()
+    for name in ("prices.parquet", "signals_output.parquet", "manifest.json"):
+        shutil.copy(probe / name, folder / name)
+    (tmp_path / "permissive.json").write_text(json.dumps(PERMISSIVE))
+    from stages.trading.execution.cli import load_profile
+
+    profile = load_profile(str(tmp_path / "permissive.json"))
+    market, start = evening[3], 130
+    days = [market.dates[t].date() for t in range(start, start + 6)]
+    index = market.symbol_index()
+    by_code = {_route(s)[0]: s for s in market.symbols}
+    at = {}
+
+    def acknowledged(placed):
+        return [(0.01, "status", ("Submitted", 0, placed.quantity, 0.0))]
+
+    def overnight(tws, placed, t):
+        """The broker fills last evening's orders at session t's open, as the engine would."""
+        for p in placed:
+            i = index[by_code[p.symbol]]
+            if market.tradable[t, i]:
+                price = float(slipped_price(market.open[t, i], p.action, config))
+                tws.book_fill(p, p.quantity, price, float(commission(p.quantity * price, config)))
+
+    ExecutionStore(execution_db(folder), config.execution.initial_cash).close()
+    monkeypatch.setenv("TRENDFLOW_IB_WAIT", "0.2")
+    with FakeTWS(cash=config.execution.initial_cash, script=acknowledged) as tws:
+        monkeypatch.setenv("TRENDFLOW_IB_PORT", str(tws.port))
+        sent = 0
+        for k, day in enumerate(days):
+            if k:
+                overnight(tws, tws.placed[sent:], market.index_of(day))
+                sent = len(tws.placed)
+            sync_folder_book(folder, config, say=lambda line: None)
+            run_trading_stage(config, folder, folder, as_of_date=day, fresh=(k == 0))
+            if k < len(days) - 1:
+                summary = execute_orders_file(folder / f"orders_{day}.csv", config=config, broker="ibkr", profile=profile,
+                                              db=execution_db(folder))
+                assert summary.filled == 0 and summary.working == summary.approved  # working at the broker overnight
+    assert len(tws.placed) > 3
+    store = ExecutionStore(execution_db(folder), 1.0)
+    assert store.working_orders("ibkr") == []  # each evening's sync closed the orders of the evening before
+    store.close()
+    key = ["date", "side", "symbol"]  # a broker fills in the batch's quality order, the engine in rank order
+    backtest = fold(market, config, start=start, end=start + 6).trade_log.sort_values(key, kind="stable")
+    live = pd.read_parquet(folder / "live_fills.parquet").sort_values(key, kind="stable")
+    cols = ["date", "symbol", "side", "quantity"]
+    pd.testing.assert_frame_equal(live[cols].reset_index(drop=True), backtest[cols].reset_index(drop=True), check_dtype=False)
+    np.testing.assert_allclose(live["price"], backtest["price"], rtol=1e-12)
+    for day in days[1:]:
+        rec = read_artifact(folder / f"reconcile_{day}.csv", ReconcileSchema)
+        assert (rec["share_drift"] == 0).all() and rec["cash_difference"].abs().max() < 1e-6, day
+    last = read_json_artifact(folder / f"portfolio_{days[-1]}.json", PortfolioSnapshot)
+    broker = {f"{code}.{'SH' if exchange == 'SEHKNTL' else 'SZ'}": int(n) for code, exchange, _, n, _ in tws.positions}
+    assert {s: h.shares for s, h in last.holdings.items()} == broker
+    assert last.cash == pytest.approx(tws.cash, abs=1e-6)

@@ -97,10 +97,11 @@ class IBKRSettings:
     exchange: str
     currency: str
     routes: tuple[tuple[str, str, str], ...] = ()
+    wait: float = 30.0  # seconds an order is followed when sent (after the close it stays OPEN: the next sync reads its fills)
 
     @classmethod
     def from_env(cls) -> "IBKRSettings":
-        """TRENDFLOW_IB_HOST/PORT/CLIENT_ID/ACCOUNT/EXCHANGE/CURRENCY; port 7497 = TWS paper trading.
+        """TRENDFLOW_IB_HOST/PORT/CLIENT_ID/ACCOUNT/EXCHANGE/CURRENCY/WAIT; port 7497 = TWS paper trading.
         EXCHANGE/CURRENCY route symbols without a suffix; TRENDFLOW_IB_ROUTES adds or overrides suffix
         routes, e.g. `HK=SEHK/HKD,SH=SEHKNTL/CNH`."""
         try:
@@ -108,6 +109,13 @@ class IBKRSettings:
             client_id = int(os.environ.get("TRENDFLOW_IB_CLIENT_ID", "17"))
         except ValueError as exc:
             raise ConfigError(f"TRENDFLOW_IB_PORT / TRENDFLOW_IB_CLIENT_ID must be integers: {exc}") from None
+        try:
+            wait = float(os.environ.get("TRENDFLOW_IB_WAIT", "30"))
+        except ValueError:
+            wait = float("nan")
+        if not 0 <= wait < float("inf"):
+            raise ConfigError(f"TRENDFLOW_IB_WAIT={os.environ.get('TRENDFLOW_IB_WAIT')!r}: seconds to follow each order, "
+                              "a number >= 0")
         routes = []
         for item in filter(None, (x.strip() for x in os.environ.get(ROUTES_ENV, "").split(","))):
             suffix, _, target = item.partition("=")
@@ -117,7 +125,7 @@ class IBKRSettings:
             routes.append((suffix.upper(), exchange, currency))
         return cls(host=os.environ.get("TRENDFLOW_IB_HOST", "127.0.0.1"), port=port, client_id=client_id,
                    account=os.environ.get("TRENDFLOW_IB_ACCOUNT"), exchange=os.environ.get("TRENDFLOW_IB_EXCHANGE", "SMART"),
-                   currency=os.environ.get("TRENDFLOW_IB_CURRENCY", "USD"), routes=tuple(routes))
+                   currency=os.environ.get("TRENDFLOW_IB_CURRENCY", "USD"), routes=tuple(routes), wait=wait)
 
 
 BROKERS = ("paper", "ibkr")
@@ -219,17 +227,18 @@ class IBKRBroker:
     """Interactive Brokers through ib_async (optional extra `trendflow[ibkr]`); paper port by default.
     Before placing, trades with the same orderRef are looked up, so a rerun does not resend. An order
     is followed until a final state at the broker or until `timeout` seconds pass; then it is
-    reported OPEN (still working there), with the fills so far."""
+    reported OPEN (still working there), with the fills so far (`timeout`: the settings' `wait` unless given)."""
 
     name = "ibkr"
 
-    def __init__(self, settings: IBKRSettings | None = None, timeout: float = 30.0, connect_timeout: float = 10.0, ib=None):
+    def __init__(self, settings: IBKRSettings | None = None, timeout: float | None = None, connect_timeout: float = 10.0,
+                 ib=None):
         try:
             from ib_async import IB
         except ImportError:
             raise ConfigError("the IBKR broker needs the optional extra: pip install 'trendflow[ibkr]'") from None
         self.settings = settings or IBKRSettings.from_env()
-        self.timeout = timeout
+        self.timeout = self.settings.wait if timeout is None else timeout
         self.ib = ib if ib is not None else IB()
         where = f"TWS/IB Gateway at {self.settings.host}:{self.settings.port}"
         ib_log = logging.getLogger("ib_async")
