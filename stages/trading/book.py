@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from schemas.config import TrendflowConfig
-from stages.common.errors import TrendflowError, UnknownPositionError
+from stages.common.errors import ConfigError, TrendflowError, UnknownPositionError
 from stages.trading.engine import Fill, Order, PortfolioState, apply_corporate_actions, empty_state, fill_orders
 from stages.trading.execution.store import ExecutionStore
 from stages.trading.market import Day, Market
@@ -357,8 +357,8 @@ def sync_folder_book(folder: Path, config: TrendflowConfig, broker: str = "ibkr"
     from stages.trading.execution.notify import AuditLog
 
     db = execution_db(folder)
-    if not db.is_file():
-        raise TrendflowError(f"no execution database at {db}: create the account once with "
+    if not db.is_file():  # checked before the lock, which would create the folder
+        raise ConfigError(f"no execution database at {db}: create the account once with "
                              f"`trendflow execute --init --out {folder}`")
     with writing(db.parent, wait=wait):
         store = ExecutionStore(db, config.execution.initial_cash, create=False)
