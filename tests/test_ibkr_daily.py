@@ -182,6 +182,8 @@ def test_an_ibkr_evening_syncs_the_brokers_book_steps_from_it_and_sends_the_orde
     # the second run: the book synced again (with D's fills), nothing sent again
     assert "book loaded from ibkr before the run" in again and f"already done {len(sent)}" in again
     assert tws.placed == placed
+    assert store.positions() == {f"{code}.{'SH' if exchange == 'SEHKNTL' else 'SZ'}": int(n)
+                                 for code, exchange, _, n, _ in tws.positions} != positions  # D's fills are in it
     assert store.conn.execute("SELECT COUNT(*) FROM orders WHERE as_of_date=?", (str(D),)).fetchone()[0] == len(orders)
     events = [json.loads(line)["event"] for line in (execution_db(live).parent / "audit.jsonl").read_text().splitlines()
               if "event" in json.loads(line)]
