@@ -184,3 +184,19 @@ def test_close_only_files_run_end_to_end_with_fills_at_the_close(tmp_path):
     trades = pd.read_csv(out / "trade_log.csv", parse_dates=["date", "decision_date"])
     assert len(trades) > 10 and (trades["date"] == trades["decision_date"]).all()  # filled at the signal close
     assert (out / "report.html").exists()
+
+
+def test_the_terminal_shows_counts_by_check_and_a_few_of_each_so_a_jump_is_not_hidden(caplog):
+    """40 ended series and 2 split jumps: one line counts them by check, at most 5 of each are shown
+    (the jumps among them, not drowned by the ended series), and the rest is one line."""
+    dates = pd.bdate_range("2024-01-01", periods=40)
+    ended = [pd.DataFrame({"date": dates[:5], "symbol": f"51{i:04d}.SH", "close": 1.0}) for i in range(40)]
+    split = pd.DataFrame({"date": dates, "symbol": "600000.SH", "close": [2.0] * 10 + [1.0] * 20 + [0.5] * 10})
+    prices = pd.concat([*ended, split], ignore_index=True).sort_values(["symbol", "date"], ignore_index=True)
+    with caplog.at_level(logging.WARNING, logger="stages.data.quality"):
+        report = quality_report(prices, as_of=None, ended_sessions=10)
+    lines = [r.getMessage() for r in caplog.records]
+    assert (report["severity"] == "WARNING").sum() == 42
+    assert lines[0] == "data quality: 42 warning(s) (40 ended, 2 jump); all in data_quality.csv"
+    assert sum(" ended: " in line for line in lines) == 5 and sum("600000.SH jump" in line for line in lines) == 2
+    assert lines[-1] == "data quality: 35 more warning(s) in data_quality.csv" and len(lines) == 1 + 5 + 2 + 1

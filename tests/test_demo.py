@@ -111,3 +111,43 @@ def test_demo_data_command(tmp_path, capsys):
     pd.testing.assert_frame_equal(load_market_data(out).prices, generate_demo_prices(DemoSpec(n_symbols=5, years=1, seed=9)))
     assert main(["demo-data", "--out", str(tmp_path / "e"), "--symbols", "0"]) == 2
     assert "error: --symbols must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", [DemoSpec(), DemoSpec(n_symbols=100)])
+def test_the_demo_is_a_clean_universe_of_its_market_every_move_inside_the_daily_limit(spec):
+    """The demo's codes are CN ETFs (+-10%, 588 STAR ETFs +-20%): no session's open, high, low or close
+    leaves the limit band of the previous traded close, so the quality gate has no jump to warn about
+    (a market-wide shock day is a limit day instead; was 35 jumps in the default demo, 93 at 100 symbols)."""
+    from stages.data.quality import detect_jumps, limit_band
+    from stages.trading.rules import limit_prices
+
+    prices = generate_demo_prices(spec)
+    assert detect_jumps(prices).empty
+    previous = prices.groupby("symbol")["close"].shift(1).to_numpy()
+    down, up = limit_prices(previous, prices["symbol"].map(limit_band).to_numpy(), 3)
+    traded = ~np.isnan(previous)
+    for column in ("open", "high", "low", "close"):
+        values = prices[column].to_numpy()[traded]
+        assert (values <= up[traded] + 1e-9).all() and (values >= down[traded] - 1e-9).all(), column
+    at_limit = np.isclose(prices["close"].to_numpy()[traded], up[traded]) | np.isclose(prices["close"].to_numpy()[traded], down[traded])
+    assert at_limit.sum() > 0  # the shocks are limit days, not removed
+
+
+def test_a_move_through_the_limit_stops_at_the_limit_price_and_later_prices_follow_from_there():
+    """Symbol 0 (band 10%): raw closes 1.000 -> 1.250 (+25%) -> 1.375 (+10%): stopped at 1.100, then
+    +10% from there = 1.210; its open, high and low stay in each day's band. Symbol 1 (band 30%, the
+    same raw prices) breaks nothing: only rounded."""
+    from stages.common.demo import quote_within_limits
+
+    def grid(values):
+        return np.array([values, values], dtype=float).T
+
+    raw = dict(open_=grid([1.0, 1.0, 1.25]), high=grid([1.0, 1.3, 1.4]), low=grid([1.0, 0.95, 1.2]),
+               close=grid([1.0, 1.25, 1.375]))
+    o, h, lo, c = quote_within_limits(**raw, present=np.ones((3, 2), dtype=bool), bands=np.array([0.10, 0.30]))
+    np.testing.assert_allclose(c[:, 0], [1.0, 1.1, 1.21])
+    np.testing.assert_allclose(o[:, 0], [1.0, 1.0, 1.1])
+    np.testing.assert_allclose(h[:, 0], [1.0, 1.1, 1.21])
+    np.testing.assert_allclose(lo[:, 0], [1.0, 0.95, 1.056])
+    for got, name in zip((o, h, lo, c), ("open_", "high", "low", "close")):
+        np.testing.assert_array_equal(got[:, 1], raw[name][:, 1])

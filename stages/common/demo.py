@@ -19,6 +19,7 @@ import pyarrow.csv as pa_csv
 
 from stages.common.artifacts import atomic_write_bytes
 from stages.common.errors import DataError
+from stages.data.quality import limit_band
 
 SECTORS = ("broad", "tech", "consumer", "financials", "healthcare", "resources", "bonds", "gold")
 _CODE_PREFIXES = (("510", "SH"), ("512", "SH"), ("515", "SH"), ("159", "SZ"), ("588", "SH"), ("516", "SH"))
@@ -109,11 +110,6 @@ def generate_demo_prices(spec: DemoSpec = DemoSpec()) -> pd.DataFrame:
     base_volume = rng.lognormal(15, 1.0, n_sym)
     volume = base_volume * np.exp(0.3 * rng.standard_normal((n_days, n_sym))) * (1 + 40 * np.abs(log_ret))
 
-    # Quote like an exchange (0.001 tick), then restore high/low consistency after rounding.
-    open_, close = np.round(open_, 3), np.round(close, 3)
-    high = np.maximum(np.round(high, 3), np.maximum(open_, close))
-    low = np.minimum(np.round(low, 3), np.minimum(open_, close))
-    low = np.maximum(low, 0.001)
     volume = np.round(volume / 100) * 100
 
     present = np.ones((n_days, n_sym), dtype=bool)
@@ -123,6 +119,8 @@ def generate_demo_prices(spec: DemoSpec = DemoSpec()) -> pd.DataFrame:
     suspended = rng.random((n_days, n_sym)) < 0.002  # scattered suspension days
     suspended[0] = False
     present &= ~suspended
+    bands = np.array([limit_band(symbol) for symbol in symbols])
+    open_, high, low, close = quote_within_limits(open_, high, low, close, present, bands)
 
     # Long rows, symbol-major in sorted symbol order, dates ascending: (symbol, date) order by construction.
     order = np.argsort(np.array(symbols, dtype=object), kind="stable")
@@ -138,6 +136,62 @@ def generate_demo_prices(spec: DemoSpec = DemoSpec()) -> pd.DataFrame:
             },
         }
     )
+
+
+def _quote(open_, high, low, close):
+    """Quote like an exchange (0.001 tick), then restore high/low consistency after rounding."""
+    open_, close = np.round(open_, 3), np.round(close, 3)
+    high = np.maximum(np.round(high, 3), np.maximum(open_, close))
+    low = np.maximum(np.minimum(np.round(low, 3), np.minimum(open_, close)), 0.001)
+    return open_, high, low, close
+
+
+def quote_within_limits(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray, present: np.ndarray,
+                        bands: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Day x symbol price grids quoted to the 0.001 tick, every traded session inside its symbol's daily
+    limit band from the previous traded close (the limit prices as `rules.limit_prices` computes them):
+    the demo's codes are CN ETFs, whose exchange stops a move at the limit, so the demo is a clean
+    universe of that market (no jump for the quality gate to warn about), with limit days in a shock.
+
+    A symbol whose open and close stay inside its band is only rounded (its high and low capped at the
+    limits). One that would break through is stopped at the limit price, and its later prices follow
+    the same raw returns from the limited level: a day-by-day recursion (the limit depends on the
+    previous close), from the first break on, over those symbols only and vectorised across them."""
+    from stages.trading.rules import limit_prices
+
+    o, h, lo, c = _quote(open_, high, low, close)
+    down, up = limit_prices(_previous_close(c, present), bands[None, :], 3)
+    with np.errstate(invalid="ignore"):
+        breaks = present & ((c > up) | (c < down) | (o > up) | (o < down))
+    broken = np.flatnonzero(breaks.any(axis=0))
+    if len(broken):
+        raw = tuple(grid[:, broken].astype(float) for grid in (open_, high, low, close))
+        band, alive = bands[broken], present[:, broken]
+        first = int(np.flatnonzero(breaks[:, broken].any(axis=1))[0])  # before it, the quoted prices stand
+        last = _previous_close(c, present)[first, broken]
+        scale = np.ones(len(broken))
+        for t in range(first, len(c)):
+            day_o, day_h, day_lo, day_c = _quote(*(grid[t] * scale for grid in raw))
+            floor, cap = limit_prices(last, band, 3)
+            limited = alive[t] & np.isfinite(last)
+            day_o, stopped = (np.where(limited, np.clip(x, floor, cap), x) for x in (day_o, day_c))
+            o[t, broken], c[t, broken] = day_o, stopped
+            h[t, broken] = np.maximum(day_h, np.maximum(day_o, stopped))
+            lo[t, broken] = np.minimum(day_lo, np.minimum(day_o, stopped))
+            scale = np.where(stopped != day_c, stopped / raw[3][t], scale)  # a stopped close: later prices follow it
+            last = np.where(alive[t], stopped, last)
+        down, up = limit_prices(_previous_close(c, present), bands[None, :], 3)
+    limited = present & np.isfinite(down)
+    h = np.where(limited, np.clip(h, np.maximum(o, c), np.maximum(up, np.maximum(o, c))), h)
+    lo = np.where(limited, np.clip(lo, np.minimum(down, np.minimum(o, c)), np.minimum(o, c)), lo)
+    return o, h, lo, c
+
+
+def _previous_close(close: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """For each day and symbol, the close of the symbol's previous traded session (NaN before its first)."""
+    rows = np.where(present, np.arange(len(close))[:, None], -1)
+    previous = np.maximum.accumulate(np.vstack([np.full((1, close.shape[1]), -1), rows[:-1]]), axis=0)
+    return np.where(previous >= 0, np.take_along_axis(close, np.maximum(previous, 0), axis=0), np.nan)
 
 
 def _fixed3(values: np.ndarray):

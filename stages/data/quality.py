@@ -34,7 +34,7 @@ MAIN_BAND, GROWTH_BAND = 0.10, 0.20
 NO_LIMIT_BAND = 0.40
 # The limit price is rounded to the tick, so a limit move can exceed the band by a fraction of a tick.
 _BAND_SLACK = 0.006
-_MAX_LOGGED = 20
+_LOGGED_PER_CHECK = 5  # warnings of one check shown on the terminal; all are in data_quality.csv
 
 
 def exchange_of(symbol: str) -> str:
@@ -176,12 +176,25 @@ def quality_report(prices: pd.DataFrame, *, as_of: date | None, ended_sessions: 
     order = {"ended": 0, "freshness": 1, "close_only": 2, "jump": 3}
     report = report.sort_values(["symbol", "check", "date"], key=lambda c: c.map(order) if c.name == "check" else c,
                                 kind="stable", ignore_index=True)
-    warned = report[report["severity"] == "WARNING"]
-    for row in warned.head(_MAX_LOGGED).itertuples(index=False):
-        log.warning("data quality: %s %s: %s", row.symbol, row.check, row.detail)
-    if len(warned) > _MAX_LOGGED:
-        log.warning("data quality: %d more warning(s) in data_quality.csv", len(warned) - _MAX_LOGGED)
+    log_warnings(report[report["severity"] == "WARNING"])
     return report
+
+
+def log_warnings(warned: pd.DataFrame) -> None:
+    """The terminal's view of the gate's warnings, bounded whatever the data: one line counting them by
+    check, then the first `_LOGGED_PER_CHECK` of each check (so a jump is not hidden behind a hundred
+    ended series), then how many more are in data_quality.csv."""
+    if warned.empty:
+        return
+    counts = warned["check"].value_counts(sort=False)
+    log.warning("data quality: %d warning(s) (%s); all in data_quality.csv", len(warned),
+                ", ".join(f"{n} {check}" for check, n in counts.items()))
+    shown = warned.groupby("check", sort=False).head(_LOGGED_PER_CHECK)
+    for check in counts.index:
+        for row in shown[shown["check"] == check].itertuples(index=False):
+            log.warning("data quality: %s %s: %s", row.symbol, row.check, row.detail)
+    if len(warned) > len(shown):
+        log.warning("data quality: %d more warning(s) in data_quality.csv", len(warned) - len(shown))
 
 
 def data_quality_notes(folder) -> list[str]:
