@@ -96,8 +96,12 @@ def test_ensure_writes_once_and_regenerates_when_the_spec_changes(tmp_path):
     ensure_demo_universe(folder, DemoSpec(n_symbols=3, years=0.5, seed=2))
     assert (folder / "mine.csv").read_text() == "kept"
     (folder / "mine.csv").unlink()
-    assert (folder / ".demo_spec").read_text().splitlines()[0] == "3,0.5,2,6"
+    assert (folder / ".demo_spec").read_text().splitlines()[0] == "3,0.5,2,6,limits"
     assert len(list(folder.glob("*.csv"))) == 3  # the previous universe's files are gone
+    assert load_market_data(folder).prices.equals(generate_demo_prices(DemoSpec(n_symbols=3, years=0.5, seed=2)))
+    (folder / ".demo_spec").write_text("3,0.5,2,6\n" + "".join(f"{p.name}\n" for p in folder.glob("*.csv")))
+    (folder / sorted(folder.glob("*.csv"))[0].name).write_text("date,open,high,low,close,volume\n")
+    ensure_demo_universe(folder, DemoSpec(n_symbols=3, years=0.5, seed=2))  # an earlier generator's folder: remade
     assert load_market_data(folder).prices.equals(generate_demo_prices(DemoSpec(n_symbols=3, years=0.5, seed=2)))
 
 

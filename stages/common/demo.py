@@ -25,6 +25,7 @@ SECTORS = ("broad", "tech", "consumer", "financials", "healthcare", "resources",
 _CODE_PREFIXES = (("510", "SH"), ("512", "SH"), ("515", "SH"), ("159", "SZ"), ("588", "SH"), ("516", "SH"))
 DEMO_START = "2015-01-05"
 DEMO_MARKER = ".demo_spec"
+GENERATOR = "limits"  # in the marker: a folder made by an earlier generator (moves through the limits) is remade
 TRADING_DAYS_PER_YEAR = 252
 
 
@@ -235,13 +236,13 @@ def write_demo_universe(out_dir: str | Path, spec: DemoSpec = DemoSpec()) -> Pat
 def ensure_demo_universe(folder: str | Path, spec: DemoSpec = DemoSpec()) -> Path:
     """The demo data folder, generated on first use (commands run without --data use it).
 
-    A marker file records the spec and the files written; it is written last, so an interrupted
-    generation is redone. When the spec changes, the previous universe's files that the new one does
+    A marker file records the spec (and the generator) and the files written; it is written last, so an
+    interrupted generation is redone. When the spec or the generator changes, the previous universe's files that the new one does
     not overwrite are removed (other files in the folder are left alone).
     """
     folder = Path(folder)
     marker = folder / DEMO_MARKER
-    wanted = f"{spec.n_symbols},{spec.years},{spec.seed},{spec.n_sectors}\n"
+    wanted = f"{spec.n_symbols},{spec.years},{spec.seed},{spec.n_sectors},{GENERATOR}\n"
     recorded = marker.read_text().splitlines(keepends=True) if marker.exists() else []
     if recorded[:1] == [wanted]:
         return folder
