@@ -135,3 +135,17 @@ def test_prices_subset_schema_keeps_the_rules_of_the_columns_read():
         validate_frame(frame.assign(open=[1.0, -1.0]), schema, "prices.parquet")
     with pytest.raises(SchemaError, match="ascending"):
         validate_frame(frame.iloc[::-1].reset_index(drop=True), schema, "prices.parquet")
+
+
+def test_stage_command_ends_quickly_with_its_output_flushed_and_its_exit_code(small_demo_dir, tmp_path):
+    """Stage commands end with os._exit (no interpreter teardown): what they printed to a pipe (block
+    buffered) must still arrive, and an error keeps its exit code."""
+    def trendflow(*args):
+        return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, timeout=120)
+
+    done = trendflow("signal", "--data", str(small_demo_dir), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("signal stage finished") and done.stdout.endswith("\n")
+    failed = trendflow("report", "--out", str(tmp_path / "none"))
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("error:") and "equity_curve.parquet" in failed.stderr
