@@ -142,6 +142,25 @@ def test_a_partial_fill_stays_open_with_the_remainder_working_and_a_rerun_record
     assert prices == [pytest.approx(4.01), pytest.approx(4.03)]
 
 
+def test_an_order_resting_until_the_next_open_is_said_at_info_not_warned_every_evening(env, webhook):
+    """After the close nothing fills: the order is OPEN with nothing filled, one INFO line (a WARNING per
+    order per evening would teach users to ignore warnings); a partial fill stays a WARNING (test above)."""
+    config, store = env
+    url, received = webhook
+
+    def resting(placed):
+        return [(0.02, "status", ("Submitted", 0, placed.quantity, 0.0))]
+
+    with FakeTWS(script=resting) as tws:
+        broker = IBKRBroker(settings(tws.port), timeout=0.3, connect_timeout=5)
+        summary = run(env, broker, one_order(), Notifier(url, retries=1, timeout=1))
+        broker.close()
+    coid = client_order_id(DAY, "510300.SH", "BUY", "daily")
+    assert summary.working == 1 and store.order(coid)["status"] == "OPEN" and store.filled_shares(coid) == 0
+    about = [p for p in received if "510300.SH" in p["text"]]
+    assert [p["level"] for p in about] == ["INFO"] and "working at ibkr, nothing filled yet" in about[0]["text"]
+
+
 def test_a_cancelled_remainder_is_a_final_partial_fill_and_a_dead_order_fails_with_a_critical_alert(env, webhook):
     config, store = env
     url, received = webhook

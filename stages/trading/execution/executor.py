@@ -219,11 +219,15 @@ def execute_orders(orders: pd.DataFrame, *, store: ExecutionStore, broker: Broke
         elif outcome == "OPEN":
             summary.working += 1
             log.info("%s %d %s working at %s: %s", row.action, shares, row.symbol, broker.name, report.message)
+            filled = store.filled_shares(coid)
             if broker.name == "paper":
                 notifier.info(f"{row.action} {shares} {row.symbol} sent to the paper broker: {report.message}")
-            else:
+            elif filled:  # a fill in progress: the book is between two states until the rest fills or is cancelled
                 notifier.warning(f"{row.action} {shares} {row.symbol} still working at {broker.name} "
-                                 f"({store.filled_shares(coid)} filled): {report.message}")
+                                 f"({filled} filled): {report.message}")
+            else:  # an evening's order rests until the next open: the normal case, not a warning every night
+                notifier.info(f"{row.action} {shares} {row.symbol} working at {broker.name}, nothing filled yet "
+                              f"(an order sent after the close fills at the next open): {report.message}")
         else:
             summary.failed += 1
             notifier.critical(f"{row.action} {row.symbol}: {report.message or 'no fill from the broker'}")
