@@ -32,7 +32,7 @@ def test_lfilter_without_scipy_signal_gives_scipy_lfilter_bits(keep):
 
 def test_signal_command_does_not_import_scipy_signal_or_cluster():
     """scipy.signal's package import (scipy.stats, interpolate, optimize...) is what the lfilter loader
-    avoids; scipy.cluster (spatial, linalg) is imported by the first cluster refresh, not at start."""
+    avoids; nor scipy.cluster (spatial, linalg), whose C routines the clustering loads alone."""
     loaded = _run_python(
         "import sys, stages.signal.__main__, stages.signal.stage; "
         "print(sorted(m for m in ('scipy.signal', 'scipy.stats', 'scipy.interpolate', 'scipy.cluster', 'scipy.spatial') "
@@ -50,6 +50,42 @@ def test_report_command_imports_matplotlib_only_when_a_chart_is_drawn():
         "print(before, 'matplotlib' in sys.modules, svg.startswith('<svg'))"
     )
     assert loaded == "False True True"
+
+
+@pytest.mark.parametrize("method", ["average", "complete", "single", "ward"])
+def test_cluster_labels_without_scipy_cluster_give_scipy_labels(method):
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    from stages.signal import clustering
+
+    rng = np.random.default_rng(11)
+    factors = rng.normal(size=(120, 6))
+    returns = factors @ rng.normal(size=(6, 90)) * 0.01 + rng.normal(size=(120, 90)) * 0.01
+    returns[:, 7] = returns[:, 3]  # an identical pair (distance 0) and a flat column (rho 0 with all)
+    returns[:, 8] = 0.0
+    ours_linkage, ours_fcluster = clustering._c_hierarchy()  # the C routines, even though scipy.cluster is loaded here
+    rho = clustering.correlation_matrix(returns)
+    condensed = clustering.correlation_distance(squareform(rho, checks=False))
+    assert condensed.tobytes() == clustering.correlation_distance(rho[np.triu_indices(90, k=1)]).tobytes()
+    z = linkage(condensed, method=method)
+    assert ours_linkage(condensed, method=method).tobytes() == z.tobytes()
+    for threshold in (0.5, 1.0, 1.3):
+        theirs = fcluster(z, t=threshold, criterion="distance")
+        ours = ours_fcluster(z, t=threshold, criterion="distance")
+        assert ours.dtype == theirs.dtype and ours.tobytes() == theirs.tobytes()
+    with pytest.raises(ValueError, match="finite"):
+        ours_linkage(np.array([0.5, np.nan, 1.0]), method=method)
+
+
+def test_signal_run_with_clusters_imports_neither_scipy_cluster_nor_spatial(small_demo_dir, tmp_path):
+    loaded = _run_python(
+        "import sys; from stages.common.config import load_config; from stages.signal import run_signal_stage; "
+        f"run_signal_stage(load_config(), {str(small_demo_dir)!r}, {str(tmp_path)!r}); "
+        "import pandas as pd; clusters = pd.read_parquet(" + repr(str(tmp_path / "signals_output.parquet")) + ", columns=['cluster']); "
+        "print(int(clusters['cluster'].max()) >= 0, sorted(m for m in ('scipy.cluster', 'scipy.spatial', 'scipy.signal') if m in sys.modules))"
+    )
+    assert loaded.splitlines()[-1] == "True []"
 
 
 def test_lfilter_falls_back_to_scipy_when_scipy_signal_is_loaded():

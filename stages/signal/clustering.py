@@ -11,10 +11,16 @@ the GIL (scipy 1.17's linkage holds it: measured no faster on two threads), so t
 """
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import logging
 import os
+import sys
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -45,13 +51,74 @@ def cluster_labels(returns: np.ndarray, threshold: float, method: str) -> np.nda
     """Raw cluster labels (1..k) for the columns of a (days x symbols) return window without NaN."""
     if returns.shape[1] == 1:
         return np.ones(1, dtype=int)
-    # imported here: scipy.cluster pulls in scipy.spatial, linalg and special (0.3-1 s), which a daily
-    # run on a day without a refresh never needs
-    from scipy.cluster.hierarchy import fcluster, linkage
-    from scipy.spatial.distance import squareform
-
-    condensed = correlation_distance(squareform(correlation_matrix(returns), checks=False))
+    rho = correlation_matrix(returns)
+    condensed = correlation_distance(rho[np.triu_indices(len(rho), k=1)])  # scipy's squareform order: i < j, row by row
+    linkage, fcluster = _hierarchy()
     return fcluster(linkage(condensed, method=method), t=threshold, criterion="distance")
+
+
+_hierarchy_lock = threading.Lock()
+_hierarchy_functions: tuple[Callable, Callable] | None = None
+
+
+def _hierarchy() -> tuple[Callable, Callable]:
+    """(linkage, fcluster) as scipy.cluster.hierarchy computes them for a condensed distance vector
+    and the 'distance' criterion, from its own C routines, loaded once without importing the
+    scipy.cluster package: that import pulls in scipy.spatial, linalg and special (0.3-1 s of the
+    signal command, for two functions). For a finite condensed vector of n (n - 1) / 2 distances,
+    linkage is `_hierarchy.nn_chain(y, n, code)` ('single': `mst_single_linkage(y, n)`) and fcluster
+    `_hierarchy.cluster_dist(Z, T, t, n)` into int32 zeros, so the labels are the same bits. When
+    scipy.cluster is already loaded, or this scipy lays out its files otherwise, the public
+    functions are used."""
+    global _hierarchy_functions
+    with _hierarchy_lock:  # refreshes run on a thread pool; an extension module is loaded once
+        if _hierarchy_functions is None:
+            _hierarchy_functions = _load_hierarchy()
+        return _hierarchy_functions
+
+
+def _load_hierarchy() -> tuple[Callable, Callable]:
+    own = _c_hierarchy() if "scipy.cluster" not in sys.modules else None
+    if own is not None:
+        return own
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    return linkage, fcluster
+
+
+def _c_hierarchy() -> tuple[Callable, Callable] | None:
+    """linkage and fcluster on scipy.cluster's C routines (see `_hierarchy`); None if they cannot be loaded."""
+    try:
+        import scipy
+
+        folder = Path(scipy.__file__).parent / "cluster"
+        path = next(folder / f"_hierarchy{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES
+                    if (folder / f"_hierarchy{suffix}").exists())
+        spec = importlib.util.spec_from_file_location("scipy.cluster._hierarchy", path)
+        core = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(core)
+        nn_chain, single, cluster_dist = core.nn_chain, core.mst_single_linkage, core.cluster_dist
+    except (ImportError, StopIteration, AttributeError, OSError):
+        return None
+    codes = {"single": 0, "complete": 1, "average": 2, "ward": 5}  # scipy's _LINKAGE_METHODS
+
+    def linkage(y: np.ndarray, method: str) -> np.ndarray:
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        n = int(np.ceil(np.sqrt(len(y) * 2)))
+        if n * (n - 1) // 2 != len(y) or method not in codes:
+            raise ValueError(f"linkage: {len(y)} distances is not a condensed matrix, or method {method!r} unknown")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("The condensed distance matrix must contain only finite values.")
+        return single(y, n) if method == "single" else nn_chain(y, n, codes[method])
+
+    def fcluster(z: np.ndarray, t: float, criterion: str) -> np.ndarray:
+        if criterion != "distance":
+            raise ValueError(f"fcluster: only the 'distance' criterion here, not {criterion!r}")
+        labels = np.zeros(len(z) + 1, dtype="i")
+        cluster_dist(np.ascontiguousarray(z, dtype=np.float64), labels, float(t), len(z) + 1)
+        return labels
+
+    return linkage, fcluster
 
 
 def stable_ids(labels: np.ndarray, members: np.ndarray, previous: np.ndarray) -> np.ndarray:
