@@ -242,8 +242,8 @@ def _api_url(prog: str) -> str | None:
     from prefect.settings import PREFECT_API_URL
 
     configured = PREFECT_API_URL.value()
-    if configured:
-        return None
+    if configured:  # (no temporary server, so no watchdog for one: see _run_flow)
+        return configured
     if os.environ.get(SERVER_ENV, "shared") == "ephemeral":
         return None
     from flows.local_server import ensure_server

@@ -68,3 +68,31 @@ def test_daily_defaults_and_stage_selection(capsys, tmp_path):
     assert main(["daily", "--out", str(tmp_path), "--force"]) == 2  # --force goes with --fresh only
     assert "--force only goes with --fresh" in capsys.readouterr().err
 
+
+
+def test_a_commands_flow_run_has_no_heartbeat_thread_unless_asked_for(monkeypatch):
+    """Prefect joins its heartbeat thread (1 s sleeps) when a flow run ends: up to 1 s idle at the end
+    of every `trendflow daily`. A command's own run goes without; the setting turns them back on."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, get_current_settings, temporary_settings
+
+    from flows.commands import _flow_run_settings
+
+    monkeypatch.delenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", raising=False)
+    monkeypatch.delenv("PREFECT_RUNNER_HEARTBEAT_FREQUENCY", raising=False)
+    assert get_current_settings().flows.heartbeat_frequency is not None  # Prefect's default: on
+    with temporary_settings(_flow_run_settings()):
+        assert get_current_settings().flows.heartbeat_frequency is None
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+    assert PREFECT_FLOWS_HEARTBEAT_FREQUENCY not in _flow_run_settings()
+
+
+def test_a_configured_prefect_api_is_the_runs_api_not_a_temporary_server(monkeypatch):
+    """With PREFECT_API_URL set there is no temporary server: _api_url says so by returning it (None
+    means Prefect's temporary server, and only then does _run_flow start the orphan watchdog; it was
+    started for a configured API too: one more interpreter polling /proc during every run)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.commands import _api_url
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert _api_url("trendflow daily") == "http://127.0.0.1:9/api"
