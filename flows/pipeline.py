@@ -57,14 +57,20 @@ def _retry_transient(task_, task_run, state) -> bool:
     return False
 
 
-def check_inputs(stage: str, folder: Path) -> None:
-    """Before a stage runs: its inputs exist and still match the hashes in manifest.json."""
+def check_inputs(stage: str, folder: Path, *, hashes: bool = True) -> None:
+    """Before a stage runs: its inputs exist and (`hashes`) still match the hashes in manifest.json.
+
+    The tasks pass hashes=False: the trading and reporting stages check every input they read
+    against the manifest themselves (StageRun.read, the file hashed while it is read), so hashing
+    them here first read each file twice (signals_output.parquet + prices.parquet: 25 MB, 0.04-0.08 s
+    of every 100-symbol daily run)."""
     for name in STAGE_INPUTS[stage]:
         path = folder / name
         if not path.exists():
             raise ArtifactMissingError(f"{stage} stage needs {path}: run the stage that writes it first "
                                        f"(e.g. --stages signal,{stage})")
-        verify_against_manifest(path)
+        if hashes:
+            verify_against_manifest(path)
 
 
 def _config(config_path: str | None, overrides: list[str]):
@@ -103,7 +109,7 @@ def trading_task(config_path, overrides, out, as_of_date, fresh, k=2, n=3, allow
     from stages.trading import run_trading_stage
 
     log.info("[%d/%d] trading stage starting", k, n)
-    check_inputs("trading", Path(out))
+    check_inputs("trading", Path(out), hashes=False)  # the stage checks the hashes as it reads
     result = run_trading_stage(_config(config_path, overrides), Path(out), Path(out), as_of_date=as_of_date, fresh=fresh,
                                allow_stale=allow_stale, portfolio=portfolio,
                                accept_edited_snapshot=accept_edited_snapshot)
@@ -115,7 +121,7 @@ def reporting_task(config_path, overrides, out, k=3, n=3) -> dict:
     from stages.reporting import run_reporting_stage
 
     log.info("[%d/%d] reporting stage starting", k, n)
-    check_inputs("reporting", Path(out))
+    check_inputs("reporting", Path(out), hashes=False)  # the stage checks the hashes as it reads
     return _announce(run_reporting_stage(_config(config_path, overrides), Path(out), Path(out)), k, n)
 
 
