@@ -7,8 +7,6 @@ ever feeds this report: no decision of the signal or trading stage reads it.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,12 +199,12 @@ def signal_quality(signals: pd.DataFrame, horizons: list[int] | tuple[int, ...] 
     """All signal-quality figures from signals_output (close, score and trend signal per date x symbol),
     plus the daily rank-IC series per horizon (for the chart).
 
-    Horizons are independent and their work is large numpy calls (sorts, gathers, ufuncs) that release
-    the GIL, so they run on threads side by side; results are collected in horizon order."""
+    Horizons run one after the other: on two threads side by side (500 symbols x 10 years) they took
+    no less wall time (0.33-0.51 s vs 0.30-0.33 s), 10-60% more CPU (their page faults on fresh
+    (date x symbol) arrays contend in the kernel) and 80 MiB more peak memory."""
     panel = signal_panel(signals, score)
     starts = new_buy_signals(panel.trend)
-    with ThreadPoolExecutor(max_workers=max(1, min(len(horizons), os.cpu_count() or 1))) as pool:
-        results = list(pool.map(lambda h: _horizon_quality(panel, starts, int(h)), horizons))
+    results = [_horizon_quality(panel, starts, int(h)) for h in horizons]
     summary = {"score": score, "symbols": len(panel.symbols), "dates": len(panel.dates),
                "horizons": [figures for figures, _ in results]}
     return summary, {figures["horizon_days"]: ic for figures, ic in results}
