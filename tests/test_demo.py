@@ -122,13 +122,14 @@ def test_the_demo_is_a_clean_universe_of_its_market_every_move_inside_the_daily_
     """The demo's codes are CN ETFs (+-10%, 588 STAR ETFs +-20%): no session's open, high, low or close
     leaves the limit band of the previous traded close, so the quality gate has no jump to warn about
     (a market-wide shock day is a limit day instead; was 35 jumps in the default demo, 93 at 100 symbols)."""
-    from stages.data.quality import detect_jumps, limit_band
+    from stages.data.quality import detect_jumps, limit_bands
     from stages.trading.rules import limit_prices
 
     prices = generate_demo_prices(spec)
     assert detect_jumps(prices).empty
     previous = prices.groupby("symbol")["close"].shift(1).to_numpy()
-    down, up = limit_prices(previous, prices["symbol"].map(limit_band).to_numpy(), 3)
+    symbols, codes = np.unique(prices["symbol"].to_numpy(), return_inverse=True)
+    down, up = limit_prices(previous, limit_bands(list(symbols))[codes], 3)
     traded = ~np.isnan(previous)
     for column in ("open", "high", "low", "close"):
         values = prices[column].to_numpy()[traded]

@@ -114,6 +114,20 @@ def test_board_bands_and_settlement_from_code_rules_and_the_symbol_table(tmp_pat
         symbol_rules(symbols, cfg("market.price_limits=true", f"market.symbol_table=\"{tmp_path / 'none.csv'}\""))
 
 
+def test_the_quality_gate_the_demo_and_the_trading_rules_share_one_band_per_symbol():
+    """One rule for a board's band: the jump check (stages.data.quality), the demo generator and the
+    engine's limit orders read the same answer (they had three copies that disagreed, e.g. 159948.SZ
+    was 20% for the quality gate and 10% for the engine, 689xxx 20% and 10%)."""
+    from stages.data.quality import limit_band, limit_bands
+
+    symbols = ["159948.SZ", "159908.SZ", "159915.SZ", "689009.SH", "588000.SH", "300750.SZ", "510300.SH",
+               "159941.SZ", "512820.SH", "159977.SZ"]
+    band, _ = symbol_rules(np.array(symbols), cfg("market.preset=\"cn_etf\""))
+    assert limit_bands(symbols).tolist() == band.tolist() == [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.2]
+    assert [limit_band(s) for s in symbols] == band.tolist()
+    assert limit_band("SPY") == 0.40  # no daily limit in the US: a split-size move
+
+
 # --------------------------------------------------------------------------- volume cap
 def test_volume_cap_fills_part_of_a_sell_and_keeps_the_rest_pending_and_drops_the_rest_of_a_buy():
     # 10% of 5,000 shares = 500 a session

@@ -19,7 +19,7 @@ import pyarrow.csv as pa_csv
 
 from stages.common.artifacts import atomic_write_bytes
 from stages.common.errors import DataError
-from stages.data.quality import limit_band
+from stages.data.quality import limit_bands
 
 SECTORS = ("broad", "tech", "consumer", "financials", "healthcare", "resources", "bonds", "gold")
 _CODE_PREFIXES = (("510", "SH"), ("512", "SH"), ("515", "SH"), ("159", "SZ"), ("588", "SH"), ("516", "SH"))
@@ -120,7 +120,7 @@ def generate_demo_prices(spec: DemoSpec = DemoSpec()) -> pd.DataFrame:
     suspended = rng.random((n_days, n_sym)) < 0.002  # scattered suspension days
     suspended[0] = False
     present &= ~suspended
-    bands = np.array([limit_band(symbol) for symbol in symbols])
+    bands = limit_bands(list(symbols))
     open_, high, low, close = quote_within_limits(open_, high, low, close, present, bands)
 
     # Long rows, symbol-major in sorted symbol order, dates ascending: (symbol, date) order by construction.

@@ -25,11 +25,6 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 QUALITY_COLUMNS = ["symbol", "check", "severity", "date", "value", "detail"]
-# Daily price limits from the previous close (REFERENCE.md): +-10% main boards, +-20% ChiNext (300/301)
-# and STAR (688/689) and the ETFs on those boards' indices (STAR ETFs are 588xxx; ChiNext ETFs listed here).
-_GROWTH_PREFIXES = ("300", "301", "688", "689", "588")
-_GROWTH_ETFS = frozenset({"159908", "159915", "159948", "159949", "159952", "159957", "159967", "159977", "159781", "159782", "159783"})
-MAIN_BAND, GROWTH_BAND = 0.10, 0.20
 # Markets without daily limits (US): a one-day move this large in an ETF is a split, not a market move.
 NO_LIMIT_BAND = 0.40
 # The limit price is rounded to the tick, so a limit move can exceed the band by a fraction of a tick.
@@ -44,12 +39,22 @@ def exchange_of(symbol: str) -> str:
     return "XSHG" if suffix in ("SH", "SS", "SZ") else "XNYS"
 
 
+def limit_bands(symbols: list[str]) -> np.ndarray:
+    """The daily move each symbol cannot exceed: its board's price band for CN symbols (the trading
+    rules' own answer, stages.trading.exchange.board_bands: 0.10 main, 0.20 ChiNext/STAR and their
+    ETFs); for markets without limits (US), a split-size move."""
+    from stages.trading.exchange import board_bands, exchange_code
+
+    bands = np.full(len(symbols), NO_LIMIT_BAND)
+    cn = [i for i, symbol in enumerate(symbols) if "." in symbol and exchange_of(symbol) != "XNYS"]
+    if cn:
+        bands[cn] = board_bands([exchange_code(symbols[i]) for i in cn])
+    return bands
+
+
 def limit_band(symbol: str) -> float:
-    """The daily move a symbol cannot exceed on its board (0.10 main, 0.20 ChiNext/STAR; US: a split-size move)."""
-    if "." not in symbol or exchange_of(symbol) == "XNYS":
-        return NO_LIMIT_BAND
-    code = symbol.split(".", 1)[0]
-    return GROWTH_BAND if code.startswith(_GROWTH_PREFIXES) or code in _GROWTH_ETFS else MAIN_BAND
+    """`limit_bands` of one symbol."""
+    return float(limit_bands([symbol])[0])
 
 
 def symbol_runs(prices: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -74,7 +79,7 @@ def detect_jumps(prices: pd.DataFrame) -> pd.DataFrame:
     quality gate calls it (and a loader may)."""
     close = prices["close"].to_numpy(dtype=float)
     starts, ends, names = symbol_runs(prices)
-    bands = np.repeat([limit_band(str(s)) for s in names], ends - starts) if names else np.array([])
+    bands = np.repeat(limit_bands([str(s) for s in names]), ends - starts) if names else np.array([])
     previous = np.r_[np.nan, close[:-1]] if len(close) else close
     previous[starts] = np.nan  # a symbol's first row has no previous close
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -9,6 +9,7 @@ universe's symbols (market.py puts them beside the prices; rules.py decides with
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,30 @@ def read_symbol_table(path: Path) -> pd.DataFrame:
     return table.assign(price_limit=limit).set_index("symbol")[["price_limit", "settlement"]]
 
 
+@lru_cache(maxsize=4)
+def _read_table_once(path: Path, mtime_ns: int) -> pd.DataFrame:
+    """The shipped table, read once per version of the file (a per-symbol band lookup reads it often)."""
+    return read_symbol_table(path)
+
+
+def symbol_table(override: str | Path | None = None) -> pd.DataFrame:
+    """config/cn_symbols.csv, with the rows of `override` (`market.symbol_table`) in place of its own."""
+    table = _read_table_once(SYMBOL_TABLE, SYMBOL_TABLE.stat().st_mtime_ns)
+    if override is not None:
+        extra = read_symbol_table(Path(override))
+        table = pd.concat([table.drop(index=extra.index, errors="ignore"), extra])
+    return table
+
+
+def board_bands(codes: list[str], table: pd.DataFrame | None = None) -> np.ndarray:
+    """Per exchange code, its daily price band: the symbol table's price_limit where it lists the code
+    (ETFs whose band the code cannot tell, e.g. ChiNext ETFs on 159xxx), else `board_price_limit`.
+    The one answer for the trading rules, the data quality gate and the demo universe."""
+    listed = (symbol_table() if table is None else table).reindex(codes)
+    band = np.array([board_price_limit(c) for c in codes], dtype=float)
+    return np.where(listed["price_limit"].notna(), listed["price_limit"].to_numpy(dtype=float), band)
+
+
 def symbol_rules(symbols: np.ndarray, config: TrendflowConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per symbol: the daily price band (NaN = no limit, when `market.price_limits` is off) and
     whether it settles T+1. The table (config/cn_symbols.csv, then `market.symbol_table`) wins over
@@ -47,14 +72,10 @@ def symbol_rules(symbols: np.ndarray, config: TrendflowConfig) -> tuple[np.ndarr
     m = config.market
     if not m.price_limits and m.settlement != "T+1":
         return np.full(len(symbols), np.nan), np.zeros(len(symbols), dtype=bool)
-    table = read_symbol_table(SYMBOL_TABLE)
-    if m.symbol_table is not None:
-        override = read_symbol_table(Path(m.symbol_table))
-        table = pd.concat([table.drop(index=override.index, errors="ignore"), override])
+    table = symbol_table(m.symbol_table)
     codes = [exchange_code(s) for s in symbols]
     listed = table.reindex(codes)
-    band = np.array([board_price_limit(c) for c in codes], dtype=float)
-    band = np.where(listed["price_limit"].notna(), listed["price_limit"], band)
+    band = board_bands(codes, table)
     t1 = np.array([settlement_class(c, m.settlement) == "T+1" for c in codes], dtype=bool)
     t1 = np.where(listed["settlement"].notna(), listed["settlement"].eq("T+1"), t1)
     return (band if m.price_limits else np.full(len(symbols), np.nan)), t1.astype(bool)

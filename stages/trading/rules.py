@@ -237,9 +237,9 @@ def trade_fees(value, side: str, config: TrendflowConfig):
 # Each reads one symbol's facts for the session being filled; none applies unless switched on.
 def board_price_limit(code: str) -> float:
     """Requires: an exchange code. Decides: the daily price band of its board -- 20% for ChiNext
-    (300/301) and STAR (688) shares and STAR ETFs (588), 10% otherwise. ETFs tracking ChiNext or
-    STAR indices on other codes (159915...) are listed in config/cn_symbols.csv."""
-    return 0.20 if code.startswith(("300", "301", "688", "588")) else 0.10
+    (300/301) and STAR (688, and 689 depositary receipts) shares and STAR ETFs (588), 10% otherwise.
+    ETFs tracking ChiNext or STAR indices on other codes (159915...) are listed in config/cn_symbols.csv."""
+    return 0.20 if code.startswith(("300", "301", "688", "689", "588")) else 0.10
 
 
 def settlement_class(code: str, default: str) -> str:
