@@ -141,7 +141,7 @@ def ensure_server(say: Callable[[str], None] = print, home: Path | None = None) 
         stop_server(home, quiet=True)
         port = _free_port()
         url = f"http://127.0.0.1:{port}/api"
-        say(f"starting a local Prefect server on {url} for this and later runs (first run only, ~10-20 s; "
+        say(f"starting a local Prefect server on {url} for this and later runs (first run only, ~10-30 s; "
             f"`trendflow server stop` stops it)")
         env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
         env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
