@@ -77,10 +77,11 @@ def run_process(argv: list[str], env: dict[str, str] | None = None) -> Usage:
 
 def trendflow_command() -> list[str]:
     """This venv's `trendflow` script; TRENDFLOW_BENCH_CODE=DIR runs the code in DIR instead (e.g. an
-    older commit unpacked with `git archive`, for a before/after comparison)."""
+    older commit unpacked with `git archive`, for a before/after comparison), entered as the script
+    enters it (`flows.cli.entry`: its GC thresholds and quick exit)."""
     if os.environ.get("TRENDFLOW_BENCH_CODE"):
-        return [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); from flows.cli import main; "
-                "sys.exit(main(sys.argv[1:]))", os.environ["TRENDFLOW_BENCH_CODE"]]
+        return [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); from flows.cli import entry; "
+                "entry()", os.environ["TRENDFLOW_BENCH_CODE"]]
     script = Path(sys.executable).with_name("trendflow")
     return [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
 

@@ -52,6 +52,37 @@ def test_report_command_imports_matplotlib_only_when_a_chart_is_drawn():
     assert loaded == "False True True"
 
 
+def test_charts_drawn_without_matplotlibs_property_docstrings_are_the_same_bytes():
+    """The chart module imports matplotlib without building each Artist's `set()` property list
+    (text nobody reads in a report): the SVG is the one a normally imported matplotlib draws, and
+    matplotlib's kwdoc is its own again afterwards."""
+    draw = ("import pandas as pd; from stages.reporting import charts; "
+            "svg = charts.underwater_chart(pd.Series([0.0, -0.1, -0.05], index=pd.bdate_range('2024-01-01', periods=3))); "
+            "import hashlib, matplotlib.artist as a, matplotlib.lines as l; "
+            "print(hashlib.sha256(svg.encode()).hexdigest(), a.kwdoc.__name__, 'Properties:' in (l.Line2D.set.__doc__ or ''))")
+    lean = _run_python(draw).split()
+    normal = _run_python("import matplotlib; matplotlib.use('Agg'); import matplotlib.figure; " + draw).split()
+    assert lean[0] == normal[0]
+    assert lean[1:] == ["kwdoc", "False"] and normal[1:] == ["kwdoc", "True"]
+
+
+def test_pack_and_unpack_move_the_values_take_and_put_along_axis_move():
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(300, 23))
+    valid = rng.random(values.shape) > 0.3
+    valid[:, 5] = False  # a symbol that never traded
+    values[~valid] = np.nan
+    order = np.argsort(~valid, axis=0, kind="stable")
+    packing = ind.packing_for(valid)
+    packed = ind.pack(values, packing)
+    expected = np.take_along_axis(values, order, axis=0)
+    expected[~packing.valid] = np.nan
+    assert packed.tobytes() == expected.tobytes()
+    back = np.full(values.shape, np.nan)
+    np.put_along_axis(back, order, np.where(packing.valid, packed, np.nan), axis=0)
+    assert ind.unpack(packed, packing).tobytes() == back.tobytes() == values.tobytes()
+
+
 @pytest.mark.parametrize("method", ["average", "complete", "single", "ward"])
 def test_cluster_labels_without_scipy_cluster_give_scipy_labels(method):
     from scipy.cluster.hierarchy import fcluster, linkage

@@ -6,6 +6,7 @@ each bucket's minimum and maximum so peaks and troughs survive; metrics always u
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import warnings
@@ -91,9 +92,26 @@ def _load_matplotlib() -> None:
     import matplotlib as mpl
 
     mpl.use("Agg")
-    from matplotlib import dates, figure, ticker
+    with _without_property_docs():
+        from matplotlib import dates, figure, ticker
 
     matplotlib, mdates, mticker, Figure = mpl, dates, ticker, figure.Figure
+
+
+@contextlib.contextmanager
+def _without_property_docs():
+    """While matplotlib's modules are imported, each Artist class it defines writes a docstring for
+    its `set()` listing every property (`matplotlib.artist.kwdoc`): 0.1-0.2 CPU-s of the report
+    command, for text nobody reads there. Those docstrings are left empty; classes defined after
+    the import get matplotlib's own. Drawing never reads them."""
+    import matplotlib.artist
+
+    kwdoc = matplotlib.artist.kwdoc
+    matplotlib.artist.kwdoc = lambda artist: ""
+    try:
+        yield
+    finally:
+        matplotlib.artist.kwdoc = kwdoc
 
 
 def _styled(draw):

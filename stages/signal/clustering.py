@@ -5,20 +5,20 @@ hierarchical linkage, cut at `distance_threshold`. A refresh on day r uses the r
 `correlation_window` days ending at r (nothing later); its clusters hold until the next refresh.
 Ids are stable: each new cluster takes the id of the old cluster it overlaps most.
 
-The refreshes are independent until the id matching, so the correlation + linkage work runs on a
-small thread pool; the id matching then runs in refresh order. Only the correlation products release
-the GIL (scipy 1.17's linkage holds it: measured no faster on two threads), so the pool saves ~10%.
+The refreshes run one after the other, on one BLAS thread. On a thread pool (they are independent
+until the id matching) only the correlation products ran beside each other -- scipy 1.17's linkage
+holds the GIL -- so two threads saved 0.03-0.07 s of wall time at 500 symbols x 10 years and cost
+0.15 CPU-s more (0.63-0.72 vs 0.44-0.61 CPU-s, alternated); BLAS threads inside a 60-day correlation
+only spin (a 500-symbol run took twice the CPU time with them).
 """
 from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
 import logging
-import os
 import sys
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +28,6 @@ from threadpoolctl import threadpool_limits
 log = logging.getLogger(__name__)
 
 MIN_COVERAGE = 0.8  # share of the window's days a symbol must have traded to be clustered
-_THREADS = min(8, os.cpu_count() or 1)
 
 
 def correlation_distance(rho: np.ndarray) -> np.ndarray:
@@ -71,7 +70,7 @@ def _hierarchy() -> tuple[Callable, Callable]:
     scipy.cluster is already loaded, or this scipy lays out its files otherwise, the public
     functions are used."""
     global _hierarchy_functions
-    with _hierarchy_lock:  # refreshes run on a thread pool; an extension module is loaded once
+    with _hierarchy_lock:  # callers may be threads (e.g. a sweep); an extension module is loaded once
         if _hierarchy_functions is None:
             _hierarchy_functions = _load_hierarchy()
         return _hierarchy_functions
@@ -182,12 +181,7 @@ def rolling_clusters(
             return members, members
         return members, cluster_labels(np.nan_to_num(block[:, members]), threshold, method)
 
-    if _THREADS > 1 and len(refresh_days) > 4:
-        # the refreshes are the parallel work: BLAS threads inside each correlation would only
-        # oversubscribe the cores and spin (500 symbols: 40% more CPU, 20% more wall time)
-        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(_THREADS) as pool:
-            results = list(pool.map(labels_at, refresh_days))
-    else:
+    with threadpool_limits(limits=1, user_api="blas"):
         results = [labels_at(r) for r in refresh_days]
     for r, (members, labels) in zip(refresh_days, results):
         if len(members) == 0:
