@@ -96,3 +96,29 @@ def test_a_configured_prefect_api_is_the_runs_api_not_a_temporary_server(monkeyp
 
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert _api_url("trendflow daily") == "http://127.0.0.1:9/api"
+
+
+def test_flow_records_plain_parameters_as_prefects_encoder_does():
+    """trend_pipeline's run record is built without FastAPI's encoder for plain values: it must be
+    the record Prefect's own serialize_parameters (jsonable_encoder) makes, and anything else is
+    left to Prefect."""
+    from datetime import date, datetime
+    from pathlib import Path
+
+    from prefect import Flow
+
+    from flows.pipeline import PlainParametersFlow, trend_pipeline
+
+    assert isinstance(trend_pipeline, PlainParametersFlow)
+    cases = [
+        {"config_path": None, "overrides": [], "data": "/prices", "out": "out", "stages": None, "mode": "daily",
+         "as_of_date": date(2024, 8, 30), "fresh": False, "retry_delay_seconds": 5.0, "portfolio": None},
+        {"overrides": ["risk.atr_multiplier=2.5", "x=1"], "stages": ("signal", "trading"), "as_of_date": None,
+         "retry_delay_seconds": float("inf"), "n": 3, "ok": True},
+        {"as_of_date": datetime(2024, 8, 30, 15, 30), "stages": ["signal"]},  # not plain: Prefect's encoder
+        {"data": Path("/prices")},
+    ]
+    for parameters in cases:
+        ours = trend_pipeline.serialize_parameters(parameters)
+        theirs = Flow.serialize_parameters(trend_pipeline, parameters)
+        assert ours == theirs and [type(v) for v in ours.values()] == [type(v) for v in theirs.values()]

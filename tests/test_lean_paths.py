@@ -216,3 +216,20 @@ def test_stage_command_ends_quickly_with_its_output_flushed_and_its_exit_code(sm
     failed = trendflow("report", "--out", str(tmp_path / "none"))
     assert failed.returncode == 2
     assert failed.stderr.startswith("error:") and "equity_curve.parquet" in failed.stderr
+
+
+def test_signal_run_loads_no_trading_stage_and_a_trading_run_no_executor(small_demo_dir, tmp_path):
+    """stages.trading and stages.trading.execution load their modules on first use: the signal
+    stage's quality gate reads stages.trading.exchange without the trading stage, book and execution
+    package; the trading stage reads the execution database without the executor and brokers."""
+    loaded = _run_python(
+        "import sys; from stages.common.config import load_config; from stages.signal import run_signal_stage; "
+        f"run_signal_stage(load_config(), {str(small_demo_dir)!r}, {str(tmp_path)!r}); "
+        "print(sorted(m for m in ('stages.trading.exchange', 'stages.trading.stage', 'stages.trading.book', "
+        "'stages.trading.execution') if m in sys.modules)); "
+        "from stages.trading import run_trading_stage; "
+        f"run_trading_stage(load_config(), {str(tmp_path)!r}, {str(tmp_path)!r}); "
+        "print(sorted(m for m in ('stages.trading.execution.executor', 'stages.trading.execution.brokers') if m in sys.modules)); "
+        "from stages.trading.execution import execute_orders; print(execute_orders.__module__)"
+    )
+    assert loaded.splitlines()[-3:] == ["['stages.trading.exchange']", "[]", "stages.trading.execution.executor"]
