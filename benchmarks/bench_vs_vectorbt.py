@@ -76,14 +76,15 @@ def run_process(argv: list[str], env: dict[str, str] | None = None) -> Usage:
 
 
 def trendflow_command() -> list[str]:
-    """This venv's `trendflow` script; TRENDFLOW_BENCH_CODE=DIR runs the code in DIR instead (e.g. an
-    older commit unpacked with `git archive`, for a before/after comparison), entered as the script
-    enters it (`flows.cli.entry`: its GC thresholds and quick exit)."""
+    """`python -m flows.cli`, which enters as the installed `trendflow` script does (`flows.cli.entry`:
+    its GC thresholds, one BLAS thread and quick exit for the stage commands; a development venv's
+    script may call `main()` instead and measure none of them). TRENDFLOW_BENCH_CODE=DIR runs the
+    code in DIR the same way (e.g. an older commit unpacked with `git archive`, for a before/after
+    comparison)."""
     if os.environ.get("TRENDFLOW_BENCH_CODE"):
         return [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); from flows.cli import entry; "
                 "entry()", os.environ["TRENDFLOW_BENCH_CODE"]]
-    script = Path(sys.executable).with_name("trendflow")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+    return [sys.executable, "-m", "flows.cli"]
 
 
 def trendflow_job(data: Path, out: Path, extra: list[str]) -> dict[str, Usage]:

@@ -61,6 +61,13 @@ GC_THRESHOLDS = (50_000, 20, 10)
 # commands whose process ends with os._exit once they have returned (see entry)
 QUICK_EXIT = ("signal", "trade", "report")
 
+# The stage commands run OpenBLAS on one thread (unless OPENBLAS_NUM_THREADS is set): their matrix
+# products are small (a 60-day correlation, a few covariances), so a second BLAS thread has nothing
+# to do but spin after each call -- 1.9-3.5% of each stage's CPU samples in `blas_thread_server`
+# (perf, 500 symbols x 10 years), 0.06 CPU-s for one np.cov in a bare process. Read by OpenBLAS
+# when numpy loads, so set before any command is imported.
+ONE_BLAS_THREAD = QUICK_EXIT
+
 
 def entry() -> None:
     """The `trendflow` console script and `python -m flows.cli`: exit with main()'s code. After a
@@ -71,8 +78,11 @@ def entry() -> None:
     written) and its threads joined before it returns; the teardown would only free its memory and
     modules one object at a time (0.05-0.2 CPU-s per stage at 500 symbols x 10 years)."""
     import gc
+    import os
 
     gc.set_threshold(*GC_THRESHOLDS)
+    if len(sys.argv) > 1 and sys.argv[1] in ONE_BLAS_THREAD:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     code = main()
     prefect = "prefect.logging.handlers" in sys.modules
     if prefect:
@@ -83,7 +93,6 @@ def entry() -> None:
         EventsWorker.drain_all(timeout=30)
     if prefect or (len(sys.argv) > 1 and sys.argv[1] in QUICK_EXIT):
         import logging
-        import os
 
         logging.shutdown()
         sys.stdout.flush()

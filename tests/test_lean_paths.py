@@ -1,6 +1,7 @@
 """The faster paths of issue 19 give the same bits as the code they replace, and the lazy imports stay lazy."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -233,3 +234,21 @@ def test_signal_run_loads_no_trading_stage_and_a_trading_run_no_executor(small_d
         "from stages.trading.execution import execute_orders; print(execute_orders.__module__)"
     )
     assert loaded.splitlines()[-3:] == ["['stages.trading.exchange']", "[]", "stages.trading.execution.executor"]
+
+
+@pytest.mark.parametrize(("command", "preset", "threads"), [("trade", None, "1"), ("report", "2", "2")])
+def test_stage_commands_run_openblas_on_one_thread_unless_the_user_says(command, preset, threads):
+    """A second BLAS thread only spins after the stage commands' small matrix products; a user's
+    OPENBLAS_NUM_THREADS is kept."""
+    code = ("import sys, flows.cli as cli; sys.argv = ['trendflow', %r]\n"
+            "def main():\n"
+            "    import numpy, threadpoolctl\n"
+            "    print(sorted({p['num_threads'] for p in threadpoolctl.threadpool_info() if p['internal_api'] == 'openblas'}))\n"
+            "    return 0\n"
+            "cli.main = main; cli.entry()" % command)
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if preset:
+        env["OPENBLAS_NUM_THREADS"] = preset
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"[{threads}]"
