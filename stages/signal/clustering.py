@@ -19,6 +19,7 @@ import logging
 import sys
 import threading
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -51,9 +52,16 @@ def cluster_labels(returns: np.ndarray, threshold: float, method: str) -> np.nda
     if returns.shape[1] == 1:
         return np.ones(1, dtype=int)
     rho = correlation_matrix(returns)
-    condensed = correlation_distance(rho[np.triu_indices(len(rho), k=1)])  # scipy's squareform order: i < j, row by row
+    condensed = correlation_distance(rho[_upper_triangle(len(rho))])  # scipy's squareform order: i < j, row by row
     linkage, fcluster = _hierarchy()
     return fcluster(linkage(condensed, method=method), t=threshold, criterion="distance")
+
+
+@lru_cache(maxsize=4)
+def _upper_triangle(n: int) -> np.ndarray:
+    """Mask of the cells above the diagonal of an n x n matrix: indexing with it reads them row by row
+    (the order of np.triu_indices(n, 1)), without building two index arrays at every refresh."""
+    return np.triu(np.ones((n, n), dtype=bool), k=1)
 
 
 _hierarchy_lock = threading.Lock()
