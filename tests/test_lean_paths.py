@@ -236,7 +236,7 @@ def test_signal_run_loads_no_trading_stage_and_a_trading_run_no_executor(small_d
     assert loaded.splitlines()[-3:] == ["['stages.trading.exchange']", "[]", "stages.trading.execution.executor"]
 
 
-@pytest.mark.parametrize(("command", "preset", "threads"), [("trade", None, "1"), ("report", "2", "2")])
+@pytest.mark.parametrize(("command", "preset", "threads"), [("trade", None, "1"), ("daily", None, "1"), ("report", "2", "2")])
 def test_stage_commands_run_openblas_on_one_thread_unless_the_user_says(command, preset, threads):
     """A second BLAS thread only spins after the stage commands' small matrix products; a user's
     OPENBLAS_NUM_THREADS is kept."""
