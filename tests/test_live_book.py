@@ -15,6 +15,7 @@ from schemas.live import LiveEquitySchema, LiveFillsSchema, ReconcileSchema
 from schemas.trading import OrdersSchema, PortfolioSnapshot
 from stages.common.artifacts import read_artifact, read_json_artifact
 from stages.common.config import load_config
+from stages.common.errors import DataError
 from stages.signal import run_signal_stage
 from stages.trading import run_trading_stage
 from stages.trading.backtest import fold
@@ -378,18 +379,25 @@ def test_paper_month_with_the_cn_etf_rules_and_a_binding_volume_cap_equals_the_b
                                   check_dtype=False)
 
 
-def test_holdings_whose_data_ended_are_sold_in_the_paper_book_as_in_the_backtest(small_demo_dir, tmp_path):
-    """A held symbol's file ends while the others run on: after risk.data_ended_sessions sessions the
-    day step sells it at its last close (data_ended); the paper book records the same sale."""
+def _a_held_symbols_data_ends(small_demo_dir: Path, tmp_path: Path):
+    """The small demo with its first symbol's file ending at row 292 (held through row 300 by a portfolio
+    started at 285), risk.data_ended_sessions=3, its signals in tmp/out: (that file, config, out, a
+    permissive profile)."""
     data = tmp_path / "data"
     shutil.copytree(small_demo_dir, data)
-    ended = sorted(data.glob("*.csv"))[0]  # held through row 300 by a portfolio started at 285
+    ended = sorted(data.glob("*.csv"))[0]
     frame = pd.read_csv(ended)
     frame.iloc[:292].to_csv(ended, index=False)
     config = load_config(None, ["risk.data_ended_sessions=3"])
     folder = tmp_path / "out"
     run_signal_stage(config, data, folder)
-    profile = load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+    return ended, config, folder, load_profile(str(_write(tmp_path / "permissive.json", PERMISSIVE)))
+
+
+def test_holdings_whose_data_ended_are_sold_in_the_paper_book_as_in_the_backtest(small_demo_dir, tmp_path):
+    """A held symbol's file ends while the others run on: after risk.data_ended_sessions sessions the
+    day step sells it at its last close (data_ended); the paper book records the same sale."""
+    ended, config, folder, profile = _a_held_symbols_data_ends(small_demo_dir, tmp_path)
     start = 285
     market, days, store, _ = paper_month(folder, config, profile, start, sessions=12, allow_stale=True)
     live = pd.read_parquet(folder / "live_fills.parquet")
@@ -468,3 +476,27 @@ def test_real_cn_etf_paper_sell_over_a_suspension_is_carried_like_the_backtest(t
     cols = ["date", "symbol", "side", "quantity", "price", "commission"]
     pd.testing.assert_frame_equal(live[cols].reset_index(drop=True), backtest.trade_log[cols].reset_index(drop=True),
                                   check_dtype=False)
+
+
+def test_a_real_brokers_book_is_never_given_a_data_ended_sale_the_broker_did_not_make(small_demo_dir, tmp_path):
+    """The day step sells a holding whose data ended at its last close (data_ended, reached with
+    --allow-stale). A paper account books that sale (test above); an account holding a real broker's
+    book (after `reconcile --sync ibkr` or an IBKR daily run) must not: the broker never made it. The run
+    stops with one line naming the holding and what to do, and writes no artifact for the day."""
+    ended, config, folder, profile = _a_held_symbols_data_ends(small_demo_dir, tmp_path)
+    start = 285
+    market = build_market(pd.read_parquet(folder / "prices.parquet"), pd.read_parquet(folder / "signals_output.parquet"), config)
+    log = fold(market, config, start=start, end=start + 13).trade_log
+    sale_day = log[(log["reason"] == "data_ended") & (log["symbol"] == ended.stem)]["date"].iloc[0].date()
+    market, days, store, _ = paper_month(folder, config, profile, start, sessions=market.index_of(sale_day) - 1 - start,
+                                         allow_stale=True)
+    assert store.book_broker() is None and ended.stem in store.positions()
+    store.set_book({s: (n, 0.0) for s, n in store.positions().items()}, store.cash(), broker="ibkr")  # as a sync leaves it
+    assert store.book_broker() == "ibkr"
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+    with pytest.raises(DataError, match=rf"would SELL \d+ {ended.stem} \(data_ended\) at the last close, a fill ibkr never "
+                                        rf"made.*reconcile --sync ibkr"):
+        run_trading_stage(config, folder, folder, as_of_date=sale_day, allow_stale=True)
+    after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert after == before and not (folder / f"orders_{sale_day}.csv").exists()
+    assert ended.stem in store.positions()  # nothing booked

@@ -341,7 +341,7 @@ def sync_broker_book(store: ExecutionStore, broker: str = "ibkr", *, notifier=No
         connection.close()
     _sync_orders(store, book, broker, now, say)
     positions = {s: n for s, (n, _) in book.positions.items()}
-    store.set_book(book.positions, book.cash, audit={
+    store.set_book(book.positions, book.cash, broker=broker, audit={
         "event": "book_synced", "broker": broker, "cash": book.cash, "timestamp": now(), "positions": positions,
         "open_orders": sorted(book.open_refs)})
     say(f"book loaded from {broker}: cash {book.cash:,.2f}, {len(book.positions)} positions, "

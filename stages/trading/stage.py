@@ -208,8 +208,10 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     if settlement is not None:  # the settlement applied the day's corporate actions before the open already
         day = dataclasses.replace(day, dividend=None, split=None)
     record = step(state, day, config, decide)
-    if settlement is not None and record.fills and run is not None:
-        _book_step_fills(out_dir, record.fills, market, t, config)
+    if settlement is not None and record.fills:
+        _refuse_step_fills_at_a_real_broker(out_dir, record.fills, market, as_of_date, config)
+        if run is not None:
+            _book_step_fills(out_dir, record.fills, market, t, config)
     orders = orders_frame([order_row(o, market) for o in record.orders], ORDER_COLUMNS)
     if orders.empty and not state.held.any():
         _warn_if_no_lot_is_affordable(prices[prices["date"] == pd.Timestamp(as_of_date)], config, record.cash,
@@ -278,6 +280,24 @@ def _book_step_fills(out_dir: Path, fills, market, t: int, config: TrendflowConf
             AuditLog(db.parent / "audit.jsonl").export(store)
         finally:
             store.close()
+
+
+def _refuse_step_fills_at_a_real_broker(out_dir: Path, fills, market, as_of_date: date, config: TrendflowConfig) -> None:
+    """The day step's own fills are sales at the last close of holdings whose data ended (data_ended,
+    reached with --allow-stale). A paper account books them; an account holding a real broker's book
+    cannot: the broker never made that sale, and its next sync would bring the holding back. So the run
+    stops before writing anything, naming them, and says what to do."""
+    store = ExecutionStore(execution_db(out_dir), config.execution.initial_cash, create=False)
+    try:
+        broker = store.book_broker()
+    finally:
+        store.close()
+    if broker is None:
+        return
+    named = ", ".join(f"{f.side} {f.quantity} {market.symbols[f.symbol]} ({f.reason})" for f in fills)
+    raise DataError(f"{as_of_date}: the model would {named} at the last close, a fill {broker} never made (their price data "
+                    f"ended): sell them at {broker}, then `trendflow reconcile --sync {broker} --out {out_dir}`, and run "
+                    f"{as_of_date} again")
 
 
 def _warn_on_drift(settlement, equity: float, config: TrendflowConfig, tag: str, out_dir: Path) -> None:

@@ -277,13 +277,22 @@ class ExecutionStore:
                         "shares=excluded.shares, accepted_by=excluded.accepted_by, accepted_at=excluded.accepted_at",
                         (symbol, shares, by, now()))
 
-    def set_book(self, positions: dict[str, tuple[int, float]], cash: float, *, audit: dict | None = None) -> None:
-        """Replace positions (symbol -> (shares, cost)) and cash with the broker's own book."""
+    def set_book(self, positions: dict[str, tuple[int, float]], cash: float, *, broker: str = "ibkr",
+                 audit: dict | None = None) -> None:
+        """Replace positions (symbol -> (shares, cost)) and cash with `broker`'s own book; from then on the
+        account's book is that broker's (`book_broker`)."""
         with self.transaction() as cur:
             _insert_audit(cur, audit)
+            cur.execute("INSERT INTO meta VALUES ('book_broker', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (broker,))
             cur.execute("DELETE FROM positions")
             cur.executemany("INSERT INTO positions VALUES (?,?,?)", [(s, n, c) for s, (n, c) in positions.items() if n > 0])
             cur.execute("UPDATE account SET value=? WHERE key='cash'", (cash,))
+
+    def book_broker(self) -> str | None:
+        """The real broker whose book this account holds (set by a sync), or None for a paper account."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='book_broker'").fetchone()
+        return None if row is None else str(row["value"])
 
     def counts_for(self, as_of: str) -> dict[str, int]:
         rows = self.conn.execute("SELECT status, COUNT(*) n FROM orders WHERE as_of_date=? GROUP BY status", (as_of,))
