@@ -379,6 +379,10 @@ def test_paper_month_with_the_cn_etf_rules_and_a_binding_volume_cap_equals_the_b
                                   check_dtype=False)
 
 
+def _last_close(path: Path) -> float:
+    return float(pd.read_csv(path)["close"].iloc[-1])
+
+
 def _a_held_symbols_data_ends(small_demo_dir: Path, tmp_path: Path):
     """The small demo with its first symbol's file ending at row 292 (held through row 300 by a portfolio
     started at 285), risk.data_ended_sessions=3, its signals in tmp/out: (that file, config, out, a
@@ -495,8 +499,15 @@ def test_a_real_brokers_book_is_never_given_a_data_ended_sale_the_broker_did_not
     assert store.book_broker() == "ibkr"
     before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
     with pytest.raises(DataError, match=rf"would SELL \d+ {ended.stem} \(data_ended\) at the last close, a fill ibkr never "
-                                        rf"made.*reconcile --sync ibkr"):
+                                        rf"makes.*reconcile --sync ibkr"):
         run_trading_stage(config, folder, folder, as_of_date=sale_day, allow_stale=True)
     after = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")}
     assert after == before and not (folder / f"orders_{sale_day}.csv").exists()
-    assert ended.stem in store.positions()  # nothing booked
+    assert ended.stem in store.positions() and store.settlement(str(sale_day)) is None  # nothing booked or settled
+    # what the message says to do: sold at the broker, the book synced again, the day runs from that book
+    shares = store.positions()[ended.stem]
+    sold = {s: (n, 0.0) for s, n in store.positions().items() if s != ended.stem}
+    store.set_book(sold, store.cash() + shares * float(_last_close(ended)), broker="ibkr")
+    run_trading_stage(config, folder, folder, as_of_date=sale_day, allow_stale=True)
+    assert ended.stem not in read_json_artifact(folder / f"portfolio_{sale_day}.json", PortfolioSnapshot).holdings
+    assert ended.stem not in store.positions()

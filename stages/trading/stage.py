@@ -52,6 +52,7 @@ from stages.trading.execution.notify import AuditLog, Notifier
 from stages.trading.execution.store import ExecutionStore
 from stages.trading.live import LIVE_ARTIFACTS, append_day, live_rows
 from stages.trading.engine import decide_by_signals, decide_by_weights, fresh_state, step
+from stages.trading.rules import data_ended_hits
 from stages.trading.market import SIGNAL_COLUMNS_READ, build_market, price_columns_read
 from stages.trading.legacy import read_any_snapshot
 from stages.trading.snapshot import from_snapshot, to_snapshot
@@ -198,6 +199,7 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     model = copy.deepcopy(state)
     settlement = None
     if not fresh and execution_db(out_dir).exists():
+        _refuse_data_ended_sales_at_a_real_broker(out_dir, state, market, t, config)
         settlement = _settle(out_dir, state, market, t, config, commit=run is not None)
         state = settlement.executed
         log.info("Daily run %s resumes from the executed book in %s: cash %.2f, %d positions", as_of_date,
@@ -208,10 +210,8 @@ def _daily(run: StageRun | None, prices, signals, weights_frame, source: str, co
     if settlement is not None:  # the settlement applied the day's corporate actions before the open already
         day = dataclasses.replace(day, dividend=None, split=None)
     record = step(state, day, config, decide)
-    if settlement is not None and record.fills:
-        _refuse_step_fills_at_a_real_broker(out_dir, record.fills, market, as_of_date, config)
-        if run is not None:
-            _book_step_fills(out_dir, record.fills, market, t, config)
+    if settlement is not None and record.fills and run is not None:
+        _book_step_fills(out_dir, record.fills, market, t, config)
     orders = orders_frame([order_row(o, market) for o in record.orders], ORDER_COLUMNS)
     if orders.empty and not state.held.any():
         _warn_if_no_lot_is_affordable(prices[prices["date"] == pd.Timestamp(as_of_date)], config, record.cash,
@@ -282,22 +282,29 @@ def _book_step_fills(out_dir: Path, fills, market, t: int, config: TrendflowConf
             store.close()
 
 
-def _refuse_step_fills_at_a_real_broker(out_dir: Path, fills, market, as_of_date: date, config: TrendflowConfig) -> None:
-    """The day step's own fills are sales at the last close of holdings whose data ended (data_ended,
-    reached with --allow-stale). A paper account books them; an account holding a real broker's book
-    cannot: the broker never made that sale, and its next sync would bring the holding back. So the run
-    stops before writing anything, naming them, and says what to do."""
+def _refuse_data_ended_sales_at_a_real_broker(out_dir: Path, model, market, t: int, config: TrendflowConfig) -> None:
+    """The day step sells a holding whose data ended at its last close (`rules.data_ended_hits`, reached
+    with --allow-stale). A paper account books that sale; an account holding a real broker's book
+    cannot: the broker never made it, and its next sync would bring the holding back. So, on such an
+    account, the session is settled without recording anything first, and if its executed book holds
+    such a symbol the run stops naming it, before the settlement or any artifact is written (a rerun
+    after the user sold it at the broker and synced then starts from the synced book)."""
     store = ExecutionStore(execution_db(out_dir), config.execution.initial_cash, create=False)
     try:
         broker = store.book_broker()
+        if broker is None:
+            return
+        executed = settle_and_adopt(store, model, market, t, config, commit=False).executed
     finally:
         store.close()
-    if broker is None:
+    day = market.day(t)
+    ended = np.flatnonzero(executed.held & data_ended_hits(day.sessions_without_price, config))
+    if not len(ended):
         return
-    named = ", ".join(f"{f.side} {f.quantity} {market.symbols[f.symbol]} ({f.reason})" for f in fills)
-    raise DataError(f"{as_of_date}: the model would {named} at the last close, a fill {broker} never made (their price data "
-                    f"ended): sell them at {broker}, then `trendflow reconcile --sync {broker} --out {out_dir}`, and run "
-                    f"{as_of_date} again")
+    named = ", ".join(f"SELL {int(executed.shares[i])} {market.symbols[i]} (data_ended)" for i in ended)
+    raise DataError(f"{day.date.date()}: the model would {named} at the last close, a fill {broker} never makes (their "
+                    f"price data ended): sell them at {broker}, then `trendflow reconcile --sync {broker} --out {out_dir}`, "
+                    f"and run {day.date.date()} again")
 
 
 def _warn_on_drift(settlement, equity: float, config: TrendflowConfig, tag: str, out_dir: Path) -> None:
