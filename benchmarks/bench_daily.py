@@ -6,6 +6,12 @@ and peak RSS of each process, and the machine's load average.
 
 Targets (issue 14): daily <= 3 s, the stage commands <= 1.5 s together.
 
+The stage commands are measured twice: each in its own process (TRENDFLOW_WARM=0), and run by a
+warm process (flows/warm.py) that this script starts in a temporary folder and stops at the end:
+each command then runs in a fork of a process that has imported its modules once. For those the
+CPU time is the caller's plus the forked child's (TRENDFLOW_WARM_STATS), and the peak RSS the
+child's, which counts the pages it shares with the warm process.
+
 Two evenings are measured, because one in `clustering.update_frequency` (20) sessions refreshes the
 correlation clusters and only that evening imports scipy.cluster (0.3-0.4 s) and runs the linkage:
 the demo's last session (for the 100-symbol demo such a refresh day) and the session before it
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import json
 import os
 import shutil
 import statistics
@@ -101,7 +108,22 @@ def is_refresh_day(prices: Path, day: str) -> bool:
     return r >= c.correlation_window - 1 and (r - (c.correlation_window - 1)) % c.update_frequency == 0
 
 
-def measure(prices: Path, tmp: Path, repeat: int, env: dict, label: str) -> int:
+def run_stage(argv: list[str], env: dict) -> tuple[float, float, float, float, int, str]:
+    """run_process for a stage command; run by the warm process (env names its folder), the CPU
+    time and peak RSS include the forked child that ran it, and a command not run warm is an error."""
+    stats = Path(env["TRENDFLOW_WARM_STATS"]) if "TRENDFLOW_WARM_STATS" in env else None
+    if stats is not None:
+        stats.unlink(missing_ok=True)
+    wall, first, rss, cpu, code, out = run_process(argv, env)
+    if stats is not None:
+        record = json.loads(stats.read_text())
+        if not record["warm"]:
+            return wall, first, rss, cpu, 1, out + f"\nnot run by the warm process: {record['reason']}"
+        rss, cpu = record["max_rss_mib"], cpu + record["cpu_s"]
+    return wall, first, rss, cpu, code, out
+
+
+def measure(prices: Path, tmp: Path, repeat: int, env: dict, label: str, warm_env: dict | None) -> int:
     """`repeat` x (daily; signal + trade) from a saved evening on `prices`, alternating; prints the summaries."""
     evening = tmp / "evening"
     last, _ = saved_evening(prices, evening)
@@ -110,6 +132,8 @@ def measure(prices: Path, tmp: Path, repeat: int, env: dict, label: str) -> int:
           f"evening before it; {repeat} runs each")
     python = [sys.executable, "-m", "flows.cli"]
     daily, stages, signal, trade = [], [], [], []
+    warm_stages, warm_signal, warm_trade = [], [], []
+    own = {**env, "TRENDFLOW_WARM": "0"}
     for k in range(repeat):
         work = tmp / f"run{k}"
         shutil.copytree(evening, work)
@@ -118,21 +142,29 @@ def measure(prices: Path, tmp: Path, repeat: int, env: dict, label: str) -> int:
             print(out)
             return code
         daily.append(tuple(figures))
-        work = tmp / f"stages{k}"
-        shutil.copytree(evening, work)
-        s = run_process(python + ["signal", "--data", str(prices), "--out", str(work), "--as-of-date", last], env)
-        t = run_process(python + ["trade", "--out", str(work), "--as-of-date", last], env)
-        for result in (s, t):
-            if result[4] != 0:
-                print(result[5])
-                return result[4]
-        signal.append(s[:4])
-        trade.append(t[:4])
-        stages.append((s[0] + t[0], s[1], max(s[2], t[2]), s[3] + t[3]))
+        for mode_env, (to_signal, to_trade, to_both) in ((own, (signal, trade, stages)),
+                                                         (warm_env, (warm_signal, warm_trade, warm_stages))):
+            if mode_env is None:
+                continue
+            work = tmp / f"stages{k}{'w' if mode_env is warm_env else ''}"
+            shutil.copytree(evening, work)
+            s = run_stage(python + ["signal", "--data", str(prices), "--out", str(work), "--as-of-date", last], mode_env)
+            t = run_stage(python + ["trade", "--out", str(work), "--as-of-date", last], mode_env)
+            for result in (s, t):
+                if result[4] != 0:
+                    print(result[5])
+                    return result[4]
+            to_signal.append(s[:4])
+            to_trade.append(t[:4])
+            to_both.append((s[0] + t[0], s[1], max(s[2], t[2]), s[3] + t[3]))
     summary("trendflow daily (server up)", daily, 3.0)
     summary("trendflow signal --as-of-date D", signal, None)
     summary("trendflow trade --as-of-date D", trade, None)
     summary("both stage commands", stages, 1.5)
+    if warm_env is not None:
+        summary("signal, warm process up", warm_signal, None)
+        summary("trade, warm process up", warm_trade, None)
+        summary("both, warm process up", warm_stages, 1.5)
     print(f"load average now {os.getloadavg()[0]:.2f}")
     return 0
 
@@ -150,6 +182,7 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep-server", action="store_true", help="leave a server started here running")
+    parser.add_argument("--no-warm", action="store_true", help="skip the stage commands run by a warm process")
     parser.add_argument("--evenings", default="last,before-last",
                         help="which evenings: the demo's last session and/or the one before it")
     args = parser.parse_args()
@@ -170,26 +203,49 @@ def main() -> int:
           f"(PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r})")
     prices = demo_folder(args.symbols)
     with tempfile.TemporaryDirectory(prefix="bench_daily_") as tmp:
-        for evening in args.evenings.split(","):
-            folder = Path(tmp) / evening
-            folder.mkdir()
-            if evening == "last":
-                source = prices
-            elif evening == "before-last":
-                import pandas as pd
-
-                dates = sorted(pd.read_csv(next(prices.glob("*.csv")), usecols=[0]).iloc[:, 0].astype(str).unique())
-                source = prices_up_to(prices, folder / "prices", dates[-2])
-            else:
-                parser.error(f"--evenings: unknown evening {evening!r} (last, before-last)")
-            code = measure(source, folder, args.repeat, env, evening)
-            if code:
-                return code
+        warm_env = None
+        if not args.no_warm:
+            warm_env = {**env, "TRENDFLOW_WARM_DIR": str(Path(tmp) / "warm"),
+                        "TRENDFLOW_WARM_STATS": str(Path(tmp) / "warm-stats.json")}
+            warm_env.pop("TRENDFLOW_WARM", None)
+            started = subprocess.run([sys.executable, "-m", "flows.cli", "warm", "start"], cwd=ROOT, env=warm_env,
+                                     capture_output=True, text=True)
+            print(started.stdout.strip() or started.stderr.strip())
+            if started.returncode:
+                return started.returncode
+        try:
+            code = measure_evenings(args, parser, prices, Path(tmp), env, warm_env)
+        finally:
+            if warm_env is not None:
+                subprocess.run([sys.executable, "-m", "flows.cli", "warm", "stop"], cwd=ROOT, env=warm_env,
+                               capture_output=True)
+        if code:
+            return code
     print(f"load average after {os.getloadavg()[0]:.2f}")
     if started_here and not args.keep_server:
         from flows.local_server import stop_server
 
         stop_server()
+    return 0
+
+
+def measure_evenings(args, parser, prices: Path, tmp: Path, env: dict, warm_env: dict | None) -> int:
+    """Each evening asked for: the demo's last session, and/or the one before it."""
+    for evening in args.evenings.split(","):
+        folder = tmp / evening
+        folder.mkdir()
+        if evening == "last":
+            source = prices
+        elif evening == "before-last":
+            import pandas as pd
+
+            dates = sorted(pd.read_csv(next(prices.glob("*.csv")), usecols=[0]).iloc[:, 0].astype(str).unique())
+            source = prices_up_to(prices, folder / "prices", dates[-2])
+        else:
+            parser.error(f"--evenings: unknown evening {evening!r} (last, before-last)")
+        code = measure(source, folder, args.repeat, env, evening, warm_env)
+        if code:
+            return code
     return 0
 
 

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "risk": ("stages.trading.execution.cli:risk_main", "risk controls: reset-breaker, show"),
     "reconcile": ("stages.trading.execution.cli:reconcile_main", "executed book vs model: accept a broker position, load the IBKR book"),
     "status": ("stages.trading.execution.cli:status_main", "terminal dashboard: positions, cash, breaker, today's executions"),
+    "warm": ("flows.warm:warm_main", "the warm process: signal/trade/report without their imports each time: start | stop | status"),
 }
 
 
@@ -84,6 +85,12 @@ def entry() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
     if len(sys.argv) > 1 and sys.argv[1] in ONE_BLAS_THREAD:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if len(sys.argv) > 1 and sys.argv[1] in QUICK_EXIT:
+        from flows.warm import run_warm
+
+        warm_code = run_warm(sys.argv)  # None: no usable warm process, so the command runs here
+        if warm_code is not None:
+            sys.exit(warm_code)
     code = main()
     prefect = "prefect.logging.handlers" in sys.modules
     if prefect:

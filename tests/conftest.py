@@ -14,6 +14,9 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # A test that runs `trendflow run/daily` without a server of its own gets Prefect's temporary one,
 # never the shared local server (which would outlive the test session).
 os.environ.setdefault("TRENDFLOW_PREFECT_SERVER", "ephemeral")
+# Commands run as subprocesses run in their own process, even when a warm process (flows/warm.py)
+# is running for this checkout; tests/test_warm.py starts one of its own and turns this off.
+os.environ.setdefault("TRENDFLOW_WARM", "0")
 
 
 def shared_data_dir(market: str) -> Path:
