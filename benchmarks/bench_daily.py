@@ -6,9 +6,10 @@ and peak RSS of each process, and the machine's load average.
 
 Targets (issue 14): daily <= 3 s, the stage commands <= 1.5 s together.
 
-The stage commands are measured twice: each in its own process (TRENDFLOW_WARM=0), and run by a
-warm process (flows/warm.py) that this script starts in a temporary folder and stops at the end:
-each command then runs in a fork of a process that has imported its modules once. For those the
+The daily run and the stage commands are measured twice: each in its own process (TRENDFLOW_WARM=0),
+and run by the warm processes (flows/warm.py) that this script starts in a temporary folder and
+stops at the end: each command then runs in a fork of a process that has imported its modules
+(for daily, Prefect and the flow too) once. For those the
 CPU time is the caller's plus the forked child's (TRENDFLOW_WARM_STATS), and the peak RSS the
 child's, which counts the pages it shares with the warm process.
 
@@ -132,16 +133,24 @@ def measure(prices: Path, tmp: Path, repeat: int, env: dict, label: str, warm_en
           f"evening before it; {repeat} runs each")
     python = [sys.executable, "-m", "flows.cli"]
     daily, stages, signal, trade = [], [], [], []
-    warm_stages, warm_signal, warm_trade = [], [], []
+    warm_stages, warm_signal, warm_trade, warm_daily = [], [], [], []
     own = {**env, "TRENDFLOW_WARM": "0"}
     for k in range(repeat):
         work = tmp / f"run{k}"
         shutil.copytree(evening, work)
-        *figures, code, out = run_process(python + ["daily", "--data", str(prices), "--out", str(work)], env)
+        *figures, code, out = run_process(python + ["daily", "--data", str(prices), "--out", str(work)], own)
         if code != 0:
             print(out)
             return code
         daily.append(tuple(figures))
+        if warm_env is not None:
+            work = tmp / f"run{k}w"
+            shutil.copytree(evening, work)
+            *figures, code, out = run_stage(python + ["daily", "--data", str(prices), "--out", str(work)], warm_env)
+            if code != 0:
+                print(out)
+                return code
+            warm_daily.append(tuple(figures))
         for mode_env, (to_signal, to_trade, to_both) in ((own, (signal, trade, stages)),
                                                          (warm_env, (warm_signal, warm_trade, warm_stages))):
             if mode_env is None:
@@ -162,6 +171,7 @@ def measure(prices: Path, tmp: Path, repeat: int, env: dict, label: str, warm_en
     summary("trendflow trade --as-of-date D", trade, None)
     summary("both stage commands", stages, 1.5)
     if warm_env is not None:
+        summary("daily, warm processes up", warm_daily, 3.0)
         summary("signal, warm process up", warm_signal, None)
         summary("trade, warm process up", warm_trade, None)
         summary("both, warm process up", warm_stages, 1.5)

@@ -70,6 +70,10 @@ QUICK_EXIT = ("signal", "trade", "report")
 # one evening (a median 0.2 CPU-s less per 100-symbol run, alternated; same artifacts).
 ONE_BLAS_THREAD = (*QUICK_EXIT, "daily")
 
+# The commands a warm process may run (flows/warm.py), by warm process: the stage commands' never
+# imports Prefect, the daily run's does.
+WARM_FLAVORS = {"stages": QUICK_EXIT, "daily": ("daily",)}
+
 
 def entry() -> None:
     """The `trendflow` console script and `python -m flows.cli`: exit with main()'s code. After a
@@ -85,13 +89,20 @@ def entry() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
     if len(sys.argv) > 1 and sys.argv[1] in ONE_BLAS_THREAD:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    if len(sys.argv) > 1 and sys.argv[1] in QUICK_EXIT:
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if any(command in commands for commands in WARM_FLAVORS.values()):
         from flows.warm import run_warm
 
         warm_code = run_warm(sys.argv)  # None: no usable warm process, so the command runs here
         if warm_code is not None:
             sys.exit(warm_code)
-    code = main()
+    finish(main(), command)
+
+
+def finish(code: int, command: str) -> None:
+    """End the process of `command` with `code` (see entry); also how a warm process's child ends."""
+    import os
+
     prefect = "prefect.logging.handlers" in sys.modules
     if prefect:
         from prefect.events.worker import EventsWorker
@@ -99,7 +110,7 @@ def entry() -> None:
 
         APILogWorker.drain_all(timeout=30)
         EventsWorker.drain_all(timeout=30)
-    if prefect or (len(sys.argv) > 1 and sys.argv[1] in QUICK_EXIT):
+    if prefect or command in QUICK_EXIT:
         import logging
 
         logging.shutdown()

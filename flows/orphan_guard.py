@@ -32,7 +32,11 @@ def guard_children() -> None:
 
 
 def _table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, start time) of every process."""
+    """pid -> (parent pid, start time) of every running process. A zombie counts as gone: a command
+    that has exited stays a zombie until its caller reaps it, and a caller reading the command's
+    output reaps it only once the output closes -- which a temporary server still holding the
+    output would never let happen (`subprocess.run(["trendflow", "daily", ...], capture_output=True)`
+    with TRENDFLOW_PREFECT_SERVER=ephemeral hung)."""
     table = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -41,6 +45,8 @@ def _table() -> dict[int, tuple[int, str]]:
             with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
+            continue
+        if fields[0] == "Z":  # a zombie has ended: only its exit status is left for its parent to collect
             continue
         table[int(name)] = (int(fields[1]), fields[19])
     return table

@@ -1,21 +1,27 @@
-"""The warm process: `trendflow signal`, `trade` and `report` without paying their imports each time.
+"""Warm processes: `trendflow daily`, `signal`, `trade` and `report` without paying their imports each time.
 
 Why: a stage command's own work for a 100-ETF evening is 0.2-0.7 s, but every process first imports
-numpy, pandas, pyarrow, pydantic and pandera (0.5-0.9 s), so the two evening commands spend more time
-importing than working. `trendflow warm start` starts one detached process that imports them once
-and then waits on a Unix socket. A stage command finds it there and hands over its arguments,
-working directory, environment, umask and its own stdin/stdout/stderr (passed as file descriptors);
-the warm process forks a child that runs the command exactly as `trendflow <command>` does in a
-fresh process, writing straight to the caller's terminal, and the caller exits with the child's
-exit code. Nothing of one command is left for the next: every command runs in a new fork of a
-process that has only imported modules (it never ran a command itself).
+numpy, pandas, pyarrow, pydantic and pandera (0.5-0.9 s), and `trendflow daily` Prefect as well
+(~1 s): an evening spent more time importing than working. `trendflow warm start` starts two
+detached processes that import them once and then wait on Unix sockets: one for the stage commands
+(it never imports Prefect, so its children are what a stage command's own process is) and one for
+`daily` (Prefect and the flow imported too). A command finds its warm process there and hands over
+its arguments, working directory, environment, umask and its own stdin/stdout/stderr (passed as file
+descriptors); the warm process forks a child that runs the command exactly as `trendflow <command>`
+does in a fresh process (flows.cli.main, then flows.cli.finish), writing straight to the caller's
+terminal, and the caller exits with the child's exit code. Nothing of one command is left for the
+next: every command runs in a new fork of a process that has only imported modules (it never ran a
+command itself).
 
 When the warm path is not taken, the command runs in its own process as before, silently; the
 warm process is an accelerator, never a requirement. It is not taken when
 - no warm process is running (or it does not answer), or `TRENDFLOW_WARM=0`;
 - the caller's Python executable or checkout differs from the warm process's;
 - an environment variable read at import time differs (PYTHON*, OPENBLAS*, OMP_*, PANDERA_*, LANG,
-  LC_*, TZ, ... see IMPORT_ENV_PREFIXES): the modules were imported under the warm process's values;
+  LC_*, TZ, ... see IMPORT_ENV_PREFIXES; for daily also PREFECT_*): the modules were imported under
+  the warm process's values;
+- the working folder holds a file read at import (./matplotlibrc; for daily Prefect's prefect.toml,
+  .env or pyproject.toml settings) that the warm process's folder does not;
 - the project's code, its config folder or the installed packages changed since it started (then it
   also stops: the next `trendflow warm start` imports the new code).
 
@@ -27,8 +33,8 @@ The warm process stops itself after `TRENDFLOW_WARM_IDLE_MINUTES` (default 120) 
 command; `trendflow warm stop` stops it now (after the commands it is running have finished).
 POSIX only (fork, Unix sockets); on Windows the commands always run in their own process.
 
-This module is imported by every stage command's process before anything else, so its imports
-are the standard library's lightest.
+This module is imported by these commands' processes before anything else, so its imports are the
+standard library's lightest.
 """
 from __future__ import annotations
 
@@ -41,24 +47,30 @@ import sys
 import time
 from pathlib import Path
 
-from flows.cli import QUICK_EXIT as WARM_COMMANDS  # the stage commands: no Prefect, and they end with os._exit
+from flows.cli import WARM_FLAVORS
 
 DISABLE_ENV = "TRENDFLOW_WARM"            # "0": never use the warm process
 DIR_ENV = "TRENDFLOW_WARM_DIR"            # where the socket, record and log live (default: the checkout's .trendflow)
 IDLE_ENV = "TRENDFLOW_WARM_IDLE_MINUTES"
 STATS_ENV = "TRENDFLOW_WARM_STATS"        # a file the caller writes how the command ran (for benchmarks and tests)
 DEFAULT_IDLE_MINUTES = 120.0
-SOCKET_NAME = "warm.sock"
-LOG_NAME = "warm.log"
+
+# Two warm processes, each for the commands whose imports it holds: the stage commands' never
+# imports Prefect (so their children are what a stage command's own process is), the daily run's
+# imports Prefect and the flow as well.
+FLAVORS = WARM_FLAVORS
+WARM_COMMANDS = tuple(c for commands in FLAVORS.values() for c in commands)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("flows", "stages", "schemas", "trendflow")
 
-# Variables a module may read when it is imported (thread counts, encodings, pandera's switches...):
-# a command is only run warm when the caller's values of these equal the warm process's.
+# Variables a module may read when it is imported (thread counts, encodings, pandera's switches,
+# Prefect's settings...): a command is only run warm when the caller's values of these equal the
+# warm process's.
 IMPORT_ENV_PREFIXES = ("PYTHON", "OPENBLAS", "GOTO", "OMP_", "MKL_", "VECLIB", "BLIS", "NPY_", "NUMPY", "ARROW",
                        "PYARROW", "PANDAS", "PANDERA", "PYDANTIC", "SCIPY", "NUMBA", "MPL", "MATPLOTLIB", "LC_",
                        "LANG", "TZ", "MALLOC_", "LD_", "HOME", "XDG_")
+FLOW_IMPORT_ENV_PREFIXES = ("PREFECT",)
 
 # What the stage commands import, on their way in and while they run (measured: the modules a
 # signal, trade and report run add after their command module is imported), and matplotlib as the
@@ -72,9 +84,20 @@ PRELOAD = (
     "pyarrow.csv", "scipy.cluster.hierarchy", "encodings.utf_8_sig", "filelock", "urllib.request", "http.client",
 )
 PRELOAD_CALLS = ("stages.reporting.charts:_load_matplotlib",)
-# matplotlib reads ./matplotlibrc when it is imported: a command run from a folder holding one runs
-# in its own process, where matplotlib is imported there
-CWD_FILES_READ_AT_IMPORT = ("matplotlibrc",)
+# ... and what `trendflow daily` imports besides (measured the same way: the flow, Prefect's engines)
+# (in the order the command imports them: Prefect's settings before flows.pipeline sets
+# PREFECT_LOGGING_LEVEL)
+PRELOAD_FLOW = ("flows.commands", "flows.alerts", "flows.orphan_guard", "prefect.settings", "flows.pipeline",
+                "prefect.flow_engine", "prefect.task_engine", "prefect.engine", "anyio._backends._asyncio",
+                "graphviz", "encodings.idna", "stringprep")
+# Files in the working folder that change what an import does: matplotlib's ./matplotlibrc; Prefect's
+# settings in ./prefect.toml, ./.env (its PREFECT_ lines) and ./pyproject.toml (its [tool.prefect]).
+# A command run from a folder where these differ from the warm process's (none, in the checkout)
+# runs in its own process.
+CWD_FILES_READ_AT_IMPORT = {
+    "stages": {"matplotlibrc": None},
+    "daily": {"matplotlibrc": None, "prefect.toml": None, ".env": b"PREFECT_", "pyproject.toml": b"[tool.prefect"},
+}
 
 
 # --------------------------------------------------------------------------- where
@@ -91,8 +114,16 @@ def warm_dir() -> Path:
     return Path.home() / ".cache" / "trendflow" / f"warm-{zlib.crc32(str(PROJECT_ROOT).encode()):08x}"
 
 
-def socket_path(folder: Path | None = None) -> Path:
-    return (folder or warm_dir()) / SOCKET_NAME
+def flavor_of(command: str) -> str | None:
+    return next((flavor for flavor, commands in FLAVORS.items() if command in commands), None)
+
+
+def socket_path(folder: Path | None = None, flavor: str = "stages") -> Path:
+    return (folder or warm_dir()) / ("warm.sock" if flavor == "stages" else f"warm-{flavor}.sock")
+
+
+def log_path(folder: Path, flavor: str = "stages") -> Path:
+    return folder / ("warm.log" if flavor == "stages" else f"warm-{flavor}.log")
 
 
 def _connectable_name(path: Path) -> str:
@@ -120,14 +151,39 @@ class _At:
 
 
 # --------------------------------------------------------------------------- what must match
-def import_env(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k.startswith(IMPORT_ENV_PREFIXES)}
+def import_env(env: dict[str, str], flavor: str = "stages") -> dict[str, str]:
+    prefixes = IMPORT_ENV_PREFIXES + (FLOW_IMPORT_ENV_PREFIXES if flavor != "stages" else ())
+    return {k: v for k, v in env.items() if k.startswith(prefixes)}
+
+
+def cwd_files(folder: str | Path, flavor: str) -> list:
+    """[name, size, mtime] of the files in `folder` that would change this flavor's imports
+    (CWD_FILES_READ_AT_IMPORT: present, and holding the marker when one is given)."""
+    found = []
+    for name, marker in CWD_FILES_READ_AT_IMPORT[flavor].items():
+        path = os.path.join(folder, name)
+        try:
+            st = os.stat(path)
+            if marker is not None:
+                with open(path, "rb") as f:
+                    if marker not in f.read():
+                        continue
+        except OSError:
+            continue
+        found.append([name, st.st_size, st.st_mtime_ns])
+    return found
 
 
 def code_fingerprint() -> list:
-    """(path, mtime, size) of every file of the project's packages and config folder, and the
-    modification time of every package folder on sys.path (an install or upgrade changes it)."""
+    """(path, mtime, size) of every file of the project's packages and config folder, the modification
+    time of every package folder on sys.path (an install or upgrade changes it) and Prefect's profiles."""
     entries = []
+    profiles = Path(os.environ.get("PREFECT_PROFILES_PATH") or Path(os.environ.get("PREFECT_HOME") or "~/.prefect") / "profiles.toml")
+    try:
+        st = os.stat(profiles.expanduser())
+        entries.append([str(profiles), st.st_mtime_ns, st.st_size])
+    except OSError:
+        pass
     for package in (*PROJECT_PACKAGES, "config"):
         for folder, dirs, files in os.walk(PROJECT_ROOT / package):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
@@ -191,9 +247,9 @@ class _Reader:
                 return None
 
 
-def _request(message: dict, folder: Path | None = None, timeout: float = 5.0) -> dict | None:
+def _request(message: dict, folder: Path | None = None, timeout: float = 5.0, flavor: str = "stages") -> dict | None:
     """One control message (ping, status, stop) and its answer; None when no warm process answers."""
-    path = socket_path(folder)
+    path = socket_path(folder, flavor)
     if not path.exists():
         return None
     try:
@@ -213,13 +269,24 @@ def run_warm(argv: list[str]) -> int | None:
     taken (the caller then runs the command itself). `argv` = sys.argv: [program, command, ...]."""
     if os.name != "posix" or len(argv) < 2 or argv[1] not in WARM_COMMANDS or os.environ.get(DISABLE_ENV) == "0":
         return None
-    path = socket_path()
-    if not path.exists():
+    flavor = flavor_of(argv[1])
+    if flavor == "daily":
+        from flows.local_server import use_prefect_defaults
+
+        use_prefect_defaults()  # PREFECT_HOME etc. as the command sets them before importing Prefect
+    path = socket_path(flavor=flavor)
+    try:
+        if os.stat(path).st_uid != os.getuid():
+            return _stats(None, f"{path} belongs to another user")
+    except OSError:
         return _stats(None, "no warm process")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         with _At(path) as name:
             sock.connect(name)
+        if not _same_user(sock):  # the environment sent below may hold secrets (webhook URL, broker login)
+            sock.close()
+            return _stats(None, f"{path} is served by another user's process")
         umask = os.umask(0)
         os.umask(umask)
         request = {"op": "run", "argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask,
@@ -279,13 +346,15 @@ def _stats(code: int | None, reason: str | None, result: dict | None = None) -> 
 class WarmServer:
     """Accepts commands on the socket and runs each in a forked child; one thread, one selector."""
 
-    def __init__(self, folder: Path, idle_minutes: float, env: dict[str, str], set_by_imports: dict[str, str]) -> None:
+    def __init__(self, folder: Path, flavor: str, idle_minutes: float, env: dict[str, str],
+                 set_by_imports: dict[str, str]) -> None:
         """`env`: the import-time variables the modules were imported under; `set_by_imports`: the
         variables the imports set themselves, which a command's own process would also have."""
         import selectors
 
-        self.folder, self.idle_seconds = folder, idle_minutes * 60
-        self.path = socket_path(folder)
+        self.folder, self.flavor, self.idle_seconds = folder, flavor, idle_minutes * 60
+        self.path = socket_path(folder, flavor)
+        self.cwd_files = cwd_files(os.getcwd(), flavor)
         self.selector = selectors.DefaultSelector()
         self.children: dict[int, dict] = {}    # pid -> {"conn", "exit_r", "started"}
         self.env, self.set_by_imports = env, set_by_imports
@@ -300,7 +369,7 @@ class WarmServer:
 
     # life -------------------------------------------------------------------
     def serve(self) -> int:
-        running = _request({"op": "ping"}, self.folder)
+        running = _request({"op": "ping"}, self.folder, flavor=self.flavor)
         if running is not None:
             print(f"warm process {running['pid']} already serves {self.path}: not starting a second", flush=True)
             return 1
@@ -402,13 +471,7 @@ class WarmServer:
                 os.close(fd)
         conn.close()
 
-    @staticmethod
-    def _same_user(conn: socket.socket) -> bool:
-        if not hasattr(socket, "SO_PEERCRED"):
-            return True  # not Linux: the socket's 0600 mode and 0700 folder are the guard
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _pid, uid, _gid = struct.unpack("3i", creds)
-        return uid == os.getuid()
+    _same_user = staticmethod(lambda conn: _same_user(conn))
 
     def _refusal(self, request: dict, fds: list[int]) -> str | None:
         """Why this command may not run here (the caller then runs it itself), or None."""
@@ -417,15 +480,16 @@ class WarmServer:
         if request.get("python") != _python() or request.get("root") != str(PROJECT_ROOT):
             return f"another Python or checkout (warm: {_python()} in {PROJECT_ROOT})"
         argv = request.get("argv") or []
-        if len(argv) < 2 or argv[1] not in WARM_COMMANDS:
-            return f"not a warm command: {argv[1:2]}"
-        env = import_env(request.get("env") or {})
+        if len(argv) < 2 or argv[1] not in FLAVORS[self.flavor]:
+            return f"not a command of this warm process: {argv[1:2]}"
+        env = import_env(request.get("env") or {}, self.flavor)
         if env != self.env:
             keys = sorted(k for k in set(env) | set(self.env) if env.get(k) != self.env.get(k))
             return f"environment differs from the warm process's in {', '.join(keys)}"
-        read_here = [name for name in CWD_FILES_READ_AT_IMPORT if os.path.exists(os.path.join(request.get("cwd", ""), name))]
-        if read_here:
-            return f"the working folder holds {', '.join(read_here)}, read when matplotlib is imported"
+        here = cwd_files(request.get("cwd", ""), self.flavor)
+        if here != self.cwd_files:
+            names = sorted({f[0] for f in here} ^ {f[0] for f in self.cwd_files} | {a[0] for a, b in zip(here, self.cwd_files) if a != b})
+            return f"the working folder's {', '.join(names) or 'files'} differ from the warm process's (read at import)"
         if code_fingerprint() != self.fingerprint:
             return "the project's code, config folder or installed packages changed since the warm process started"
         return None
@@ -504,10 +568,18 @@ class WarmServer:
         self.last_used = time.monotonic()
 
     def status(self) -> dict:
-        return {"pid": os.getpid(), "socket": str(self.path), "python": sys.executable, "root": str(PROJECT_ROOT),
+        return {"pid": os.getpid(), "flavor": self.flavor, "commands": list(FLAVORS[self.flavor]), "socket": str(self.path), "python": sys.executable, "root": str(PROJECT_ROOT),
                 "started_at": self.started_at, "served": self.served, "running": len(self.children),
                 "fallbacks": self.fallbacks, "last_fallback": self.last_fallback,
                 "idle_minutes": self.idle_seconds / 60, "stopping": self.stopping}
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Whether the process at the other end of a Unix socket runs as this user."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True  # not Linux: the socket file's owner (checked by the caller), 0600 mode and 0700 folder
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1] == os.getuid()
 
 
 def _signal_group(pid: int, signum: int) -> None:
@@ -559,7 +631,7 @@ def _run_child(request: dict, fds: list[int], *, keep: int, close: list[int]) ->
         random.seed()  # a fresh process's random state, not the warm process's
         if "numpy" in sys.modules:
             sys.modules["numpy"].random.seed()
-        from flows.cli import GC_THRESHOLDS, main
+        from flows.cli import GC_THRESHOLDS, finish, main
 
         gc.set_threshold(*GC_THRESHOLDS)
         try:
@@ -577,6 +649,7 @@ def _run_child(request: dict, fds: list[int], *, keep: int, close: list[int]) ->
 
             traceback.print_exc()
             code = 1
+        finish(code, sys.argv[1])  # Prefect's queues drained, then os._exit, as in the command's own process
     finally:
         try:
             import logging
@@ -611,16 +684,25 @@ def threading_native_id() -> int:
     return threading.get_native_id()
 
 
-def serve(folder: Path, idle_minutes: float) -> int:
+def serve(folder: Path, flavor: str, idle_minutes: float) -> int:
     """The warm process's body (`python -m flows.warm serve`): import, check it is safe to fork, serve."""
     import gc
     import importlib
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # what the stage commands' own processes set (flows/cli.py)
+    if flavor == "daily":
+        from flows.local_server import use_prefect_defaults
+
+        use_prefect_defaults()  # as `trendflow daily` does before Prefect is imported
     seen_by_imports = dict(os.environ)
     t0 = time.perf_counter()
-    for name in PRELOAD:
-        importlib.import_module(name)
+    for name in PRELOAD + (PRELOAD_FLOW if flavor == "daily" else ()):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # a module a command may import on its way (graphviz...): it then does
+            if name.split(".")[0] in PROJECT_PACKAGES:
+                raise
+            print(f"not preloaded: {name} ({exc})", flush=True)
     for target in PRELOAD_CALLS:
         module, function = target.split(":")
         getattr(importlib.import_module(module), function)()
@@ -633,54 +715,58 @@ def serve(folder: Path, idle_minutes: float) -> int:
     gc.collect()
     gc.freeze()  # the children then leave the imported objects' pages shared
     print(f"imported {len(sys.modules)} modules in {time.perf_counter() - t0:.2f}s", flush=True)
-    return WarmServer(folder, idle_minutes, import_env(seen_by_imports), set_by_imports).serve()
+    return WarmServer(folder, flavor, idle_minutes, import_env(seen_by_imports, flavor), set_by_imports).serve()
 
 
 # --------------------------------------------------------------------------- trendflow warm
-def start(folder: Path, idle_minutes: float, timeout: float = 60.0, say=print) -> dict | None:
-    """Start the warm process unless one answers; its status, or None when it did not come up."""
+def start(folder: Path, idle_minutes: float, flavors: tuple[str, ...] = tuple(FLAVORS), timeout: float = 90.0,
+          say=print) -> bool:
+    """Start the warm processes of `flavors` that do not answer yet (side by side); True when all answer."""
     import subprocess
 
-    running = _request({"op": "ping"}, folder)
-    if running is not None:
-        say(f"warm process already running: pid {running['pid']}, socket {running['socket']}")
-        return running
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"), DIR_ENV: str(folder)}
-    with open(folder / LOG_NAME, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "flows.warm", "serve", "--idle-minutes", str(idle_minutes)],
-                                   cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                   start_new_session=True)
+    starting = {}
+    for flavor in flavors:
+        running = _request({"op": "ping"}, folder, flavor=flavor)
+        if running is not None:
+            say(f"warm process for {', '.join(FLAVORS[flavor])} already running: pid {running['pid']}")
+            continue
+        with open(log_path(folder, flavor), "ab") as log:
+            starting[flavor] = subprocess.Popen(
+                [sys.executable, "-m", "flows.warm", "serve", "--only", flavor, "--idle-minutes", str(idle_minutes)],
+                cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = _request({"op": "ping"}, folder)
-        if status is not None and status.get("pid") == process.pid:
-            say(f"warm process {process.pid} ready: the stage commands ({', '.join(WARM_COMMANDS)}) run in it; "
-                f"stops after {idle_minutes:g} idle minutes (log {folder / LOG_NAME})")
-            return status
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    if process.poll() is None:
-        process.terminate()
-    say(f"error: the warm process did not start; see {folder / LOG_NAME}")
-    return None
+    ok = True
+    for flavor, process in starting.items():
+        while time.monotonic() < deadline and process.poll() is None:
+            status = _request({"op": "ping"}, folder, flavor=flavor)
+            if status is not None and status.get("pid") == process.pid:
+                break
+            time.sleep(0.05)
+        else:
+            if process.poll() is None:
+                process.terminate()
+            say(f"error: the warm process for {', '.join(FLAVORS[flavor])} did not start; see {log_path(folder, flavor)}")
+            ok = False
+            continue
+        say(f"warm process {process.pid} ready for {', '.join(FLAVORS[flavor])} "
+            f"(stops after {idle_minutes:g} idle minutes; log {log_path(folder, flavor)})")
+    return ok
 
 
-def stop(folder: Path, timeout: float = 60.0) -> bool:
-    """Stop the warm process (it finishes the commands it is running first); True if one was running."""
-    status = _request({"op": "status"}, folder)
+def stop(folder: Path, flavor: str, timeout: float = 60.0) -> bool:
+    """Stop a warm process (it finishes the commands it is running first); True if one was running."""
+    status = _request({"op": "status"}, folder, flavor=flavor)
     if status is None:
         return False
-    _request({"op": "stop"}, folder)
+    _request({"op": "stop"}, folder, flavor=flavor)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             os.kill(int(status["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
+        except (ProcessLookupError, PermissionError):
             return True
         time.sleep(0.05)
     return True
@@ -690,34 +776,44 @@ def warm_main(argv: list[str] | None = None, prog: str | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog=prog, description=(
-        "the warm process: the stage commands (signal, trade, report) then run in a fork of one process that "
-        "has imported numpy/pandas/pandera once, instead of importing them each time (POSIX)"))
+        "warm processes: signal, trade, report and daily then run in a fork of a process that has imported "
+        "numpy/pandas/pandera (and, for daily, Prefect) once, instead of importing them each time (POSIX)"))
     parser.add_argument("action", choices=["start", "stop", "status", "serve"],
-                        help="start | stop | status (serve: the process itself, used by start)")
+                        help="start | stop | status (serve: one warm process itself, used by start)")
+    parser.add_argument("--only", choices=list(FLAVORS), help="only the warm process for the stage commands, or for daily")
     parser.add_argument("--idle-minutes", type=float, default=float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_MINUTES)),
                         help=f"stop after this long without a command (default {DEFAULT_IDLE_MINUTES:g}, or ${IDLE_ENV})")
     options = parser.parse_args(argv)
     if os.name != "posix":
-        print("error: the warm process needs fork and Unix sockets (POSIX); on Windows every command runs in its own "
+        print("error: warm processes need fork and Unix sockets (POSIX); on Windows every command runs in its own "
               "process", file=sys.stderr)
         return 2
     folder = warm_dir()
+    flavors = (options.only,) if options.only else tuple(FLAVORS)
     if options.action == "serve":
-        return serve(folder, options.idle_minutes)
+        if options.only is None:
+            parser.error("serve needs --only stages|daily")
+        return serve(folder, options.only, options.idle_minutes)
     if options.action == "start":
-        return 0 if start(folder, options.idle_minutes) is not None else 1
+        return 0 if start(folder, options.idle_minutes, flavors) else 1
     if options.action == "stop":
-        print("warm process stopped" if stop(folder) else "no warm process was running")
+        stopped = [flavor for flavor in flavors if stop(folder, flavor)]
+        print(f"stopped the warm process(es) for {'; '.join(', '.join(FLAVORS[f]) for f in stopped)}" if stopped
+              else "no warm process was running")
         return 0
-    status = _request({"op": "status"}, folder)
-    if status is None:
-        print(f"no warm process (socket {socket_path(folder)}); `trendflow warm start` starts one")
-        return 1
-    print(f"warm process {status['pid']}: {status['served']} command(s) run, {status['running']} running, "
-          f"{status['fallbacks']} run in their own process"
-          + (f" (last: {status['last_fallback']})" if status["last_fallback"] else "")
-          + f"; socket {status['socket']}; stops after {status['idle_minutes']:g} idle minutes")
-    return 0
+    running = 0
+    for flavor in flavors:
+        status = _request({"op": "status"}, folder, flavor=flavor)
+        commands = ", ".join(FLAVORS[flavor])
+        if status is None:
+            print(f"{commands}: no warm process (socket {socket_path(folder, flavor)}); `trendflow warm start` starts it")
+            continue
+        running += 1
+        print(f"{commands}: warm process {status['pid']}, {status['served']} command(s) run, {status['running']} running, "
+              f"{status['fallbacks']} run in their own process"
+              + (f" (last: {status['last_fallback']})" if status["last_fallback"] else "")
+              + f"; stops after {status['idle_minutes']:g} idle minutes")
+    return 0 if running == len(flavors) else 1
 
 
 if __name__ == "__main__":

@@ -33,23 +33,27 @@ def _run(argv: list[str], env: dict, cwd: Path = ROOT, timeout: float = 180) -> 
     return subprocess.run([*TRENDFLOW, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _status(warm_dir: Path) -> dict | None:
+def _status(warm_dir: Path, flavor: str = "stages") -> dict | None:
     from flows.warm import _request
 
-    return _request({"op": "status"}, warm_dir)
+    return _request({"op": "status"}, warm_dir, flavor=flavor)
 
 
 @pytest.fixture(scope="module")
 def warm(tmp_path_factory):
-    """A warm process of its own (its folder, socket and log in a temporary folder), stopped after."""
+    """Warm processes of their own (folder, sockets and logs in a temporary folder), stopped after."""
     folder = tmp_path_factory.mktemp("warm")
     started = _run(["warm", "start", "--idle-minutes", "30"], _env(folder), timeout=120)
-    assert started.returncode == 0, started.stdout + started.stderr + (folder / "warm.log").read_text()
-    assert "ready" in started.stdout
+    assert started.returncode == 0, started.stdout + started.stderr + "".join(p.read_text() for p in folder.glob("*.log"))
+    lines = started.stdout.splitlines()
+    assert len(lines) == 2 and "ready for signal, trade, report" in lines[0] and "ready for daily" in lines[1], lines
+    status = _run(["warm", "status"], _env(folder))
+    assert status.returncode == 0 and status.stdout.count("warm process") == 2, status.stdout
     yield folder
     stopped = _run(["warm", "stop"], _env(folder))
-    assert stopped.returncode == 0 and stopped.stdout.strip() == "warm process stopped"
-    assert _status(folder) is None and not (folder / "warm.sock").exists()
+    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.stdout.strip() == "stopped the warm process(es) for signal, trade, report; daily"
+    assert _status(folder) is None and _status(folder, "daily") is None and not list(folder.glob("*.sock"))
 
 
 def _artifacts(folder: Path) -> dict[str, bytes]:
@@ -126,8 +130,8 @@ def test_the_command_runs_in_its_own_process_when_the_warm_one_would_differ(warm
     (tmp_path / "matplotlibrc").write_text("lines.linewidth: 7\n")
     done = _run(["trade", "--out", str(tmp_path / "a")], _env(warm, stats), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert json.loads(stats.read_text())["reason"] == "the working folder holds matplotlibrc, read when matplotlib is imported"
-    assert _status(warm)["last_fallback"].startswith("the working folder holds matplotlibrc")
+    assert json.loads(stats.read_text())["reason"] == "the working folder's matplotlibrc differ from the warm process's (read at import)"
+    assert _status(warm)["last_fallback"].startswith("the working folder's matplotlibrc")
     # no warm process at all: the same, silently
     done = _run(["trade", "--out", str(tmp_path / "a")], _env(tmp_path / "nowhere", stats))
     assert done.returncode == 0 and json.loads(stats.read_text()) == {"warm": False, "reason": "no warm process"}
@@ -175,7 +179,7 @@ def test_ctrl_c_reaches_the_command_and_a_killed_caller_takes_its_command_with_i
 
 def test_a_changed_project_file_stops_the_warm_process_and_the_command_runs_in_its_own(tmp_path, small_demo_dir):
     folder = tmp_path / "warm"
-    assert _run(["warm", "start"], _env(folder)).returncode == 0
+    assert _run(["warm", "start", "--only", "stages"], _env(folder)).returncode == 0
     touched = ROOT / "stages" / "__init__.py"
     before = touched.stat()
     stats = tmp_path / "stats.json"
@@ -191,5 +195,61 @@ def test_a_changed_project_file_stops_the_warm_process_and_the_command_runs_in_i
     while (folder / "warm.sock").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not (folder / "warm.sock").exists() and "stopping" in (folder / "warm.log").read_text()
-    status = _run(["warm", "status"], _env(folder))
-    assert status.returncode == 1 and status.stdout.startswith("no warm process")
+    status = _run(["warm", "status", "--only", "stages"], _env(folder))
+    assert status.returncode == 1 and "no warm process" in status.stdout
+
+
+def test_daily_runs_warm_with_prefect_imported_once_and_writes_what_its_own_process_writes(warm, tmp_path, small_demo_dir):
+    """`trendflow daily` in the daily warm process (Prefect imported there once): the same artifacts and
+    terminal lines as in its own process, and a Completed flow run (the run's exit code 0 says so)."""
+    stats = tmp_path / "stats.json"
+    outputs = {}
+    for mode in ("warm", "own"):
+        out = tmp_path / mode
+        env = _env(warm, stats) if mode == "warm" else _env(warm, stats, TRENDFLOW_WARM="0")
+        stats.unlink(missing_ok=True)
+        done = _run(["daily", "--data", str(small_demo_dir), "--out", str(out), "--fresh"], env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        if mode == "warm":
+            assert json.loads(stats.read_text())["warm"] is True
+        timeless = re.compile(r"\d+\.\d+s\b|trendflow_\d{8}_\d{6}\.log|^\d\d:\d\d:\d\d ", re.M)
+        outputs[mode] = [timeless.sub("T", text.replace(str(out), "OUT")) for text in (done.stdout, done.stderr)]
+    assert outputs["warm"] == outputs["own"] and "trendflow daily run finished in T; artifacts in OUT" in outputs["warm"][0]
+    warm_files, own_files = _artifacts(tmp_path / "warm"), _artifacts(tmp_path / "own")
+    assert set(warm_files) == set(own_files) and any(n.startswith("portfolio_") for n in warm_files)
+    assert warm_files == own_files
+    assert _status(warm, "daily")["served"] >= 1
+
+
+def test_daily_runs_in_its_own_process_when_prefect_would_read_other_settings(warm, tmp_path):
+    stats = tmp_path / "stats.json"
+    done = _run(["daily", "--help"], _env(warm, stats, PREFECT_LOGGING_LEVEL="DEBUG"))
+    assert done.returncode == 0 and json.loads(stats.read_text())["reason"] == \
+        "environment differs from the warm process's in PREFECT_LOGGING_LEVEL"
+    (tmp_path / "prefect.toml").write_text("[logging]\nlevel = 'DEBUG'\n")
+    done = _run(["daily", "--help"], _env(warm, stats), cwd=tmp_path)
+    assert done.returncode == 0 and json.loads(stats.read_text())["reason"] == \
+        "the working folder's prefect.toml differ from the warm process's (read at import)"
+    (tmp_path / "prefect.toml").unlink()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")  # no [tool.prefect]: nothing Prefect reads
+    done = _run(["daily", "--help"], _env(warm, stats), cwd=tmp_path)
+    assert done.returncode == 0 and json.loads(stats.read_text())["warm"] is True
+
+
+def test_a_killed_warm_process_leaves_a_socket_that_is_passed_over_and_replaced(tmp_path, small_demo_dir):
+    folder = tmp_path / "warm"
+    assert _run(["warm", "start", "--only", "stages"], _env(folder)).returncode == 0
+    os.kill(_status(folder)["pid"], signal.SIGKILL)
+    time.sleep(0.2)
+    assert (folder / "warm.sock").exists()
+    stats = tmp_path / "stats.json"
+    done = _run(["signal", "--data", str(small_demo_dir), "--out", str(tmp_path / "out")], _env(folder, stats))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(stats.read_text())["reason"].startswith("warm process did not answer")
+    try:
+        started = _run(["warm", "start", "--only", "stages"], _env(folder))
+        assert started.returncode == 0 and "ready for signal, trade, report" in started.stdout, started.stdout
+        done = _run(["trade", "--out", str(tmp_path / "out")], _env(folder, stats))
+        assert done.returncode == 0 and json.loads(stats.read_text())["warm"] is True
+    finally:
+        _run(["warm", "stop"], _env(folder))
