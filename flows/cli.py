@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "risk": ("stages.trading.execution.cli:risk_main", "risk controls: reset-breaker, show"),
     "reconcile": ("stages.trading.execution.cli:reconcile_main", "executed book vs model: accept a broker position, load the IBKR book"),
     "status": ("stages.trading.execution.cli:status_main", "terminal dashboard: positions, cash, breaker, today's executions"),
-    "warm": ("flows.warm:warm_main", "the warm process: signal/trade/report without their imports each time: start | stop | status"),
+    "warm": ("flows.warm:warm_main", "warm processes: daily/signal/trade/report without their imports each time: start | stop | status"),
 }
 
 

@@ -795,7 +795,12 @@ def warm_main(argv: list[str] | None = None, prog: str | None = None) -> int:
             parser.error("serve needs --only stages|daily")
         return serve(folder, options.only, options.idle_minutes)
     if options.action == "start":
-        return 0 if start(folder, options.idle_minutes, flavors) else 1
+        try:
+            return 0 if start(folder, options.idle_minutes, flavors) else 1
+        except OSError as exc:
+            print(f"error: cannot use {folder} for the warm processes: {exc.strerror or exc} "
+                  f"(set {DIR_ENV} to a folder of yours)", file=sys.stderr)
+            return 3
     if options.action == "stop":
         stopped = [flavor for flavor in flavors if stop(folder, flavor)]
         print(f"stopped the warm process(es) for {'; '.join(', '.join(FLAVORS[f]) for f in stopped)}" if stopped

@@ -253,3 +253,11 @@ def test_a_killed_warm_process_leaves_a_socket_that_is_passed_over_and_replaced(
         assert done.returncode == 0 and json.loads(stats.read_text())["warm"] is True
     finally:
         _run(["warm", "stop"], _env(folder))
+
+
+def test_a_folder_that_cannot_be_used_is_one_error_line(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    done = _run(["warm", "start"], _env(tmp_path / "file" / "warm"))
+    assert done.returncode == 3 and done.stdout == ""
+    assert done.stderr.strip() == (f"error: cannot use {tmp_path / 'file' / 'warm'} for the warm processes: Not a directory "
+                                   "(set TRENDFLOW_WARM_DIR to a folder of yours)")
