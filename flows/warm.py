@@ -397,9 +397,11 @@ class WarmServer:
                     if kind == "accept":
                         self._accept()
                     elif kind == "exit":
-                        self._finish(data)
+                        self._finish(data, block=True)
                     elif kind == "caller":
                         self._from_caller(data)
+                for pid in list(self.children):  # ended, but a process it started still holds its exit pipe
+                    self._finish(pid, block=False)
         finally:
             self._close_listener()
         return 0
@@ -546,12 +548,19 @@ class WarmServer:
             if isinstance(signum, int) and signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
                 _signal_group(pid, signum)
 
-    def _finish(self, pid: int) -> None:
-        """The child has ended (its end of the exit pipe closed): reap it, tell the caller its code."""
-        child = self.children.pop(pid)
+    def _finish(self, pid: int, block: bool) -> None:
+        """Reap the child and tell the caller its exit code. `block`: its end of the exit pipe has
+        closed, so it is ending (the descriptor closes as the process exits); else only if it has
+        already ended."""
+        child = self.children.get(pid)
+        if child is None:
+            return
+        reaped, status, usage = os.wait4(pid, 0 if block else os.WNOHANG)
+        if reaped == 0:
+            return
+        del self.children[pid]
         self.selector.unregister(child["exit_r"])
         os.close(child["exit_r"])
-        _, status, usage = os.wait4(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         if code < 0:  # killed by a signal: what a shell reports for it
             code = 128 - code
