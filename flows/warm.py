@@ -25,8 +25,9 @@ warm process is an accelerator, never a requirement. It is not taken when
 - the project's code, its config folder or the installed packages changed since it started (then it
   also stops: the next `trendflow warm start` imports the new code).
 
-Signals: Ctrl-C (SIGINT), SIGTERM, SIGHUP and SIGQUIT sent to the caller are sent on to the child's
-process group, as the terminal would have sent them to a command running in its own process; a
+Signals: Ctrl-C (SIGINT), SIGTERM, SIGHUP, SIGQUIT and SIGCONT sent to the caller are sent on to the
+child's process group, as the terminal would have sent them to a command running in its own process,
+and Ctrl-Z (SIGTSTP) stops the child and then the caller (`fg` continues both); a
 caller killed outright (SIGKILL) has its child stopped with SIGTERM when the warm process sees the
 connection close. The socket is in a 0700 folder and a connection from another user is refused.
 The warm process stops itself after `TRENDFLOW_WARM_IDLE_MINUTES` (default 120) without a
@@ -264,6 +265,10 @@ def _request(message: dict, folder: Path | None = None, timeout: float = 5.0, fl
 
 
 # --------------------------------------------------------------------------- the caller's side
+# what a terminal or a supervisor sends a command, passed on to the child running it (SIGTSTP too, see suspend)
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCONT)
+
+
 def run_warm(argv: list[str]) -> int | None:
     """Run `trendflow <argv>` in the warm process; its exit code, or None when the warm path is not
     taken (the caller then runs the command itself). `argv` = sys.argv: [program, command, ...]."""
@@ -307,8 +312,16 @@ def run_warm(argv: list[str]) -> int | None:
         except OSError:
             pass
 
-    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-    previous = {s: signal.signal(s, forward) for s in forwarded}
+    def suspend(signum, _frame):
+        """Ctrl-Z: the command stops with its caller, and goes on when the shell continues the caller."""
+        forward(signum, _frame)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stops here until SIGCONT (`fg`, `bg`)
+        signal.signal(signal.SIGTSTP, suspend)
+
+    handlers = {s: forward for s in FORWARDED_SIGNALS}
+    handlers[signal.SIGTSTP] = suspend
+    previous = {s: signal.signal(s, handler) for s, handler in handlers.items()}
     try:
         while True:
             try:
@@ -545,7 +558,7 @@ class WarmServer:
             return
         for message in reader.messages():
             signum = message.get("signal")
-            if isinstance(signum, int) and signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+            if isinstance(signum, int) and signum in (*FORWARDED_SIGNALS, signal.SIGTSTP):
                 _signal_group(pid, signum)
 
     def _finish(self, pid: int, block: bool) -> None:
@@ -579,6 +592,7 @@ class WarmServer:
     def status(self) -> dict:
         return {"pid": os.getpid(), "flavor": self.flavor, "commands": list(FLAVORS[self.flavor]), "socket": str(self.path), "python": sys.executable, "root": str(PROJECT_ROOT),
                 "started_at": self.started_at, "served": self.served, "running": len(self.children),
+                "children": sorted(self.children),
                 "fallbacks": self.fallbacks, "last_fallback": self.last_fallback,
                 "idle_minutes": self.idle_seconds / 60, "stopping": self.stopping}
 
@@ -611,7 +625,7 @@ def _run_child(request: dict, fds: list[int], *, keep: int, close: list[int]) ->
         import random
 
         os.setpgid(0, 0)
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP, signal.SIGCONT):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in close:

@@ -177,6 +177,35 @@ def test_ctrl_c_reaches_the_command_and_a_killed_caller_takes_its_command_with_i
     assert not (tmp_path / "signals_output.parquet").exists() and not list(tmp_path.glob(".staging/*"))
 
 
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def _until(condition, seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_ctrl_z_stops_the_command_with_its_caller_and_fg_continues_both(warm, tmp_path, small_demo_dir):
+    holder = _hold(tmp_path)
+    try:
+        command = _waiting_command(warm, tmp_path, small_demo_dir)
+        (child,) = _status(warm)["children"]
+        command.send_signal(signal.SIGTSTP)  # Ctrl-Z
+        assert _until(lambda: _state(command.pid) == "T" and _state(child) == "T"), (_state(command.pid), _state(child))
+        command.send_signal(signal.SIGCONT)  # fg
+        assert _until(lambda: _state(command.pid) != "T" and _state(child) != "T"), (_state(command.pid), _state(child))
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=30) == 130
+    finally:
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=30)
+
+
 def test_a_changed_project_file_stops_the_warm_process_and_the_command_runs_in_its_own(tmp_path, small_demo_dir):
     folder = tmp_path / "warm"
     assert _run(["warm", "start", "--only", "stages"], _env(folder)).returncode == 0
