@@ -129,7 +129,7 @@ def log_path(folder: Path, flavor: str = "stages") -> Path:
 
 def _connectable_name(path: Path) -> str:
     """A Unix socket's path may not exceed ~104 bytes: a longer one is used relative to its folder
-    (the caller chdirs there for the connect/bind; see `_at`)."""
+    (the caller chdirs there for the connect/bind; see `_At`)."""
     return str(path) if len(str(path).encode()) < 100 else path.name
 
 
@@ -453,14 +453,14 @@ class WarmServer:
         conn.settimeout(10)
         fds: list[int] = []
         try:
+            if not _same_user(conn):
+                raise PermissionError("a connection from another user")
             message, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
             reader = _Reader(conn)
             reader.buffer = message
             request = reader.next()
             if request is None:
                 raise OSError("empty request")
-            if not self._same_user(conn):
-                raise PermissionError("a connection from another user")
             op = request.get("op")
             if op in ("ping", "status"):
                 conn.sendall(_pack(self.status()))
@@ -486,8 +486,6 @@ class WarmServer:
                 os.close(fd)
         conn.close()
 
-    _same_user = staticmethod(lambda conn: _same_user(conn))
-
     def _refusal(self, request: dict, fds: list[int]) -> str | None:
         """Why this command may not run here (the caller then runs it itself), or None."""
         if len(fds) != 3:
@@ -511,11 +509,16 @@ class WarmServer:
 
     def _fork(self, conn: socket.socket, request: dict, fds: list[int]) -> None:
         exit_r, exit_w = os.pipe()
+        # a signal that reaches the child before it has its own handlers waits for them (this
+        # process's would otherwise run in the child, e.g. stop-and-unlink-the-socket on SIGTERM)
+        signal.pthread_sigmask(signal.SIG_BLOCK, CHILD_SIGNALS)
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(exit_r)
-            request["env"] = {**request["env"], **self.set_by_imports}
+            # the variables the imports set (each only when unset, as pandera and flows.pipeline do)
+            request["env"] = {**self.set_by_imports, **request["env"]}
             _run_child(request, fds, keep=exit_w, close=self._fds_to_close(conn))
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
         os.close(exit_w)
         try:
             os.setpgid(pid, pid)  # as the child does itself: a signal passed on at once reaches its group
@@ -614,6 +617,10 @@ def _signal_group(pid: int, signum: int) -> None:
         os.kill(pid, signum)
 
 
+# the signals a child gets its own (default) handlers for
+CHILD_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP, signal.SIGCONT}
+
+
 def _run_child(request: dict, fds: list[int], *, keep: int, close: list[int]) -> None:
     """In the forked child: become the caller's command -- its descriptors, folder, environment,
     umask, arguments and signal dispositions, in a process group of its own -- run it as
@@ -625,9 +632,10 @@ def _run_child(request: dict, fds: list[int], *, keep: int, close: list[int]) ->
         import random
 
         os.setpgid(0, 0)
-        for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGTSTP, signal.SIGCONT):
+        for signum in CHILD_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, CHILD_SIGNALS)
         for fd in close:
             try:
                 os.close(fd)
@@ -673,6 +681,11 @@ def _run_child(request: dict, fds: list[int], *, keep: int, close: list[int]) ->
             traceback.print_exc()
             code = 1
         finish(code, sys.argv[1])  # Prefect's queues drained, then os._exit, as in the command's own process
+    except BaseException:  # becoming the caller's command failed (e.g. its working folder is gone)
+        import traceback
+
+        traceback.print_exc()
+        code = 1
     finally:
         try:
             import logging
