@@ -110,8 +110,8 @@ def is_refresh_day(prices: Path, day: str) -> bool:
 
 
 def run_stage(argv: list[str], env: dict) -> tuple[float, float, float, float, int, str]:
-    """run_process for a stage command; run by the warm process (env names its folder), the CPU
-    time and peak RSS include the forked child that ran it, and a command not run warm is an error."""
+    """run_process for a command; when run by a warm process (env names its folder), the CPU time
+    and peak RSS include the forked child that ran it, and a command not run warm is an error."""
     stats = Path(env["TRENDFLOW_WARM_STATS"]) if "TRENDFLOW_WARM_STATS" in env else None
     if stats is not None:
         stats.unlink(missing_ok=True)
@@ -192,7 +192,7 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep-server", action="store_true", help="leave a server started here running")
-    parser.add_argument("--no-warm", action="store_true", help="skip the stage commands run by a warm process")
+    parser.add_argument("--no-warm", action="store_true", help="skip the runs by warm processes (flows/warm.py)")
     parser.add_argument("--evenings", default="last,before-last",
                         help="which evenings: the demo's last session and/or the one before it")
     args = parser.parse_args()
@@ -218,12 +218,13 @@ def main() -> int:
             warm_env = {**env, "TRENDFLOW_WARM_DIR": str(Path(tmp) / "warm"),
                         "TRENDFLOW_WARM_STATS": str(Path(tmp) / "warm-stats.json")}
             warm_env.pop("TRENDFLOW_WARM", None)
-            started = subprocess.run([sys.executable, "-m", "flows.cli", "warm", "start"], cwd=ROOT, env=warm_env,
-                                     capture_output=True, text=True)
-            print(started.stdout.strip() or started.stderr.strip())
-            if started.returncode:
-                return started.returncode
         try:
+            if warm_env is not None:
+                started = subprocess.run([sys.executable, "-m", "flows.cli", "warm", "start"], cwd=ROOT, env=warm_env,
+                                         capture_output=True, text=True)
+                print(started.stdout.strip() or started.stderr.strip())
+                if started.returncode:
+                    return started.returncode
             code = measure_evenings(args, parser, prices, Path(tmp), env, warm_env)
         finally:
             if warm_env is not None:
