@@ -313,11 +313,14 @@ def run_warm(argv: list[str]) -> int | None:
             pass
 
     def suspend(signum, _frame):
-        """Ctrl-Z: the command stops with its caller, and goes on when the shell continues the caller."""
+        """Ctrl-Z: the command stops with its caller and goes on when the caller does. Where the
+        kernel discards the caller's stop (a process group with no job control, e.g. under a
+        daemon), the command goes on at once too, as it would in its own process."""
         forward(signum, _frame)
         signal.signal(signal.SIGTSTP, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTSTP)  # stops here until SIGCONT (`fg`, `bg`)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stops here until SIGCONT (`fg`, `bg`), if it stops at all
         signal.signal(signal.SIGTSTP, suspend)
+        forward(signal.SIGCONT, _frame)
 
     handlers = {s: forward for s in FORWARDED_SIGNALS}
     handlers[signal.SIGTSTP] = suspend
