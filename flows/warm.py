@@ -482,8 +482,8 @@ class WarmServer:
                 if reason.startswith("the project's code"):
                     print(f"{reason}: stopping", flush=True)
                     self._stop()
-        except OSError as exc:
-            print(f"a connection failed: {exc}", flush=True)
+        except (OSError, ValueError, AttributeError) as exc:  # a dropped or malformed request: that one only
+            print(f"a connection failed: {exc!r}", flush=True)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -555,15 +555,16 @@ class WarmServer:
         reader = child.setdefault("reader", _Reader(child["conn"]))
         try:
             alive = reader.feed()
-        except OSError:
-            alive = False
+            messages = reader.messages()
+        except (OSError, ValueError):  # gone, or talking nonsense: treated as gone
+            alive, messages = False, []
         if not alive:
             self.selector.unregister(child["conn"])
             child["caller_gone"] = True
             _signal_group(pid, signal.SIGTERM)
             return
-        for message in reader.messages():
-            signum = message.get("signal")
+        for message in messages:
+            signum = message.get("signal") if isinstance(message, dict) else None
             if isinstance(signum, int) and signum in (*FORWARDED_SIGNALS, signal.SIGTSTP):
                 _signal_group(pid, signum)
 

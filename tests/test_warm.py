@@ -308,3 +308,18 @@ def test_a_folder_that_cannot_be_used_is_one_error_line(tmp_path):
     assert done.returncode == 3 and done.stdout == ""
     assert done.stderr.strip() == (f"error: cannot use {tmp_path / 'file' / 'warm'} for the warm processes: Not a directory "
                                    "(set TRENDFLOW_WARM_DIR to a folder of yours)")
+
+
+def test_a_malformed_request_is_dropped_and_the_warm_process_goes_on(warm):
+    import socket
+
+    from flows.warm import socket_path
+
+    for payload in (b"\x00\x00\x00\x05nope!", b"\x00\x00\x00\x02[]", b"\x00"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(socket_path(warm)))
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(100) == b""  # closed without an answer
+    assert _status(warm)["pid"] and "a connection failed" in (warm / "warm.log").read_text()
