@@ -133,29 +133,21 @@ def measure(prices: Path, tmp: Path, repeat: int, env: dict, label: str, warm_en
           f"evening before it; {repeat} runs each")
     python = [sys.executable, "-m", "flows.cli"]
     daily, stages, signal, trade = [], [], [], []
-    warm_stages, warm_signal, warm_trade, warm_daily = [], [], [], []
+    warm_daily, warm_stages, warm_signal, warm_trade = [], [], [], []
     own = {**env, "TRENDFLOW_WARM": "0"}
+    modes = [("", own, (daily, signal, trade, stages))]
+    if warm_env is not None:
+        modes.append(("w", warm_env, (warm_daily, warm_signal, warm_trade, warm_stages)))
     for k in range(repeat):
-        work = tmp / f"run{k}"
-        shutil.copytree(evening, work)
-        *figures, code, out = run_process(python + ["daily", "--data", str(prices), "--out", str(work)], own)
-        if code != 0:
-            print(out)
-            return code
-        daily.append(tuple(figures))
-        if warm_env is not None:
-            work = tmp / f"run{k}w"
+        for suffix, mode_env, (to_daily, to_signal, to_trade, to_both) in modes:
+            work = tmp / f"run{k}{suffix}"
             shutil.copytree(evening, work)
-            *figures, code, out = run_stage(python + ["daily", "--data", str(prices), "--out", str(work)], warm_env)
+            *figures, code, out = run_stage(python + ["daily", "--data", str(prices), "--out", str(work)], mode_env)
             if code != 0:
                 print(out)
                 return code
-            warm_daily.append(tuple(figures))
-        for mode_env, (to_signal, to_trade, to_both) in ((own, (signal, trade, stages)),
-                                                         (warm_env, (warm_signal, warm_trade, warm_stages))):
-            if mode_env is None:
-                continue
-            work = tmp / f"stages{k}{'w' if mode_env is warm_env else ''}"
+            to_daily.append(tuple(figures))
+            work = tmp / f"stages{k}{suffix}"
             shutil.copytree(evening, work)
             s = run_stage(python + ["signal", "--data", str(prices), "--out", str(work), "--as-of-date", last], mode_env)
             t = run_stage(python + ["trade", "--out", str(work), "--as-of-date", last], mode_env)

@@ -73,6 +73,7 @@ ONE_BLAS_THREAD = (*QUICK_EXIT, "daily")
 # The commands a warm process may run (flows/warm.py), by warm process: the stage commands' never
 # imports Prefect, the daily run's does.
 WARM_FLAVORS = {"stages": QUICK_EXIT, "daily": ("daily",)}
+WARM_COMMANDS = tuple(command for commands in WARM_FLAVORS.values() for command in commands)
 
 
 def entry() -> None:
@@ -90,7 +91,7 @@ def entry() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in ONE_BLAS_THREAD:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     command = sys.argv[1] if len(sys.argv) > 1 else ""
-    if any(command in commands for commands in WARM_FLAVORS.values()):
+    if command in WARM_COMMANDS:
         from flows.warm import run_warm
 
         warm_code = run_warm(sys.argv)  # None: no usable warm process, so the command runs here

@@ -48,7 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-from flows.cli import WARM_FLAVORS
+from flows.cli import WARM_COMMANDS, WARM_FLAVORS
 
 DISABLE_ENV = "TRENDFLOW_WARM"            # "0": never use the warm process
 DIR_ENV = "TRENDFLOW_WARM_DIR"            # where the socket, record and log live (default: the checkout's .trendflow)
@@ -60,7 +60,6 @@ DEFAULT_IDLE_MINUTES = 120.0
 # imports Prefect (so their children are what a stage command's own process is), the daily run's
 # imports Prefect and the flow as well.
 FLAVORS = WARM_FLAVORS
-WARM_COMMANDS = tuple(c for commands in FLAVORS.values() for c in commands)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("flows", "stages", "schemas", "trendflow")
@@ -227,25 +226,29 @@ class _Reader:
         self.buffer += chunk
         return bool(chunk)
 
+    def _take(self) -> dict | None:
+        """The first complete message in the buffer, removed from it; None when there is none yet."""
+        if len(self.buffer) < 4:
+            return None
+        (size,) = struct.unpack(">I", self.buffer[:4])
+        if len(self.buffer) < 4 + size:
+            return None
+        message, self.buffer = json.loads(self.buffer[4:4 + size]), self.buffer[4 + size:]
+        return message
+
     def messages(self) -> list[dict]:
+        """Every complete message buffered so far."""
         out = []
-        while len(self.buffer) >= 4:
-            (size,) = struct.unpack(">I", self.buffer[:4])
-            if len(self.buffer) < 4 + size:
-                break
-            out.append(json.loads(self.buffer[4:4 + size]))
-            self.buffer = self.buffer[4 + size:]
+        while (message := self._take()) is not None:
+            out.append(message)
         return out
 
     def next(self) -> dict | None:
         """Block for the next message; None at end of stream."""
-        while True:
-            found = self.messages()
-            if found:
-                self.buffer = b"".join(_pack(m) for m in found[1:]) + self.buffer
-                return found[0]
+        while (message := self._take()) is None:
             if not self.feed():
                 return None
+        return message
 
 
 def _request(message: dict, folder: Path | None = None, timeout: float = 5.0, flavor: str = "stages") -> dict | None:
@@ -766,7 +769,7 @@ def start(folder: Path, idle_minutes: float, flavors: tuple[str, ...] = tuple(FL
 
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1"), DIR_ENV: str(folder)}
+    env = {**os.environ, DIR_ENV: str(folder)}  # (serve sets OPENBLAS_NUM_THREADS as the commands do)
     starting = {}
     for flavor in flavors:
         running = _request({"op": "ping"}, folder, flavor=flavor)

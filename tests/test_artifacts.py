@@ -207,6 +207,15 @@ def test_a_damaged_manifest_is_an_integrity_error(tmp_path):
         read_artifact(tmp_path / "prices.parquet", PricesSchema)
 
 
+def manifest_without_times(folder: Path) -> dict:
+    """A folder's manifest without the times a run records (when it started and finished, how long)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for entry in [*manifest["artifacts"].values(), *manifest["runs"].values()]:
+        for key in ("started_at", "finished_at", "seconds"):
+            entry.pop(key, None)
+    return manifest
+
+
 def test_same_data_and_config_give_byte_identical_files_and_manifest(tmp_path):
     def run_into(folder: Path) -> None:
         source = tmp_path / "input.csv"
@@ -221,14 +230,7 @@ def test_same_data_and_config_give_byte_identical_files_and_manifest(tmp_path):
     for name in ("prices.parquet", "prices.csv", "summary.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
-    def without_times(folder: Path) -> dict:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        for entry in [*manifest["artifacts"].values(), *manifest["runs"].values()]:
-            for key in ("started_at", "finished_at", "seconds"):
-                entry.pop(key, None)
-        return manifest
-
-    assert without_times(tmp_path / "a") == without_times(tmp_path / "b")
+    assert manifest_without_times(tmp_path / "a") == manifest_without_times(tmp_path / "b")
 
 
 # --------------------------------------------------------------------------- schemas on write and read

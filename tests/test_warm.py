@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_artifacts import manifest_without_times
+from tests.test_reliability import _hold
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the warm process needs fork and Unix sockets")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,14 +63,6 @@ def _artifacts(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file() and p.name != "manifest.json"}
 
 
-def _manifest_without_times(folder: Path) -> dict:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    for entry in [*manifest["artifacts"].values(), *manifest["runs"].values()]:
-        for key in ("started_at", "finished_at", "seconds"):
-            entry.pop(key, None)
-    return manifest
-
-
 def test_stage_commands_run_warm_and_write_what_their_own_process_writes(warm, tmp_path, small_demo_dir):
     """signal, trade (the backtest, then one daily step) and report: the same files, the same exit codes
     and the same lines on the caller's stdout/stderr, with the commands run in the warm process's children."""
@@ -99,9 +94,8 @@ def test_stage_commands_run_warm_and_write_what_their_own_process_writes(warm, t
     assert "report: OUT/report.html" in runs["warm"][2][0]
     warm_files, own_files = _artifacts(tmp_path / "warm"), _artifacts(tmp_path / "own")
     assert set(warm_files) == set(own_files) and {"signals_output.parquet", "equity_curve.parquet", "report.html"} <= set(warm_files)
-    # report.html names when it was made; every other file is byte-identical
-    assert {n for n in warm_files if warm_files[n] != own_files[n]} <= {"report.html"}
-    assert _manifest_without_times(tmp_path / "warm")["artifacts"].keys() == _manifest_without_times(tmp_path / "own")["artifacts"].keys()
+    assert warm_files == own_files  # every file byte for byte, report.html included
+    assert manifest_without_times(tmp_path / "warm") == manifest_without_times(tmp_path / "own")
     status = _status(warm)
     assert status["served"] >= 3 and status["running"] == 0
 
@@ -135,15 +129,6 @@ def test_the_command_runs_in_its_own_process_when_the_warm_one_would_differ(warm
     # no warm process at all: the same, silently
     done = _run(["trade", "--out", str(tmp_path / "a")], _env(tmp_path / "nowhere", stats))
     assert done.returncode == 0 and json.loads(stats.read_text()) == {"warm": False, "reason": "no warm process"}
-
-
-def _hold(folder: Path) -> subprocess.Popen:
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from stages.common.folder_lock import writing\n"
-         "with writing(sys.argv[1], command='holder'):\n    print('holding', flush=True); sys.stdin.readline()\n",
-         str(folder)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "holding"
-    return holder
 
 
 def _waiting_command(warm: Path, folder: Path, data: Path) -> subprocess.Popen:
